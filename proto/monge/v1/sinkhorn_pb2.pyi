@@ -1,0 +1,70 @@
+from monge.v1 import diagnostics_pb2 as _diagnostics_pb2
+from monge.v1 import tensor_pb2 as _tensor_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CostFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COST_FUNCTION_UNSPECIFIED: _ClassVar[CostFunction]
+    COST_FUNCTION_SQEUCLIDEAN: _ClassVar[CostFunction]
+    COST_FUNCTION_EUCLIDEAN: _ClassVar[CostFunction]
+COST_FUNCTION_UNSPECIFIED: CostFunction
+COST_FUNCTION_SQEUCLIDEAN: CostFunction
+COST_FUNCTION_EUCLIDEAN: CostFunction
+
+class MarginalPenalty(_message.Message):
+    __slots__ = ("source", "target")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    source: float
+    target: float
+    def __init__(self, source: _Optional[float] = ..., target: _Optional[float] = ...) -> None: ...
+
+class SinkhornRequest(_message.Message):
+    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "return_plan")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    COST_MATRIX_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    REG_M_FIELD_NUMBER: _ClassVar[int]
+    RETURN_PLAN_FIELD_NUMBER: _ClassVar[int]
+    x: _tensor_pb2.Tensor
+    y: _tensor_pb2.Tensor
+    a: _tensor_pb2.Tensor
+    b: _tensor_pb2.Tensor
+    cost_matrix: _tensor_pb2.Tensor
+    cost: CostFunction
+    epsilon: float
+    threshold: float
+    max_iterations: int
+    reg_m: MarginalPenalty
+    return_plan: bool
+    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., return_plan: _Optional[bool] = ...) -> None: ...
+
+class SinkhornResponse(_message.Message):
+    __slots__ = ("cost", "objective", "f", "g", "marginal_error", "plan", "diagnostics")
+    COST_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    F_FIELD_NUMBER: _ClassVar[int]
+    G_FIELD_NUMBER: _ClassVar[int]
+    MARGINAL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    cost: float
+    objective: float
+    f: _tensor_pb2.Tensor
+    g: _tensor_pb2.Tensor
+    marginal_error: float
+    plan: _tensor_pb2.Tensor
+    diagnostics: _diagnostics_pb2.SolverDiagnostics
+    def __init__(self, cost: _Optional[float] = ..., objective: _Optional[float] = ..., f: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., g: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., marginal_error: _Optional[float] = ..., plan: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., diagnostics: _Optional[_Union[_diagnostics_pb2.SolverDiagnostics, _Mapping]] = ...) -> None: ...
