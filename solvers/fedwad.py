@@ -3,7 +3,8 @@
 Two parties each hold a sample; a server orchestrates and never receives the samples
 themselves. The server holds an interpolating measure xi. Each round:
 
-1. the server sends xi and a fraction t in (0, 1) to both parties;
+1. the server sends xi and a fraction t in (0, 1) to both parties (`server_schedule`
+   gives the seeded initial xi, `init_xi`, and every round's t);
 2. each party solves the exact OT problem between xi and its own sample and answers
    with the point at fraction t on the geodesic from xi to its sample, plus
    W_p(xi, own sample)  (`party_step`);
@@ -193,6 +194,21 @@ def init_xi(
     return Measure(points, np.full(support_size, 1.0 / support_size))
 
 
+def server_schedule(dimension: int, config: FedWadConfig) -> tuple[Measure, np.ndarray]:
+    """The server's seeded choices for a whole run: the initial xi and the fraction t
+    of every round, (rounds,). Needs a resolved `config.support_size`. A networked
+    server calling this reproduces `fedwad`'s simulation number for number."""
+    if config.support_size is None:
+        raise ValueError("support_size must be set (not None) to schedule a run")
+    # Independent streams: changing the t schedule must not change the initial xi.
+    init_seed, t_seed = np.random.SeedSequence(config.seed).spawn(2)
+    xi = init_xi(dimension, config.support_size, seed=int(init_seed.generate_state(1)[0]))
+    if config.t is not None:
+        return xi, np.full(config.rounds, float(config.t))
+    t_rng = np.random.default_rng(t_seed)
+    return xi, np.array([_draw_fraction(t_rng) for _ in range(config.rounds)])
+
+
 def party_step(
     xi_points, xi_weights, own_points, own_weights, t: float, *, p: float = 2.0,
     party: str = "party",
@@ -242,21 +258,17 @@ def fedwad(x, y, a=None, b=None, config: FedWadConfig | None = None) -> FedWadOu
     support_size = config.support_size or max(len(mu.weights), len(nu.weights))
     config = dataclasses.replace(config, support_size=support_size)
 
-    # Independent streams: changing the t schedule must not change the initial xi.
-    init_seed, t_seed = np.random.SeedSequence(config.seed).spawn(2)
-    xi = init_xi(mu.points.shape[1], support_size, seed=int(init_seed.generate_state(1)[0]))
-    t_rng = np.random.default_rng(t_seed)
+    xi, ts = server_schedule(mu.points.shape[1], config)
 
     rounds = config.rounds
-    dist_x, dist_y, ts = np.empty(rounds), np.empty(rounds), np.empty(rounds)
+    dist_x, dist_y = np.empty(rounds), np.empty(rounds)
     best, best_xi, suboptimal = math.inf, xi, 0
-    for k in range(rounds):
-        t = config.t if config.t is not None else _draw_fraction(t_rng)
+    for k, t in enumerate(ts.tolist()):
         # The public steps themselves, validation included: the simulation computes
         # bit for bit what the networked protocol computes.
         answer_x = party_step(*xi, *mu, t, p=config.p, party="x (party 1)")
         answer_y = party_step(*xi, *nu, t, p=config.p, party="y (party 2)")
-        dist_x[k], dist_y[k], ts[k] = answer_x.distance, answer_y.distance, t
+        dist_x[k], dist_y[k] = answer_x.distance, answer_y.distance
         bound = answer_x.distance + answer_y.distance
         if bound < best:
             best, best_xi = bound, xi

@@ -15,6 +15,7 @@ from monge.solvers.fedwad import (
     init_xi,
     pairwise_fedwad,
     party_step,
+    server_schedule,
     server_step,
 )
 
@@ -213,13 +214,19 @@ def test_simulation_is_the_protocol_steps(rng):
     x, y = rng.standard_normal((20, 2)), rng.standard_normal((20, 2)) + 1
     config = FedWadConfig(rounds=4, seed=0, t=0.35)
     out = fedwad(x, y, config=config)
-    init_seed, _ = np.random.SeedSequence(0).spawn(2)
-    xi = init_xi(2, 20, seed=int(init_seed.generate_state(1)[0]))
-    for k in range(4):
-        ax = party_step(*xi, x, None, 0.35, party="party 1")
-        ay = party_step(*xi, y, None, 0.35, party="party 2")
+    xi, ts = server_schedule(2, dataclasses.replace(config, support_size=20))
+    np.testing.assert_array_equal(ts, 0.35)
+    for k, t in enumerate(ts):
+        ax = party_step(*xi, x, None, t, party="party 1")
+        ay = party_step(*xi, y, None, t, party="party 2")
         assert ax.distance + ay.distance == out.bound_history[k]
-        xi = server_step(ax, ay, 0.35)
+        xi = server_step(ax, ay, t)
+    # Drawn t: the schedule is the one the simulation used.
+    drawn = fedwad(x, y, config=FedWadConfig(rounds=4, seed=7))
+    _, ts = server_schedule(2, drawn.config)
+    np.testing.assert_array_equal(ts, drawn.t_history)
+    with pytest.raises(ValueError, match="support_size"):
+        server_schedule(2, FedWadConfig())
 
 
 def test_init_xi_needs_only_the_dimension():
