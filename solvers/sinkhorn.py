@@ -10,6 +10,21 @@ the last two terms replaced by hard marginal constraints when the problem is bal
 of this KL form: P = diag(a) exp((f + g^T - C) / epsilon) diag(b). A point with zero
 weight has a finite potential and an empty row or column of P.
 
+Iterations (`SinkhornConfig.method`):
+- "kernel": scaling iterations u <- a / K(b v) on a precomputed kernel, two mat-vecs
+  per iteration (memory-bandwidth bound, the cheapest on CPU). Stabilised: when a
+  scaling leaves a fixed range, it is absorbed into the potentials and the kernel is
+  rebuilt around them by one log-domain iteration, so small epsilon cannot underflow.
+- "log": log-sum-exp iterations, n m exponentials per half-iteration.
+- "auto": the kernel unless the cost range over epsilon is so large that the kernel
+  would be rebuilt often, then log. Online mode always uses log iterations (an online
+  kernel costs the same exponentials).
+
+Differentiation: `objective` (the regularised OT value) is differentiable w.r.t.
+points, weights, the cost matrix and epsilon by the envelope theorem: the solver's
+loop runs on stopped inputs and the value carries the gradient of the dual at the
+converged potentials. f, g, cost and the diagnostics are not differentiated.
+
 Usage:
     problem = OTProblem(Geometry.from_points(x, y), a, b)
     out = solve(problem, SinkhornConfig(epsilon=0.05))
@@ -21,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +44,7 @@ from jax.scipy.special import logsumexp
 
 from monge.solvers.geometry import Geometry
 from monge.solvers.loop import Status, run_until_converged, status_message
+from monge.solvers.sinkhorn_ops import CostAccess, plan_sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,34 +72,65 @@ class OTProblem:
         return cls(geometry, a, b)
 
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.geometry.shape
+
+
+METHODS = ("auto", "kernel", "log")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SinkhornConfig:
-    """Hyperparameters. Values (epsilon, threshold, reg_m) are traced: changing them
-    does not recompile. `max_iterations` and `inner_iterations` are static.
+    """Hyperparameters. Values (epsilon, threshold, reg_m, scaling_factor) are traced:
+    changing them does not recompile. The other fields are static.
 
     epsilon: entropic weight, absolute (cost units), > 0.
     threshold: stop when the L1 marginal error (balanced) or the L1 residual of the
-        marginal optimality conditions (unbalanced) is at most this.
+        marginal optimality conditions (unbalanced) is at most this. It is measured
+        on the column side inside each iteration, for free.
     reg_m: (source, target) KL marginal penalties; `math.inf` means a hard constraint.
+    method: "auto", "kernel" or "log" (see the module docstring).
+    online: recompute the cost in blocks of `block_size` rows instead of storing it
+        (point clouds only), so memory is O((n + m) d + block_size * max(n, m)).
+    scaling_stages: epsilon scaling; solve first at epsilon / scaling_factor**k for
+        k = scaling_stages .. 1, each to a loose tolerance, warm-starting the next.
+        0 turns it off. Useful for small epsilon.
     """
 
     epsilon: float = 0.05
     threshold: float = 1e-6
     reg_m: tuple[float, float] = (math.inf, math.inf)
+    scaling_factor: float = 0.3
     max_iterations: int = dataclasses.field(default=10_000, metadata=dict(static=True))
     inner_iterations: int = dataclasses.field(default=10, metadata=dict(static=True))
+    method: str = dataclasses.field(default="auto", metadata=dict(static=True))
+    online: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    block_size: int = dataclasses.field(default=1024, metadata=dict(static=True))
+    scaling_stages: int = dataclasses.field(default=0, metadata=dict(static=True))
 
     def __post_init__(self):
         reg_m = self.reg_m
-        if isinstance(reg_m, (int, float)):
+        if isinstance(reg_m, (int, float)) or getattr(reg_m, "ndim", 1) == 0:
             object.__setattr__(self, "reg_m", (reg_m, reg_m))
         _check_positive_if_concrete("epsilon", self.epsilon)
         _check_positive_if_concrete("threshold", self.threshold)
-        if isinstance(self.reg_m, (tuple, list)):
-            for value in self.reg_m:
-                _check_positive_if_concrete("reg_m", value)
-        if min(self.max_iterations, self.inner_iterations) < 1:
-            raise ValueError("max_iterations and inner_iterations must be at least 1")
+        for value in self.reg_m:
+            _check_positive_if_concrete("reg_m", value)
+        if min(self.max_iterations, self.inner_iterations, self.block_size) < 1:
+            raise ValueError("max_iterations, inner_iterations and block_size must be at least 1")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
+        if self.online and self.method == "kernel":
+            raise ValueError("online mode uses log iterations; use method='auto' or 'log'")
+        if self.scaling_stages < 0:
+            raise ValueError("scaling_stages must be non-negative")
+        try:
+            factor = float(self.scaling_factor)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            return
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"scaling_factor must lie in (0, 1), got {factor}")
 
 
 def _check_positive_if_concrete(name, value):
@@ -96,17 +144,27 @@ def _check_positive_if_concrete(name, value):
 
 @dataclasses.dataclass(frozen=True)
 class SinkhornOutput:
-    """The answer and its diagnostics. `plan()` is computed on demand."""
+    """The answer and its diagnostics. Views of the plan are computed on demand.
+
+    f, g: potentials, P = diag(a) exp((f + g^T - C) / epsilon) diag(b).
+    cost: <P, C>. objective: the regularised primal objective at P (differentiable).
+    marginal_error: L1 error of both marginals (balanced) or L1 residual of the
+        optimality conditions P 1 = a exp(-f / reg_m) and the same for columns.
+    iterations: Sinkhorn iterations taken, epsilon-scaling stages included.
+    status: a `Status` code; `converged` and `message` read it.
+    """
 
     f: jax.Array
     g: jax.Array
-    cost: jax.Array  # <P, C>, the linear transport cost of the returned plan
-    objective: jax.Array  # the regularised primal objective at the returned plan
+    cost: jax.Array
+    objective: jax.Array
     marginal_error: jax.Array
     iterations: jax.Array
     status: jax.Array
     problem: OTProblem
     epsilon: jax.Array
+    online: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    block_size: int = dataclasses.field(default=1024, metadata=dict(static=True))
 
     @property
     def converged(self) -> jax.Array:
@@ -117,16 +175,38 @@ class SinkhornOutput:
         return status_message(int(self.status))
 
     def plan(self) -> jax.Array:
+        """The dense (n, m) plan. Memory n m; avoid in online mode for large sizes."""
         return _plan(self.problem, self.f, self.g, self.epsilon)
 
+    def plan_topk(self, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The k largest entries of each row of the plan as (rows, cols, values), each
+        of length n k (row-major), computed in blocks in online mode."""
+        return _plan_topk(self.problem, self.f, self.g, self.epsilon, k, self.online, self.block_size)
 
-for _cls, _static in ((OTProblem, []), (SinkhornOutput, [])):
-    _fields = [f.name for f in dataclasses.fields(_cls)]
-    jax.tree_util.register_dataclass(_cls, data_fields=_fields, meta_fields=_static)
+    def barycentric_map(self) -> jax.Array:
+        """(n, d): for each source point, the plan's average of the target points,
+        (P y)_i / (P 1)_i. Points with an empty row map to themselves."""
+        return _barycentric_map(self.problem, self.f, self.g, self.epsilon, self.online, self.block_size)
+
+
+jax.tree_util.register_dataclass(
+    OTProblem, data_fields=["geometry", "a", "b"], meta_fields=[]
+)
+jax.tree_util.register_dataclass(
+    SinkhornOutput,
+    data_fields=[
+        "f", "g", "cost", "objective", "marginal_error", "iterations", "status",
+        "problem", "epsilon",
+    ],
+    meta_fields=["online", "block_size"],
+)
 jax.tree_util.register_dataclass(
     SinkhornConfig,
-    data_fields=["epsilon", "threshold", "reg_m"],
-    meta_fields=["max_iterations", "inner_iterations"],
+    data_fields=["epsilon", "threshold", "reg_m", "scaling_factor"],
+    meta_fields=[
+        "max_iterations", "inner_iterations", "method", "online", "block_size",
+        "scaling_stages",
+    ],
 )
 
 
@@ -137,100 +217,302 @@ def _log(w):
 
 def _damping(reg_m, epsilon):
     """tau / (tau + epsilon): the exponent of the unbalanced scaling update (1 if tau = inf)."""
-    return jnp.where(jnp.isinf(reg_m), 1.0, reg_m / (reg_m + epsilon))
+    return jnp.where(jnp.isinf(reg_m), 1.0, reg_m / jnp.where(jnp.isinf(reg_m), 1.0, reg_m + epsilon))
 
 
-def _log_plan(problem: OTProblem, cost, f, g, epsilon):
-    return (
-        _log(problem.a)[:, None]
-        + _log(problem.b)[None, :]
-        + (f[:, None] + g[None, :] - cost) / epsilon
-    )
+def _finite_or(value, fallback):
+    return jnp.where(jnp.isinf(fallback), value, fallback)
 
 
-def _plan(problem, f, g, epsilon):
-    return jnp.exp(_log_plan(problem, problem.geometry.cost_matrix(), f, g, epsilon))
-
-
-def _marginal_targets(problem, f, g, reg_m):
-    """What P 1 and P^T 1 must equal at the optimum: a exp(-f/tau1), b exp(-g/tau2)."""
-    tau_a, tau_b = reg_m
-    target_a = jnp.where(jnp.isinf(tau_a), problem.a, problem.a * jnp.exp(-f / tau_a))
-    target_b = jnp.where(jnp.isinf(tau_b), problem.b, problem.b * jnp.exp(-g / tau_b))
-    return target_a, target_b
+def _marginal_target(weights, potential, tau):
+    """What a marginal must equal at the optimum: w exp(-f / tau), or w if tau = inf."""
+    safe_tau = jnp.where(jnp.isinf(tau), 1.0, tau)
+    return jnp.where(jnp.isinf(tau), weights, weights * jnp.exp(-potential / safe_tau))
 
 
 def _kl(p, q):
-    """Generalised KL divergence between nonnegative vectors or matrices."""
+    """Generalised KL divergence between nonnegative vectors."""
     ratio = jnp.where(p > 0, p / jnp.where(q > 0, q, 1.0), 1.0)
     return jnp.sum(jnp.where(p > 0, p * jnp.log(ratio), 0.0) - p + q)
 
 
-@functools.partial(jax.jit)
-def solve(problem: OTProblem, config: SinkhornConfig) -> SinkhornOutput:
-    """Log-domain Sinkhorn iterations; jit-compiled, one program per shape and dtype."""
-    cost = problem.geometry.cost_matrix()
-    dtype = cost.dtype
-    epsilon = jnp.asarray(config.epsilon, dtype)
-    reg_m = tuple(jnp.asarray(t, dtype) for t in config.reg_m)
-    damp_a, damp_b = (_damping(t, epsilon) for t in reg_m)
-    log_a, log_b = _log(problem.a), _log(problem.b)
+# ---------------------------------------------------------------------------------------
+# Iterations. Each engine maps (potentials in, epsilon, threshold, cap) to potentials
+# out plus the loop's count, error and status, so epsilon scaling composes with both.
 
-    def update_f(g):
-        return -damp_a * epsilon * logsumexp(log_b[None, :] + (g[None, :] - cost) / epsilon, axis=1)
 
-    def update_g(f):
-        return -damp_b * epsilon * logsumexp(log_a[:, None] + (f[:, None] - cost) / epsilon, axis=0)
+class _Problem(NamedTuple):
+    """What the engines need: stopped weights, their logs, damping exponents."""
 
-    def step(state):
-        f, g = state
-        f = update_f(g)
-        return f, update_g(f)
+    a: jax.Array
+    b: jax.Array
+    log_a: jax.Array
+    log_b: jax.Array
+    tau_a: jax.Array
+    tau_b: jax.Array
 
-    def error(state):
-        # After a g-update the column conditions hold exactly; the rows carry the error.
-        f, g = state
-        row_mass = jnp.exp(log_a + f / epsilon) * jnp.exp(
-            logsumexp(log_b[None, :] + (g[None, :] - cost) / epsilon, axis=1)
+
+class _KernelState(NamedTuple):
+    fa: jax.Array  # potentials absorbed into the kernel
+    ga: jax.Array
+    kernel: jax.Array  # exp((fa + ga^T - C) / eps)
+    u: jax.Array  # scalings: f = fa + eps log u
+    v: jax.Array
+    ca: jax.Array  # unbalanced correction exp((damp - 1) fa / eps); 1 when balanced
+    cb: jax.Array
+    error: jax.Array
+
+
+def _absorb_bound(dtype) -> float:
+    # Kernel entries that matter start above about exp(-20) after a rebuild; letting
+    # each scaling drift by exp(+-B) keeps them above exp(-20 - 2B), which must stay
+    # representable: B is a quarter of the exponent range (22 in float32, 177 in float64).
+    return 0.25 * math.log(float(jnp.finfo(dtype).max))
+
+
+def _kernel_engine(cost, p: _Problem, f0, g0, epsilon, threshold, max_iterations, inner):
+    inv_eps = 1.0 / epsilon
+    damp_a, damp_b = _damping(p.tau_a, epsilon), _damping(p.tau_b, epsilon)
+    bound = _absorb_bound(cost.dtype)
+    hi, lo = math.exp(bound), math.exp(-bound)
+
+    def absorb(state: _KernelState) -> _KernelState:
+        # One log-domain iteration from the current potentials (the absorbed part if a
+        # scaling is no longer finite), then the kernel rebuilt around the result.
+        f = _finite_or(state.fa, state.fa + epsilon * jnp.log(state.u))
+        g = _finite_or(state.ga, state.ga + epsilon * jnp.log(state.v))
+        f = jnp.where(jnp.isfinite(f), f, state.fa)
+        g = jnp.where(jnp.isfinite(g), g, state.ga)
+        f = -damp_a * epsilon * logsumexp(p.log_b[None, :] + (g[None, :] - cost) * inv_eps, axis=1)
+        g = -damp_b * epsilon * logsumexp(p.log_a[:, None] + (f[:, None] - cost) * inv_eps, axis=0)
+        kernel = jnp.exp((f[:, None] + g[None, :] - cost) * inv_eps)
+        big = jnp.asarray(jnp.finfo(cost.dtype).max, cost.dtype)
+        return _KernelState(
+            fa=f,
+            ga=g,
+            kernel=kernel,
+            u=jnp.ones_like(f),
+            v=jnp.ones_like(g),
+            ca=jnp.exp((damp_a - 1.0) * f * inv_eps),
+            cb=jnp.exp((damp_b - 1.0) * g * inv_eps),
+            # A rebuild is not a failure: keep the loop going if it happens at the
+            # end of a block.
+            error=jnp.where(jnp.isfinite(state.error), state.error, big),
         )
-        target_a, _ = _marginal_targets(problem, f, g, reg_m)
-        return jnp.sum(jnp.abs(row_mass - target_a))
+
+    def step(state: _KernelState) -> _KernelState:
+        s = state.kernel @ (p.b * state.v)
+        u = state.ca * s ** (-damp_a)
+        t = state.kernel.T @ (p.a * u)
+        # Column residual of the plan (u, v_old): the row conditions hold exactly
+        # after the u-update, and t is needed anyway.
+        g_old = state.ga + epsilon * jnp.log(state.v)
+        error = jnp.sum(jnp.abs(p.b * state.v * t - _marginal_target(p.b, g_old, p.tau_b)))
+        v = state.cb * t ** (-damp_b)
+        state = state._replace(u=u, v=v, error=error)
+        in_range = jnp.all((u < hi) & (u > lo)) & jnp.all((v < hi) & (v > lo))
+        return jax.lax.cond(in_range, lambda s: s, absorb, state)
 
     n, m = cost.shape
-    init = (jnp.zeros((n,), dtype), jnp.zeros((m,), dtype))
-    loop = run_until_converged(
-        step,
-        error,
-        init,
-        threshold=jnp.asarray(config.threshold, dtype),
-        max_iterations=config.max_iterations,
-        inner_iterations=config.inner_iterations,
+    init = absorb(
+        _KernelState(
+            fa=f0, ga=g0, kernel=jnp.zeros((0, 0), cost.dtype),
+            u=jnp.ones_like(f0), v=jnp.ones_like(g0),
+            ca=jnp.ones_like(f0), cb=jnp.ones_like(g0),
+            error=jnp.asarray(jnp.inf, cost.dtype),
+        )
     )
-    f, g = loop.state
-    plan = jnp.exp(_log_plan(problem, cost, f, g, epsilon))
-    transport_cost = jnp.sum(plan * cost)
-    row, col = plan.sum(axis=1), plan.sum(axis=0)
-    target_a, target_b = _marginal_targets(problem, f, g, reg_m)
-    marginal_error = jnp.sum(jnp.abs(row - target_a)) + jnp.sum(jnp.abs(col - target_b))
-    objective = transport_cost + epsilon * _kl(plan, problem.a[:, None] * problem.b[None, :])
-    for tau, marginal, weights in ((reg_m[0], row, problem.a), (reg_m[1], col, problem.b)):
-        objective = objective + jnp.where(jnp.isinf(tau), 0.0, tau * _kl(marginal, weights))
-    status = jnp.where(
-        jnp.isfinite(transport_cost) | (loop.status != Status.CONVERGED),
-        loop.status,
-        Status.DIVERGED,
-    ).astype(jnp.int32)
+    loop = run_until_converged(
+        step, lambda s: s.error, init,
+        threshold=threshold, max_iterations=max_iterations, inner_iterations=inner,
+    )
+    s = loop.state
+    f = s.fa + epsilon * jnp.log(s.u)
+    g = s.ga + epsilon * jnp.log(s.v)
+    return f, g, loop.iterations, loop.status
+
+
+def _log_engine(access: CostAccess, p: _Problem, f0, g0, epsilon, threshold, max_iterations, inner):
+    inv_eps = 1.0 / epsilon
+    damp_a, damp_b = _damping(p.tau_a, epsilon), _damping(p.tau_b, epsilon)
+
+    def step(state):
+        _, g_old, _ = state
+        f = -damp_a * epsilon * access.row_lse(p.log_b + g_old * inv_eps, inv_eps)
+        lse = access.col_lse(p.log_a + f * inv_eps, inv_eps)
+        # Column residual of (f, g_old), from the reduction the g-update needs anyway.
+        column = jnp.exp(p.log_b + g_old * inv_eps + lse)
+        error = jnp.sum(jnp.abs(column - _marginal_target(p.b, g_old, p.tau_b)))
+        return f, -damp_b * epsilon * lse, error
+
+    init = (f0, g0, jnp.asarray(jnp.inf, f0.dtype))
+    loop = run_until_converged(
+        step, lambda s: s[2], init,
+        threshold=threshold, max_iterations=max_iterations, inner_iterations=inner,
+    )
+    f, g, _ = loop.state
+    return f, g, loop.iterations, loop.status
+
+
+def _auto_uses_kernel(cost, epsilon):
+    # Past this many e-foldings of kernel range the potentials move by more than the
+    # absorption bound in the first iterations and the kernel is rebuilt nearly every
+    # iteration, which costs more than log iterations.
+    limit = 4.0 * _absorb_bound(cost.dtype)
+    return (jnp.max(cost) - jnp.min(cost)) / epsilon <= limit
+
+
+def _iterate(access: CostAccess, p: _Problem, f0, g0, epsilon, threshold, config, max_iterations):
+    inner = config.inner_iterations
+    args = (p, f0, g0, epsilon, threshold, max_iterations, inner)
+    if access.online or config.method == "log":
+        return _log_engine(access, *args)
+    if config.method == "kernel":
+        return _kernel_engine(access.matrix, *args)
+    return jax.lax.cond(
+        _auto_uses_kernel(access.matrix, epsilon),
+        lambda: _kernel_engine(access.matrix, *args),
+        lambda: _log_engine(access, *args),
+    )
+
+
+def _solve(problem: OTProblem, config: SinkhornConfig, init=None) -> SinkhornOutput:
+    sg = jax.lax.stop_gradient
+    dtype = problem.geometry.dtype
+    n, m = problem.shape
+    epsilon_live = jnp.asarray(config.epsilon, dtype)
+    epsilon = sg(epsilon_live)
+    tau_a, tau_b = (sg(jnp.asarray(t, dtype)) for t in config.reg_m)
+    a, b = sg(problem.a), sg(problem.b)
+    p = _Problem(a, b, _log(a), _log(b), tau_a, tau_b)
+    # The loop sees stopped inputs, so reverse mode never differentiates through it.
+    access = CostAccess.create(sg(problem.geometry), config.online, config.block_size)
+    threshold = jnp.asarray(config.threshold, dtype)
+
+    if init is None:
+        f, g = jnp.zeros((n,), dtype), jnp.zeros((m,), dtype)
+    else:
+        f, g = (sg(jnp.asarray(v, dtype)) for v in init)
+    iterations = jnp.int32(0)
+    if config.scaling_stages > 0:
+        stages = config.scaling_stages
+        factor = jnp.asarray(config.scaling_factor, dtype)
+        # Intermediate stages only need to put the potentials near the next stage's.
+        loose = jnp.maximum(threshold, 1e-3 * jnp.sum(a))
+        stage_cap = max(config.inner_iterations, config.max_iterations // (stages + 1))
+
+        def stage(k, carry):
+            f, g, count = carry
+            eps_k = epsilon / factor ** (stages - k)
+            f, g, its, _ = _iterate(access, p, f, g, eps_k, loose, config, stage_cap)
+            return f, g, count + its
+
+        f, g, iterations = jax.lax.fori_loop(0, stages, stage, (f, g, iterations))
+    f, g, its, status = _iterate(access, p, f, g, epsilon, threshold, config, config.max_iterations)
+    iterations = iterations + its
+
+    # Diagnostics in one pass over the cost, with live inputs: the stopped values are
+    # reported, the live ones carry the envelope gradient.
+    live_access = CostAccess.create(problem.geometry, config.online, config.block_size)
+    rows_live, cols_live, cost_live = plan_sums(live_access, problem.a, problem.b, f, g, epsilon_live)
+    rows, cols, transport_cost = sg(rows_live), sg(cols_live), sg(cost_live)
+    target_a, target_b = _marginal_target(a, f, tau_a), _marginal_target(b, g, tau_b)
+    marginal_error = jnp.sum(jnp.abs(rows - target_a)) + jnp.sum(jnp.abs(cols - target_b))
+    mass_ab = jnp.sum(a) * jnp.sum(b)
+    # epsilon KL(P | a b^T) = <P 1, f> + <P^T 1, g> - <P, C> - epsilon (|P| - |a||b|),
+    # so the primal objective needs only the marginals.
+    objective = jnp.dot(rows, f) + jnp.dot(cols, g) - epsilon * (jnp.sum(rows) - mass_ab)
+    for tau, marginal, weights in ((tau_a, rows, a), (tau_b, cols, b)):
+        safe_tau = jnp.where(jnp.isinf(tau), 1.0, tau)
+        objective = objective + jnp.where(jnp.isinf(tau), 0.0, safe_tau * _kl(marginal, weights))
+    dual = _dual(problem.a, problem.b, f, g, tau_a, tau_b, epsilon_live, jnp.sum(rows_live))
+    objective = sg(objective) + (dual - sg(dual))
+
+    finite = jnp.isfinite(transport_cost) & jnp.isfinite(objective) & jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g))
+    status = jnp.where(finite | (status != Status.CONVERGED), status, Status.DIVERGED)
+    status = jnp.where(finite, status, Status.DIVERGED).astype(jnp.int32)
     return SinkhornOutput(
         f=f,
         g=g,
         cost=transport_cost,
         objective=objective,
         marginal_error=marginal_error,
-        iterations=loop.iterations,
+        iterations=iterations,
         status=status,
         problem=problem,
         epsilon=epsilon,
+        online=access.online,
+        block_size=config.block_size,
     )
+
+
+def _dual(a, b, f, g, tau_a, tau_b, epsilon, plan_mass):
+    """The dual objective at stopped potentials; at the optimum it equals the optimal
+    value, and its gradient in (a, b, C, epsilon) is the optimal value's (Danskin)."""
+
+    def term(w, pot, tau):
+        safe_tau = jnp.where(jnp.isinf(tau), 1.0, tau)
+        soft = safe_tau * jnp.dot(w, 1.0 - jnp.exp(-pot / safe_tau))
+        return jnp.where(jnp.isinf(tau), jnp.dot(w, pot), soft)
+
+    return term(a, f, tau_a) + term(b, g, tau_b) - epsilon * (plan_mass - jnp.sum(a) * jnp.sum(b))
+
+
+solve = jax.jit(_solve)
+solve.__doc__ = """Solve entropic OT: `solve(problem, config, init=None) -> SinkhornOutput`.
+
+jit-compiled, one program per shape, dtype and static config; epsilon, threshold and
+reg_m are traced. `init=(f, g)` warm-starts from given potentials."""
+
+
+# ---------------------------------------------------------------------------------------
+# On-demand views of the plan.
+
+
+def _plan(problem, f, g, epsilon):
+    cost = problem.geometry.cost_matrix()
+    return jnp.exp(
+        _log(problem.a)[:, None] + _log(problem.b)[None, :] + (f[:, None] + g[None, :] - cost) / epsilon
+    )
+
+
+def _log_plan_rows(c, log_a_i, f_i, log_b, g, epsilon):
+    return log_a_i[:, None] + log_b[None, :] + (f_i[:, None] + g[None, :] - c) / epsilon
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _plan_topk(problem, f, g, epsilon, k, online, block):
+    access = CostAccess.create(problem.geometry, online, block)
+    log_b = _log(problem.b)
+    n = problem.shape[0]
+
+    def rows(c, a_i, f_i, _x):
+        values, cols = jax.lax.top_k(_log_plan_rows(c, _log(a_i), f_i, log_b, g, epsilon), k)
+        return (jnp.exp(values), cols), ()
+
+    (values, cols), _ = access.map_rows(rows, problem.a, f)
+    row_ids = jnp.repeat(jnp.arange(n, dtype=cols.dtype), k)
+    return row_ids, cols.reshape(-1), values.reshape(-1)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _barycentric_map(problem, f, g, epsilon, online, block):
+    geometry = problem.geometry
+    if geometry.x is None:
+        raise ValueError("the barycentric map needs point clouds, not a cost matrix")
+    access = CostAccess.create(geometry, online, block)
+    log_b = _log(problem.b)
+
+    def rows(c, a_i, f_i, _x):
+        plan = jnp.exp(_log_plan_rows(c, _log(a_i), f_i, log_b, g, epsilon))
+        return (plan @ geometry.y, plan.sum(axis=1)), ()
+
+    (moved, mass), _ = access.map_rows(rows, problem.a, f)
+    return jnp.where(mass[:, None] > 0, moved / jnp.where(mass > 0, mass, 1.0)[:, None], geometry.x)
+
+
+# ---------------------------------------------------------------------------------------
+# Convenience entry, batches, divergence.
 
 
 def sinkhorn(
@@ -245,16 +527,26 @@ def sinkhorn(
     threshold: float = 1e-6,
     reg_m: float | tuple[float, float] | None = None,
     max_iterations: int = 10_000,
+    method: str = "auto",
+    online: bool = False,
+    scaling_stages: int = 0,
+    init: tuple | None = None,
 ) -> SinkhornOutput:
     """Convenience entry with the client's keywords: points or a cost matrix in."""
-    if cost_matrix is not None:
-        problem = OTProblem.from_matrix(cost_matrix, a, b)
-    else:
-        problem = OTProblem.from_points(x, y, a, b, cost=cost)
+    problem = _make_problem(x, y, a, b, cost_matrix, cost)
     config = SinkhornConfig(
         epsilon=epsilon,
         threshold=threshold,
         reg_m=(math.inf, math.inf) if reg_m is None else reg_m,
         max_iterations=max_iterations,
+        method=method,
+        online=online,
+        scaling_stages=scaling_stages,
     )
-    return solve(problem, config)
+    return solve(problem, config, init)
+
+
+def _make_problem(x, y, a, b, cost_matrix, cost):
+    if cost_matrix is not None:
+        return OTProblem.from_matrix(cost_matrix, a, b)
+    return OTProblem.from_points(x, y, a, b, cost=cost)

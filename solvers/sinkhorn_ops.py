@@ -1,0 +1,145 @@
+"""Reductions over the cost matrix for Sinkhorn, dense or computed in row blocks.
+
+Every quantity the Sinkhorn family needs from the cost is a reduction along one axis
+of an n x m array built elementwise from C: a log-sum-exp for the log-domain updates,
+and sums of the plan for the diagnostics. `CostAccess` hides whether C is stored (a
+matrix, or point clouds small enough to materialise) or recomputed block by block from
+the points ("online"), so that the iteration code is written once. Online mode keeps
+memory at O((n + m) d) plus one (block, m) block; the price is one cost evaluation per
+block per half-iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from monge.solvers.geometry import Geometry, pairwise_cost
+
+
+def _pad_rows(x: jax.Array, block: int, value=0) -> tuple[jax.Array, int]:
+    n = x.shape[0]
+    blocks = -(-n // block)
+    pad = blocks * block - n
+    # Padded rows are real points at the origin; callers give them weight zero
+    # (log weight -inf), so they never enter a reduction over the other axis.
+    pad_width = ((0, pad),) + ((0, 0),) * (x.ndim - 1)
+    return jnp.pad(x, pad_width, constant_values=value), blocks
+
+
+@dataclasses.dataclass(frozen=True)
+class CostAccess:
+    """The cost between two measures, seen through reductions.
+
+    `matrix` is set in dense mode; otherwise `x`, `y` and `cost` give the points and
+    `block` the number of rows (or columns) materialised at once.
+    """
+
+    matrix: jax.Array | None
+    x: jax.Array | None
+    y: jax.Array | None
+    cost: str
+    block: int
+
+    @classmethod
+    def create(cls, geometry: Geometry, online: bool, block: int) -> "CostAccess":
+        if online and geometry.matrix is None:
+            return cls(None, geometry.x, geometry.y, geometry.cost, block)
+        return cls(geometry.cost_matrix(), None, None, geometry.cost, block)
+
+    @property
+    def online(self) -> bool:
+        return self.matrix is None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.matrix is not None:
+            return self.matrix.shape
+        return (self.x.shape[0], self.y.shape[0])
+
+    def transpose(self) -> "CostAccess":
+        if self.matrix is not None:
+            return dataclasses.replace(self, matrix=self.matrix.T)
+        return dataclasses.replace(self, x=self.y, y=self.x)
+
+    def row_lse(self, h: jax.Array, scale) -> jax.Array:
+        """For each row i: log sum_j exp(h_j - C_ij * scale). `h` has length m."""
+        if self.matrix is not None:
+            return logsumexp(h[None, :] - self.matrix * scale, axis=1)
+        n = self.x.shape[0]
+        xb, blocks = _pad_rows(self.x, self.block)
+        xb = xb.reshape(blocks, self.block, -1)
+
+        def one(xi):
+            return logsumexp(h[None, :] - pairwise_cost(xi, self.y, self.cost) * scale, axis=1)
+
+        return jax.lax.map(one, xb).reshape(-1)[:n]
+
+    def col_lse(self, h: jax.Array, scale) -> jax.Array:
+        """For each column j: log sum_i exp(h_i - C_ij * scale). `h` has length n."""
+        if self.matrix is not None:
+            return logsumexp(h[:, None] - self.matrix * scale, axis=0)
+        # Both point costs are symmetric, so a column reduction is a row reduction
+        # with the clouds swapped; blocks then run over y.
+        return self.transpose().row_lse(h, scale)
+
+    def map_rows(self, fn: Callable, *row_args: jax.Array):
+        """Apply fn(C_block, *row_arg_blocks, x_block) -> (per_row, total) over row blocks.
+
+        `per_row` outputs are stacked and cut back to n rows; `total` outputs are summed
+        over blocks. In dense mode the single block is the whole matrix (x_block is
+        None). Row arguments are padded with zeros, so a weight passed as a row argument
+        makes padded rows empty. Each block is rematerialised in reverse mode, so
+        gradients also stay within one block of memory.
+        """
+        if self.matrix is not None:
+            return fn(self.matrix, *row_args, None)
+        n = self.x.shape[0]
+        xb, blocks = _pad_rows(self.x, self.block)
+        reshape = lambda r: r.reshape((blocks, self.block) + r.shape[1:])
+        padded = [reshape(_pad_rows(r, self.block)[0]) for r in row_args]
+
+        @jax.checkpoint
+        def one(xi, rest):
+            return fn(pairwise_cost(xi, self.y, self.cost), *rest, xi)
+
+        def body(total, args):
+            xi, *rest = args
+            per_row, part = one(xi, rest)
+            return jax.tree.map(jnp.add, total, part), per_row
+
+        total0 = jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype),
+            jax.eval_shape(lambda: one(xb[: self.block], [r[0] for r in padded])[1]),
+        )
+        total, per_row = jax.lax.scan(body, total0, (reshape(xb), *padded))
+        per_row = jax.tree.map(lambda o: o.reshape((blocks * self.block,) + o.shape[2:])[:n], per_row)
+        return per_row, total
+
+
+def _log(w):
+    return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
+
+
+def plan_sums(access: CostAccess, a, b, f, g, epsilon):
+    """Row sums, column sums and <P, C> of P = diag(a) exp((f + g^T - C)/eps) diag(b).
+
+    One pass over the cost; in online mode the column sums accumulate across blocks.
+    The weights multiply (rather than enter as logs) so that the derivative with
+    respect to a zero weight is the true one, not zero; the exponent is clipped so
+    that an empty row or column (weight 0) can never produce 0 * inf.
+    """
+    inv_eps = 1.0 / epsilon
+    clip = 0.5 * jnp.log(jnp.finfo(f.dtype).max)
+
+    def block(c, a_i, f_i, _x):
+        z = jnp.minimum((f_i[:, None] + g[None, :] - c) * inv_eps, clip)
+        p = a_i[:, None] * b[None, :] * jnp.exp(z)
+        return p.sum(axis=1), (p.sum(axis=0), (p * c).sum())
+
+    rows, (cols, cost) = access.map_rows(block, a, f)
+    return rows, cols, cost
