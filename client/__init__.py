@@ -1,0 +1,35 @@
+"""Monge's Python client: `from monge.client import Client`.
+
+This package needs only numpy and grpc (no JAX), so pipelines can call a remote
+accelerator without installing the solvers' stack.
+"""
+
+from monge.client.client import Client
+from monge.client.errors import (
+    CancelledError,
+    DeadlineExceededError,
+    FieldViolation,
+    InternalError,
+    InvalidArgumentError,
+    MongeError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from monge.client.results import Diagnostics, ServerInfo, SinkhornResult
+
+__all__ = [
+    "CancelledError",
+    "Client",
+    "DeadlineExceededError",
+    "Diagnostics",
+    "FieldViolation",
+    "InternalError",
+    "InvalidArgumentError",
+    "MongeError",
+    "NotFoundError",
+    "ResourceExhaustedError",
+    "ServerInfo",
+    "SinkhornResult",
+    "UnavailableError",
+]

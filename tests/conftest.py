@@ -11,3 +11,47 @@ jax.config.update("jax_enable_x64", True)
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+class ServerThread:
+    """A real Monge server on 127.0.0.1 with an ephemeral port, in a background thread
+    with its own event loop, so synchronous tests can call it through the real client."""
+
+    def __init__(self, **config):
+        import asyncio
+        import threading
+
+        from monge.server.app import start
+        from monge.server.config import ServerConfig
+
+        self.config = ServerConfig(host="127.0.0.1", port=0, **config)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.running = self.run(start(self.config))
+        self.target = self.running.target
+
+    def run(self, coroutine, timeout=60):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self, grace=1.0):
+        self.run(self.running.stop(grace))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def server():
+    running = ServerThread(grace_seconds=1.0)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(server):
+    from monge.client import Client
+
+    with Client(server.target, timeout=60) as c:
+        yield c

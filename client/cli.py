@@ -1,0 +1,160 @@
+"""The `monge` command.
+
+    monge serve [--host 127.0.0.1] [--port 50051]      run the server (embedded default)
+    monge info [--target HOST:PORT]                     what a server runs on
+    monge solve sinkhorn --x X.npy --y Y.npy [...]      one solve through a server
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+
+from monge.client.errors import MongeError
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _serve(args) -> int:
+    import asyncio
+
+    from monge.server.app import serve
+    from monge.server.config import MIB, ServerConfig
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_message_bytes=args.max_message_mb * MIB,
+        solver_threads=args.solver_threads,
+        grace_seconds=args.grace,
+    )
+    asyncio.run(serve(config))
+    return 0
+
+
+def _info(args) -> int:
+    from monge.client import Client
+
+    with Client(args.target) as client:
+        info = client.info(timeout=args.timeout)
+    if args.json:
+        print(json.dumps(_as_dict(info), indent=2))
+        return 0
+    print(f"monge {info.version} at {args.target}")
+    print(f"jax {info.jax_version}, backend: {info.backend}")
+    for device in info.devices:
+        print(f"  device {device.id}: {device.platform} ({device.kind})")
+    print(f"solvers: {', '.join(info.solvers)}")
+    print(f"max message: {info.max_message_bytes / (1 << 20):.0f} MiB")
+    return 0
+
+
+def _as_dict(obj):
+    import dataclasses
+
+    return dataclasses.asdict(obj)
+
+
+def _load(path: str | None, what: str):
+    if path is None:
+        return None
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"monge: cannot read {what} from {path}: {error}") from None
+
+
+def _solve_sinkhorn(args) -> int:
+    from monge.client import Client
+
+    x, y = _load(args.x, "--x"), _load(args.y, "--y")
+    cost_matrix = _load(args.cost_matrix, "--cost-matrix")
+    if cost_matrix is None and (x is None or y is None):
+        raise SystemExit("monge: give --x and --y, or --cost-matrix")
+    reg_m = None
+    if args.reg_m:
+        reg_m = args.reg_m[0] if len(args.reg_m) == 1 else tuple(args.reg_m)
+    with Client(args.target) as client:
+        r = client.sinkhorn(
+            x, y, _load(args.a, "--a"), _load(args.b, "--b"),
+            cost_matrix=cost_matrix, cost=args.cost, epsilon=args.epsilon,
+            threshold=args.threshold, reg_m=reg_m, max_iterations=args.max_iterations,
+            return_plan=args.plan, timeout=args.timeout,
+        )
+    d = r.diagnostics
+    print(f"cost <P,C>      {r.cost:.10g}")
+    print(f"objective       {r.objective:.10g}")
+    print(f"status          {d.status} ({d.iterations} iterations, marginal error {r.marginal_error:.3g})")
+    print(f"solve time      {d.solve_seconds:.3f} s")
+    if args.out:
+        arrays = {"f": r.f, "g": r.g, "cost": np.float64(r.cost), "objective": np.float64(r.objective),
+                  "marginal_error": np.float64(r.marginal_error), "iterations": np.int64(d.iterations),
+                  "converged": np.bool_(d.converged)}
+        if r.plan is not None:
+            arrays["plan"] = r.plan
+        np.savez(args.out, **arrays)
+        print(f"saved           {args.out}")
+    return 0 if d.converged else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monge", description="Optimal-transport solver service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--max-message-mb", type=int, default=512, help="largest request/response")
+    serve.add_argument("--solver-threads", type=int, default=1)
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds for in-flight calls on shutdown")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    def remote(p):
+        p.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
+        p.add_argument("--timeout", type=float, default=600.0, help="seconds")
+
+    info = commands.add_parser("info", help="show the server's version, backend and devices")
+    remote(info)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(run=_info)
+
+    solve = commands.add_parser("solve", help="solve one problem through a server")
+    solvers = solve.add_subparsers(dest="solver", required=True)
+    sk = solvers.add_parser("sinkhorn", help="entropic OT (balanced, or unbalanced with --reg-m)")
+    remote(sk)
+    sk.add_argument("--x", help="source points, .npy (n, d)")
+    sk.add_argument("--y", help="target points, .npy (m, d)")
+    sk.add_argument("--a", help="source weights, .npy (n,)")
+    sk.add_argument("--b", help="target weights, .npy (m,)")
+    sk.add_argument("--cost-matrix", help="cost matrix .npy (n, m), instead of points")
+    sk.add_argument("--cost", default="sqeuclidean", choices=["sqeuclidean", "euclidean"])
+    sk.add_argument("--epsilon", type=float, default=0.05, help="entropic weight, in cost units")
+    sk.add_argument("--threshold", type=float, default=1e-6)
+    sk.add_argument("--max-iterations", type=int, default=10_000)
+    sk.add_argument("--reg-m", type=float, nargs="+", help="KL marginal penalty (one, or source and target)")
+    sk.add_argument("--plan", action="store_true", help="also fetch the dense plan")
+    sk.add_argument("--out", help="save the result to this .npz")
+    sk.set_defaults(run=_solve_sinkhorn)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MongeError as error:
+        print(f"monge: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Build, start and stop the gRPC server.
+
+`serve(config)` runs until SIGTERM/SIGINT: health turns NOT_SERVING at once, new calls
+are refused, in-flight calls get `grace_seconds` to finish. Tests use `start(config)`
+directly, which returns a `RunningServer` bound to an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from monge.server.config import ServerConfig
+from monge.server.service import SolverServicer
+from monge.v1 import service_pb2, service_pb2_grpc
+
+log = logging.getLogger("monge.server")
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["SolverService"].full_name
+
+
+def _enable_float64():
+    # Requests may carry float64; without this JAX would silently compute in float32.
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+@dataclasses.dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    servicer: SolverServicer
+    port: int
+    config: ServerConfig
+
+    @property
+    def target(self) -> str:
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    async def stop(self, grace: float | None = None):
+        """NOT_SERVING first, so load balancers drain us, then let calls finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_seconds if grace is None else grace)
+        self.servicer.shutdown()
+
+
+async def start(config: ServerConfig) -> RunningServer:
+    _enable_float64()
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    servicer = SolverServicer(config)
+    service_pb2_grpc.add_SolverServiceServicer_to_server(servicer, server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, health_servicer, servicer, port, config)
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start(config)
+    import jax
+
+    devices = ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
+    log.info("monge serving on %s (JAX %s backend: %s)", running.target, jax.default_backend(), devices)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: health NOT_SERVING, %.0f s for in-flight calls", config.grace_seconds)
+    await running.stop()
+    log.info("stopped")

@@ -1,0 +1,75 @@
+"""Exceptions that handlers raise, and their mapping to gRPC statuses (the only place).
+
+Handlers raise `InvalidArgument` (with the fields at fault) or `LimitExceeded`; anything
+else is a bug and becomes INTERNAL with a generic message and an id that is logged with
+the traceback, so no traceback ever reaches the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger("monge.server")
+
+
+class InvalidArgument(Exception):
+    """The request is malformed; each violation is (field, description)."""
+
+    def __init__(self, *violations: tuple[str, str]):
+        self.violations = list(violations)
+        super().__init__("; ".join(f"{f}: {d}" for f, d in violations))
+
+    @classmethod
+    def field(cls, field: str, description: str) -> "InvalidArgument":
+        return cls((field, description))
+
+
+class LimitExceeded(Exception):
+    """A queue or quota is full: RESOURCE_EXHAUSTED, with a retry hint."""
+
+    def __init__(self, message: str, retry_after_seconds: float = 1.0):
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+def _pack(message) -> any_pb2.Any:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
+
+
+def to_status(error: BaseException, method: str) -> grpc.Status:
+    """The status a failed handler answers with."""
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                for f, d in error.violations
+            ]
+        )
+        status = status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT, message=str(error), details=[_pack(bad_request)]
+        )
+    elif isinstance(error, LimitExceeded):
+        retry = error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(
+                seconds=int(error.retry_after_seconds),
+                nanos=int(error.retry_after_seconds % 1 * 1e9),
+            )
+        )
+        status = status_pb2.Status(
+            code=code_pb2.RESOURCE_EXHAUSTED, message=str(error), details=[_pack(retry)]
+        )
+    else:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("internal error %s in %s", error_id, method, exc_info=error)
+        status = status_pb2.Status(
+            code=code_pb2.INTERNAL, message=f"internal error (id {error_id}); see the server log"
+        )
+    return rpc_status.to_status(status)

@@ -1,0 +1,184 @@
+"""SinkhornRequest -> validated call -> solver -> SinkhornResponse.
+
+`parse` checks everything before any device work; `run` is the only place that calls
+the solver; `encode` builds the reply. The servicer strings the three together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+
+import numpy as np
+
+from monge.client.tensors import encode
+from monge.server import validation as v
+from monge.server.chunked import run_in_chunks
+from monge.server.config import ServerConfig
+from monge.server.errors import InvalidArgument
+from monge.v1 import diagnostics_pb2, sinkhorn_pb2
+
+DEFAULT_EPSILON = 0.05
+DEFAULT_THRESHOLD = 1e-6
+DEFAULT_MAX_ITERATIONS = 10_000
+
+_COSTS = {
+    sinkhorn_pb2.COST_FUNCTION_UNSPECIFIED: "sqeuclidean",
+    sinkhorn_pb2.COST_FUNCTION_SQEUCLIDEAN: "sqeuclidean",
+    sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN: "euclidean",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkhornCall:
+    """A request that passed validation: arrays in one float dtype, plain settings."""
+
+    x: np.ndarray | None
+    y: np.ndarray | None
+    cost_matrix: np.ndarray | None
+    a: np.ndarray | None
+    b: np.ndarray | None
+    cost: str
+    epsilon: float
+    threshold: float
+    max_iterations: int
+    reg_m: tuple[float, float] | None
+    return_plan: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.cost_matrix is not None:
+            return self.cost_matrix.shape
+        return self.x.shape[0], self.y.shape[0]
+
+
+def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> SinkhornCall:
+    errors = v.Violations()
+    x = y = cost_matrix = None
+    with errors.check():
+        x = v.float_tensor(request, "x", ndim=2)
+    with errors.check():
+        y = v.float_tensor(request, "y", ndim=2)
+    with errors.check():
+        cost_matrix = v.float_tensor(request, "cost_matrix", ndim=2)
+    errors.raise_if_any()
+
+    if cost_matrix is not None:
+        if x is not None or y is not None:
+            errors.add("cost_matrix", "give either x and y, or cost_matrix, not both")
+        shape = cost_matrix.shape
+        dtype = cost_matrix.dtype
+    elif x is None or y is None:
+        errors.add("x" if x is None else "y", "is required (or give cost_matrix)")
+        errors.raise_if_any()
+    else:
+        if x.shape[1] != y.shape[1]:
+            errors.add("y", f"has dimension {y.shape[1]} but x has dimension {x.shape[1]}")
+        shape = (x.shape[0], y.shape[0])
+        dtype = np.result_type(x, y)
+    errors.raise_if_any()
+
+    if shape[0] * shape[1] > config.max_dense_elements:
+        field = "cost_matrix" if cost_matrix is not None else "x"
+        errors.add(field, f"n * m = {shape[0] * shape[1]:,} is over this server's limit of "
+                          f"{config.max_dense_elements:,} for a dense solve")
+    a = b = None
+    with errors.check():
+        a = v.weights(request, "a", shape[0])
+    with errors.check():
+        b = v.weights(request, "b", shape[1])
+    with errors.check():
+        v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
+    epsilon = threshold = max_iterations = None
+    with errors.check():
+        epsilon = v.positive(v.optional_value(request, "epsilon", DEFAULT_EPSILON), "epsilon")
+    with errors.check():
+        threshold = v.positive(v.optional_value(request, "threshold", DEFAULT_THRESHOLD), "threshold")
+    with errors.check():
+        max_iterations = v.integer_in_range(
+            v.optional_value(request, "max_iterations", DEFAULT_MAX_ITERATIONS),
+            "max_iterations", 1, config.max_iterations,
+        )
+    reg_m = None
+    if request.HasField("reg_m"):
+        with errors.check():
+            reg_m = (
+                v.positive(request.reg_m.source, "reg_m.source", allow_inf=True),
+                v.positive(request.reg_m.target, "reg_m.target", allow_inf=True),
+            )
+    if request.return_plan:
+        plan_bytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
+        if plan_bytes > config.max_message_bytes:
+            errors.add("return_plan", f"the dense plan would take {plan_bytes:,} bytes, over the "
+                                      f"message limit of {config.max_message_bytes:,}")
+    errors.raise_if_any()
+
+    def cast(array):
+        return None if array is None else array.astype(dtype, copy=False)
+
+    return SinkhornCall(
+        x=cast(x), y=cast(y), cost_matrix=cast(cost_matrix), a=cast(a), b=cast(b),
+        cost="matrix" if cost_matrix is not None else _COSTS[request.cost],
+        epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
+        reg_m=reg_m, return_plan=request.return_plan,
+    )
+
+
+def run(call: SinkhornCall, stop: threading.Event):
+    """Solve on this process's JAX device, in chunks so that `stop` is honoured between
+    them; blocking, so run it off the event loop."""
+    from monge.solvers.sinkhorn import sinkhorn
+
+    def solve_chunk(iterations, init):
+        return sinkhorn(
+            call.x, call.y, call.a, call.b,
+            cost_matrix=call.cost_matrix,
+            cost=call.cost if call.cost != "matrix" else "sqeuclidean",
+            epsilon=call.epsilon,
+            threshold=call.threshold,
+            reg_m=call.reg_m if call.reg_m is not None else (math.inf, math.inf),
+            max_iterations=iterations,
+            init=init,
+        )
+
+    started = time.perf_counter()
+    output = run_in_chunks(
+        solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop
+    )
+    plan = np.asarray(output.plan()) if call.return_plan else None
+    output = _to_numpy(output)
+    return output, plan, time.perf_counter() - started
+
+
+def _to_numpy(output):
+    # Blocks until the device is done, inside the worker thread rather than the loop.
+    return {
+        name: np.asarray(getattr(output, name))
+        for name in ("f", "g", "cost", "objective", "marginal_error", "iterations", "status")
+    } | {"message": output.message}
+
+
+def encode_response(result) -> sinkhorn_pb2.SinkhornResponse:
+    output, plan, seconds = result
+    status = int(output["status"])
+    return sinkhorn_pb2.SinkhornResponse(
+        cost=float(output["cost"]),
+        objective=float(output["objective"]),
+        f=encode(output["f"]),
+        g=encode(output["g"]),
+        marginal_error=float(output["marginal_error"]),
+        plan=encode(plan) if plan is not None else None,
+        diagnostics=diagnostics_pb2.SolverDiagnostics(
+            status=status + 1,  # monge.solvers.Status starts at 0, the proto enum at 1
+            message=output["message"],
+            converged=status == 0,
+            iterations=int(output["iterations"]),
+            error=float(output["marginal_error"]),
+            solve_seconds=seconds,
+        ),
+    )
+
+
+__all__ = ["SinkhornCall", "parse", "run", "encode_response", "InvalidArgument"]

@@ -1,0 +1,101 @@
+"""Decode and check request fields, naming the field at fault in every error.
+
+Each function answers one question about one field and raises `InvalidArgument`;
+`Violations` collects several so a caller learns about all bad fields at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from monge.client.tensors import TensorError, decode
+from monge.server.errors import InvalidArgument
+from monge.v1 import tensor_pb2
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Violations:
+    """Collects field violations; `raise_if_any()` raises them together."""
+
+    def __init__(self):
+        self.items: list[tuple[str, str]] = []
+
+    @contextlib.contextmanager
+    def check(self):
+        try:
+            yield
+        except InvalidArgument as error:
+            self.items += error.violations
+
+    def add(self, field: str, description: str):
+        self.items.append((field, description))
+
+    def raise_if_any(self):
+        if self.items:
+            raise InvalidArgument(*self.items)
+
+
+def float_tensor(message, field: str, *, ndim: int, prefix: str = "") -> np.ndarray | None:
+    """A float32/float64 tensor of the given rank with finite entries, or None if unset."""
+    if not message.HasField(field):
+        return None
+    name = prefix + field
+    tensor: tensor_pb2.Tensor = getattr(message, field)
+    try:
+        array = decode(tensor, name)
+    except TensorError as error:
+        raise InvalidArgument.field(error.field, error.description) from None
+    if array.dtype not in FLOAT_DTYPES:
+        raise InvalidArgument.field(name, f"dtype must be float32 or float64, got {array.dtype.name}")
+    if array.ndim != ndim:
+        raise InvalidArgument.field(name, f"must have {ndim} dimension(s), got shape {list(array.shape)}")
+    if array.size == 0:
+        raise InvalidArgument.field(name, f"is empty (shape {list(array.shape)})")
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InvalidArgument.field(name, f"has {bad} NaN or infinite entries")
+    return array
+
+
+def weights(message, field: str, size: int, *, prefix: str = "") -> np.ndarray | None:
+    """Nonnegative weights of the given length with a positive total, or None if unset."""
+    w = float_tensor(message, field, ndim=1, prefix=prefix)
+    if w is None:
+        return None
+    name = prefix + field
+    if w.shape[0] != size:
+        raise InvalidArgument.field(name, f"has {w.shape[0]} entries but the measure has {size} points")
+    if np.any(w < 0):
+        raise InvalidArgument.field(name, f"has {int(np.sum(w < 0))} negative entries")
+    if not w.sum() > 0:
+        raise InvalidArgument.field(name, "total mass is zero")
+    return w
+
+
+def positive(value: float, field: str, *, allow_inf: bool = False) -> float:
+    """A positive number (finite unless allowed)."""
+    if math.isnan(value) or value <= 0 or (math.isinf(value) and not allow_inf):
+        kind = "a positive number" if allow_inf else "a positive finite number"
+        raise InvalidArgument.field(field, f"must be {kind}, got {value}")
+    return float(value)
+
+
+def optional_value(message, field: str, default):
+    return getattr(message, field) if message.HasField(field) else default
+
+
+def integer_in_range(value: int, field: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise InvalidArgument.field(field, f"must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def known_enum(value: int, enum_type, field: str) -> int:
+    """An enum value this server knows (proto3 keeps unknown numbers as plain ints)."""
+    if value not in enum_type.values():
+        raise InvalidArgument.field(field, f"unknown value {value}")
+    return value
