@@ -1,0 +1,200 @@
+"""Probability-flow samplers: convergence orders (exact W2 on Gaussian targets), budgets,
+determinism and input validation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from monge.solvers.pfode import (
+    Diffrax,
+    Dopri5,
+    DPMSolverPlusPlus,
+    EDMSchedule,
+    Euler,
+    ExponentialEuler,
+    GaussianMixture,
+    Heun,
+    KarrasTimeGrid,
+    LogSNRTimeGrid,
+    MarginalPrior,
+    SampleStatus,
+    VESchedule,
+    VPSchedule,
+    sample,
+)
+from monge.solvers.pfode_metrics import affine_pushforward, gaussian_w2
+
+MEAN = np.array([1.0, -0.5])
+COV = np.array([[0.6, 0.25], [0.25, 0.3]])
+
+
+def _target():
+    return GaussianMixture.gaussian(MEAN, COV)
+
+
+def _exact_error(source, schedule, sampler, steps, grid, t_start, t_end):
+    """Exact W2 between the sampler's output law and the true law at t_end, starting
+    from the true law at t_start: only discretisation error remains."""
+    prior_mean, prior_cov = (np.asarray(a) for a in source.marginal_mean_cov(t_start, schedule))
+    mean_end, cov_end = (np.asarray(a) for a in source.marginal_mean_cov(t_end, schedule))
+
+    def run(points):
+        return sample(
+            source, schedule, sampler, num_samples=points.shape[0], key=jax.random.key(0),
+            steps=steps, grid=grid, t_start=t_start, t_end=t_end, x_init=points, dtype=jnp.float64,
+        ).samples
+
+    mean, cov = affine_pushforward(run, prior_mean, prior_cov)
+    return gaussian_w2(mean, cov, mean_end, cov_end)
+
+
+def _slope(steps, errors):
+    return -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+
+
+CASES = [
+    ("euler", Euler(), 1),
+    ("ddim", ExponentialEuler(), 1),
+    ("heun", Heun(), 2),
+    ("dpm2", DPMSolverPlusPlus(2), 2),
+    ("dpm3", DPMSolverPlusPlus(3), 3),
+]
+
+
+@pytest.mark.parametrize("name,sampler,order", CASES, ids=[c[0] for c in CASES])
+def test_convergence_order_vp(name, sampler, order):
+    steps = [12, 24, 48]
+    errors = [
+        _exact_error(_target(), VPSchedule(), sampler, n, LogSNRTimeGrid(), 1.0, 1e-3) for n in steps
+    ]
+    slope = _slope(steps, errors)
+    # A wrong coefficient drops an order; allow a little pre-asymptotic slack, no more.
+    assert order - 0.2 <= slope <= order + 1.2, (errors, slope)
+    assert errors[-1] < errors[0]
+
+
+@pytest.mark.parametrize(
+    "schedule,grid,t0,t1",
+    [(VESchedule(sigma_min=0.01, sigma_max=20.0), None, 1.0, 0.0), (EDMSchedule(), KarrasTimeGrid(), 80.0, 0.002)],
+    ids=["ve", "edm"],
+)
+@pytest.mark.parametrize("name,sampler,order", [CASES[2], CASES[4]], ids=["heun", "dpm3"])
+def test_convergence_order_other_schedules(schedule, grid, t0, t1, name, sampler, order):
+    steps = [16, 32, 64]
+    errors = [_exact_error(_target(), schedule, sampler, n, grid, t0, t1) for n in steps]
+    assert _slope(steps, errors) >= order - 0.3, errors
+
+
+def test_dopri5_meets_tolerance_and_counts_evaluations():
+    source, schedule = _target(), VPSchedule()
+    err_loose = _exact_error(source, schedule, Dopri5(rtol=1e-4, atol=1e-4), 4, None, 1.0, 1e-3)
+    err_tight = _exact_error(source, schedule, Dopri5(rtol=1e-8, atol=1e-8), 4, None, 1.0, 1e-3)
+    assert err_tight < 1e-5 and err_tight < err_loose
+    out = sample(source, schedule, Dopri5(), num_samples=8, key=jax.random.key(1), steps=4, dtype=jnp.float64)
+    assert out.status == SampleStatus.SUCCESS
+    assert (int(out.nfe) - 1) % 6 == 0 and int(out.nfe) > 6
+
+
+def test_samplers_agree_with_plain_diffrax():
+    """Our Heun on a grid equals diffrax's Heun stepping on the same grid (EDM's Heun is
+    the explicit trapezoid rule), and both spend two evaluations per step."""
+    import diffrax
+
+    source, schedule = _target(), VPSchedule()
+    kw = dict(num_samples=64, key=jax.random.key(2), steps=10, dtype=jnp.float64)
+    ours = sample(source, schedule, Heun(), **kw)
+    ref = sample(source, schedule, Diffrax(diffrax.Heun()), **kw)
+    np.testing.assert_allclose(ours.samples, ref.samples, rtol=1e-10, atol=1e-10)
+    assert int(ours.nfe) == int(ref.nfe) == 20
+
+
+def test_nfe_budget_and_edm_final_step():
+    source = _target()
+    # EDM's 18 sigmas + a last Euler step onto sigma = 0: 35 evaluations.
+    out = sample(source, EDMSchedule(), Heun(), num_samples=16, key=jax.random.key(0), steps=18, t_end=0.0)
+    assert int(out.nfe) == 35 and out.ok
+    for sampler, nfe, expected in [(Euler(), 10, 10), (Heun(), 21, 20), (DPMSolverPlusPlus(3), 10, 10)]:
+        out = sample(source, VPSchedule(), sampler, num_samples=4, key=jax.random.key(0), nfe=nfe)
+        assert int(out.nfe) == expected
+    out = sample(source, EDMSchedule(), DPMSolverPlusPlus(3), num_samples=16, key=jax.random.key(0), steps=10, t_end=0.0)
+    assert out.ok
+
+
+def test_trajectory_and_determinism():
+    source = GaussianMixture([[-2.0, 0.0], [2.0, 0.0]], [np.eye(2) * 0.1] * 2, [0.3, 0.7])
+    kw = dict(num_samples=32, key=jax.random.key(3), steps=6, save_trajectory=True)
+    a = sample(source, VPSchedule(), DPMSolverPlusPlus(2), **kw)
+    b = sample(source, VPSchedule(), DPMSolverPlusPlus(2), **kw)
+    assert a.trajectory.shape == (7, 32, 2) and a.times.shape == (7,)
+    np.testing.assert_array_equal(a.samples, b.samples)
+    np.testing.assert_array_equal(a.trajectory[-1], a.samples)
+    assert a.samples.dtype == jnp.float32
+    c = sample(source, VPSchedule(), DPMSolverPlusPlus(2), **{**kw, "key": jax.random.key(4)})
+    assert not np.allclose(a.samples, c.samples)
+
+
+def test_marginal_prior_samples_the_noised_law():
+    source = _target()
+    out = sample(source, VPSchedule(), Heun(), num_samples=4000, key=jax.random.key(5), steps=20,
+                 prior=MarginalPrior(), dtype=jnp.float64)
+    mean_end, _ = source.marginal_mean_cov(1e-3, VPSchedule())
+    np.testing.assert_allclose(out.samples.mean(0), mean_end, atol=0.05)
+
+
+def test_schedule_parameters_do_not_recompile():
+    from monge.solvers import pfode
+
+    source = _target()
+    kw = dict(num_samples=8, key=jax.random.key(0), steps=5)
+    sample(source, VPSchedule(beta_max=20.0), Euler(), **kw)
+    before = pfode._sample_core._cached._cache_size()
+    sample(source, VPSchedule(beta_max=15.0), Euler(), **kw)
+    sample(source, VPSchedule(beta_max=12.0), Euler(), t_start=0.9, **kw)
+    assert pfode._sample_core._cached._cache_size() == before
+
+
+def test_grids_are_monotone_and_pinned():
+    for schedule in [VPSchedule(), VESchedule(), EDMSchedule()]:
+        t0, t1 = schedule.default_interval()
+        for grid in [LogSNRTimeGrid(), KarrasTimeGrid()] if t1 > 0 else [KarrasTimeGrid()]:
+            times = np.asarray(grid(schedule, jnp.asarray(t0), jnp.asarray(t1), 10))
+            assert times[0] == pytest.approx(t0) and times[-1] == pytest.approx(t1)
+            assert np.all(np.diff(times) < 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Validation: ValueError naming the parameter.
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(means=[[0.0, 0.0]], covariances=[[[1.0, 0.0], [0.0, -1.0]]], weights=[1.0]), "covariances"),
+        (dict(means=[[0.0, 0.0]], covariances=[[[1.0, 2.0], [2.0, 1.0]]], weights=[1.0]), "covariances"),
+        (dict(means=[[0.0], [1.0]], covariances=[[[1.0]], [[1.0]]], weights=[0.5, 0.6]), "weights"),
+        (dict(means=[[0.0], [1.0]], covariances=[[[1.0]], [[1.0]]], weights=[1.5, -0.5]), "weights"),
+        (dict(means=[[0.0], [1.0]], covariances=[[[1.0]]], weights=[0.5, 0.5]), "covariances"),
+    ],
+)
+def test_bad_mixture_raises(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        GaussianMixture(**kwargs)
+
+
+def test_bad_budget_raises():
+    source = _target()
+    with pytest.raises(ValueError, match="nfe"):
+        sample(source, VPSchedule(), Euler(), num_samples=4, key=jax.random.key(0), nfe=0)
+    with pytest.raises(ValueError, match="nfe"):
+        sample(source, VPSchedule(), Heun(), num_samples=4, key=jax.random.key(0), nfe=1)
+    with pytest.raises(ValueError, match="num_samples"):
+        sample(source, VPSchedule(), Euler(), num_samples=0, key=jax.random.key(0), steps=4)
+    with pytest.raises(ValueError, match="t_start"):
+        sample(source, VPSchedule(), Euler(), num_samples=4, key=jax.random.key(0), steps=4, t_start=0.0, t_end=0.5)
+    with pytest.raises(ValueError, match="order"):
+        DPMSolverPlusPlus(4)
+    with pytest.raises(ValueError, match="rtol"):
+        Dopri5(rtol=0.0)
+    with pytest.raises(ValueError, match="beta_max"):
+        VPSchedule(beta_max=-1.0)
