@@ -55,3 +55,17 @@ def client(server):
 
     with Client(server.target, timeout=60) as c:
         yield c
+
+
+@pytest.fixture
+def make_server():
+    """Start extra servers with their own settings; all are stopped after the test."""
+    started = []
+
+    def make(**config):
+        started.append(ServerThread(**config))
+        return started[-1]
+
+    yield make
+    for running in started:
+        running.stop()

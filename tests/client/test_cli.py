@@ -1,0 +1,82 @@
+"""The `monge` command in real processes: serve, info, solve, then SIGTERM."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import ot
+import pytest
+
+MONGE = [sys.executable, "-m", "monge.client.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served():
+    port = _free_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    process = subprocess.Popen(MONGE + ["serve", "--port", str(port), "--grace", "2"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    target = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        probe = subprocess.run(MONGE + ["info", "--target", target, "--timeout", "2"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("monge serve did not come up: " + process.stdout.read())
+    yield process, target, probe.stdout
+    if process.poll() is None:
+        process.kill()
+
+
+def test_info_prints_backend_and_devices(served):
+    _, _, out = served
+    assert "backend: cpu" in out and "device 0: cpu" in out and "Sinkhorn" in out
+
+
+def test_solve_sinkhorn_writes_result(served, tmp_path, rng):
+    _, target, _ = served
+    x, y = rng.normal(size=(30, 2)), rng.normal(size=(40, 2)) + 1
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    out = tmp_path / "r.npz"
+    run = subprocess.run(MONGE + ["solve", "sinkhorn", "--target", target, "--x", str(tmp_path / "x.npy"),
+                                  "--y", str(tmp_path / "y.npy"), "--epsilon", "0.5", "--threshold", "1e-10",
+                                  "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "converged" in run.stdout
+    saved = np.load(out)
+    reference = ot.sinkhorn2(np.full(30, 1 / 30), np.full(40, 1 / 40), ot.dist(x, y), 0.5, stopThr=1e-13)
+    assert float(saved["cost"]) == pytest.approx(reference, rel=1e-6)
+
+
+def test_solve_reports_bad_input_without_traceback(served, tmp_path):
+    _, target, _ = served
+    np.save(tmp_path / "x.npy", np.ones((3, 2)))
+    np.save(tmp_path / "y.npy", np.ones((3, 5)))
+    run = subprocess.run(MONGE + ["solve", "sinkhorn", "--target", target, "--x", str(tmp_path / "x.npy"),
+                                  "--y", str(tmp_path / "y.npy")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "INVALID_ARGUMENT" in run.stderr and "y: has dimension 5" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_sigterm_stops_gracefully(served):
+    process, _, _ = served
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    log = process.stdout.read()
+    assert "shutting down" in log and "stopped" in log

@@ -1,0 +1,23 @@
+"""Installed, everything lives under `monge`: no top-level server or client package."""
+
+import pathlib
+import subprocess
+import sys
+import zipfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_wheel_contains_only_the_monge_namespace(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("monge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"monge"}
+    for module in ("monge/v1/service_pb2.py", "monge/solvers/sinkhorn.py", "monge/server/app.py",
+                   "monge/client/client.py", "monge/v1/service.proto"):
+        assert module in names
+    entry_points = zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "monge = monge.client.cli:main" in entry_points
