@@ -2,6 +2,7 @@
 
     monge serve [--host 127.0.0.1] [--port 50051]      run the server (embedded default)
     monge info [--target HOST:PORT]                     what a server runs on
+    monge health [--target HOST:PORT]                   exit 0 when SERVING
     monge solve sinkhorn --x X.npy --y Y.npy [...]      one solve through a server
 """
 
@@ -55,6 +56,24 @@ def _info(args) -> int:
     print(f"solvers: {', '.join(info.solvers)}")
     print(f"max message: {info.max_message_bytes / (1 << 20):.0f} MiB")
     return 0
+
+
+def _health(args) -> int:
+    """Exit 0 when the server's health service answers SERVING (for container checks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            print(f"monge: health check failed: {error.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def _as_dict(obj):
@@ -126,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     remote(info)
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=_info)
+
+    health = commands.add_parser("health", help="exit 0 if the server reports SERVING")
+    remote(health)
+    health.add_argument("--service", default="", help="service name (default: the whole server)")
+    health.set_defaults(run=_health)
 
     solve = commands.add_parser("solve", help="solve one problem through a server")
     solvers = solve.add_subparsers(dest="solver", required=True)

@@ -74,6 +74,12 @@ def test_solve_reports_bad_input_without_traceback(served, tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def test_health_command(served):
+    _, target, _ = served
+    run = subprocess.run(MONGE + ["health", "--target", target], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0 and run.stdout.strip() == "SERVING"
+
+
 def test_sigterm_stops_gracefully(served):
     process, _, _ = served
     process.send_signal(signal.SIGTERM)
