@@ -342,7 +342,9 @@ def sample(
     )
 
 
-def _likelihood_core(source, schedule, prior, divergence, points, t_start, t_end, key, rtol, atol, max_steps=4096):
+def _integrate_divergence(source, schedule, divergence, points, t_start, t_end, key, rtol, atol, max_steps=4096):
+    """Push points from t_end to t_start along the ODE, integrating z^T (dv/dx) z for each
+    probe z. -> (latents, divergence integral, its standard error, nfe, status)."""
     n, d = points.shape
     dtype = points.dtype
     z = divergence.probes(key, n, d, dtype)  # (n, P, d)
@@ -366,23 +368,37 @@ def _likelihood_core(source, schedule, prior, divergence, points, t_start, t_end
     )
     latents, integrated = sol.ys[0][-1], sol.ys[1][-1]
     delta, stderr = divergence.combine(integrated)
-    prior_lp = prior.log_prob(latents, source, schedule, t_start)
     status = jnp.where(
         sol.result == diffrax.RESULTS.successful,
         jnp.where(jnp.all(jnp.isfinite(delta)), SampleStatus.SUCCESS, SampleStatus.NONFINITE),
         jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, SampleStatus.MAX_STEPS, SampleStatus.SOLVER_FAILED),
     ).astype(jnp.int32)
     nfe = (6 * sol.stats["num_steps"] + 1).astype(jnp.int32)
+    return latents, delta, stderr, nfe, status
+
+
+def _likelihood_core(source, schedule, prior, divergence, points, t_start, t_end, key, rtol, atol, max_steps=4096):
+    latents, delta, stderr, nfe, status = _integrate_divergence(
+        source, schedule, divergence, points, t_start, t_end, key, rtol, atol, max_steps
+    )
+    prior_lp = prior.log_prob(latents, source, schedule, t_start)
     return LikelihoodOutput(prior_lp + delta, stderr, prior_lp, latents, nfe, status)
 
 
 @eqx.filter_jit
-def _log_likelihood_jit(source, schedule, prior, points, t_start, t_end, key, rtol, atol, *, divergence, max_steps, dtype):
-    source, schedule, prior = _cast((source, schedule, prior), dtype)
-    return _likelihood_core(
-        source, schedule, prior, divergence, points.astype(dtype),
+def _integrate_divergence_jit(source, schedule, points, t_start, t_end, key, rtol, atol, *, divergence, max_steps, dtype):
+    source, schedule = _cast((source, schedule), dtype)
+    return _integrate_divergence(
+        source, schedule, divergence, points.astype(dtype),
         jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype), key, rtol, atol, max_steps,
     )
+
+
+@eqx.filter_jit
+def _prior_log_prob_jit(prior, source, schedule, latents, t_start):
+    # Separate from the ODE solve: a different prior must not recompile the integration.
+    prior, source, schedule = _cast((prior, source, schedule), latents.dtype)
+    return prior.log_prob(latents, source, schedule, jnp.asarray(t_start, latents.dtype))
 
 
 def log_likelihood(
@@ -418,7 +434,9 @@ def log_likelihood(
     source, schedule, prior, t_start, t_end, rtol, atol = _scalars_to_arrays(
         (source, schedule, prior, t_start, t_end, rtol, atol)
     )
-    return _log_likelihood_jit(
-        source, schedule, prior, points, t_start, t_end, key, rtol, atol,
+    latents, delta, stderr, nfe, status = _integrate_divergence_jit(
+        source, schedule, points, t_start, t_end, key, rtol, atol,
         divergence=divergence, max_steps=max_steps, dtype=dtype,
     )
+    prior_lp = _prior_log_prob_jit(prior, source, schedule, latents, t_start)
+    return LikelihoodOutput(prior_lp + delta, stderr, prior_lp, latents, nfe, status)
