@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -550,3 +550,123 @@ def _make_problem(x, y, a, b, cost_matrix, cost):
     if cost_matrix is not None:
         return OTProblem.from_matrix(cost_matrix, a, b)
     return OTProblem.from_points(x, y, a, b, cost=cost)
+
+
+def _bucket(size: int) -> int:
+    """Round a size up to a few buckets (powers of two, then multiples of 1024) so that
+    arbitrary request sizes reuse a compiled program; zero-weight padding is free."""
+    if size <= 1024:
+        return max(16, 1 << (size - 1).bit_length())
+    return -(-size // 1024) * 1024
+
+
+def _pad_problem(problem: OTProblem, n: int, m: int) -> OTProblem:
+    geometry = problem.geometry
+    n0, m0 = problem.shape
+    if geometry.matrix is not None:
+        padded = Geometry.from_matrix(jnp.pad(geometry.matrix, ((0, n - n0), (0, m - m0))))
+    else:
+        padded = Geometry.from_points(
+            jnp.pad(geometry.x, ((0, n - n0), (0, 0))),
+            jnp.pad(geometry.y, ((0, m - m0), (0, 0))),
+            geometry.cost,
+        )
+    return OTProblem(padded, jnp.pad(problem.a, (0, n - n0)), jnp.pad(problem.b, (0, m - m0)))
+
+
+_solve_vmapped = jax.jit(jax.vmap(_solve, in_axes=(0, None, 0)))
+
+
+def solve_batch(
+    problems: Sequence[OTProblem],
+    config: SinkhornConfig,
+    init: Sequence[tuple | None] | None = None,
+) -> list[SinkhornOutput]:
+    """Solve many problems of different sizes; results come back in the caller's order.
+
+    Problems are grouped by kind (cost, dimension, dtype), padded with zero-weight
+    points to shape buckets and solved with one vmapped program per bucket. Under
+    vmap a branch on a traced value runs both sides, so "auto" is resolved to the
+    (stabilised) kernel iterations here; pass method="log" to force log iterations.
+    Warm starts, if given, are per problem (None for a cold start).
+    """
+    if config.method == "auto" and not config.online:
+        config = dataclasses.replace(config, method="kernel")
+    groups: dict[tuple, list[int]] = {}
+    for index, problem in enumerate(problems):
+        geometry = problem.geometry
+        n, m = problem.shape
+        dim = None if geometry.matrix is not None else geometry.x.shape[1]
+        key = (geometry.cost, dim, jnp.dtype(geometry.dtype).name, _bucket(n), _bucket(m))
+        groups.setdefault(key, []).append(index)
+    results: list[SinkhornOutput | None] = [None] * len(problems)
+    for (_, _, _, n, m), indices in groups.items():
+        padded = [_pad_problem(problems[i], n, m) for i in indices]
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *padded)
+        dtype = padded[0].geometry.dtype
+        starts = []
+        for i in indices:
+            n0, m0 = problems[i].shape
+            f0, g0 = (jnp.zeros(n0, dtype), jnp.zeros(m0, dtype)) if init is None or init[i] is None else init[i]
+            starts.append((jnp.pad(jnp.asarray(f0, dtype), (0, n - n0)), jnp.pad(jnp.asarray(g0, dtype), (0, m - m0))))
+        starts = jax.tree.map(lambda *leaves: jnp.stack(leaves), *starts)
+        out = _solve_vmapped(stacked, config, starts)
+        for slot, i in enumerate(indices):
+            n0, m0 = problems[i].shape
+            one = jax.tree.map(lambda leaf: leaf[slot], out)
+            results[i] = dataclasses.replace(one, f=one.f[:n0], g=one.g[:m0], problem=problems[i])
+    return results
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkhornDivergenceOutput:
+    """S(a, b) = OT(a, b) - OT(a, a) / 2 - OT(b, b) / 2 + epsilon (|a| - |b|)^2 / 2, with
+    OT the regularised objective (GeomLoss's and ott-jax's debiased divergence).
+    Differentiable w.r.t. the points, the weights and epsilon."""
+
+    divergence: jax.Array
+    xy: SinkhornOutput
+    xx: SinkhornOutput
+    yy: SinkhornOutput
+
+    @property
+    def converged(self) -> jax.Array:
+        return self.xy.converged & self.xx.converged & self.yy.converged
+
+
+jax.tree_util.register_dataclass(
+    SinkhornDivergenceOutput, data_fields=["divergence", "xy", "xx", "yy"], meta_fields=[]
+)
+
+
+def _divergence_impl(x, y, a, b, config, cost_name):
+    xy = _solve(OTProblem(Geometry.from_points(x, y, cost_name), a, b), config)
+    xx = _solve(OTProblem(Geometry.from_points(x, x, cost_name), a, a), config)
+    yy = _solve(OTProblem(Geometry.from_points(y, y, cost_name), b, b), config)
+    epsilon = jnp.asarray(config.epsilon, x.dtype)
+    value = (
+        xy.objective
+        - 0.5 * (xx.objective + yy.objective)
+        + 0.5 * epsilon * (jnp.sum(a) - jnp.sum(b)) ** 2
+    )
+    return SinkhornDivergenceOutput(value, xy, xx, yy)
+
+
+def sinkhorn_divergence(
+    x, y, a=None, b=None, *, config: SinkhornConfig | None = None, cost: str = "sqeuclidean"
+) -> SinkhornDivergenceOutput:
+    """Debiased Sinkhorn divergence between two weighted point clouds.
+
+    Usable as a training loss: `jax.grad(lambda x: sinkhorn_divergence(x, y).divergence)`.
+    """
+    config = SinkhornConfig() if config is None else config
+    x = jnp.asarray(x)
+    y = jnp.asarray(y, x.dtype)
+    a = jnp.full((x.shape[0],), 1.0 / x.shape[0], x.dtype) if a is None else jnp.asarray(a, x.dtype)
+    b = jnp.full((y.shape[0],), 1.0 / y.shape[0], x.dtype) if b is None else jnp.asarray(b, x.dtype)
+    return _divergence_static(cost)(x, y, a, b, config)
+
+
+@functools.lru_cache(maxsize=None)
+def _divergence_static(cost_name: str):
+    return jax.jit(functools.partial(_divergence_impl, cost_name=cost_name))
