@@ -1,0 +1,82 @@
+import numpy as np
+import ot
+import pytest
+
+from monge.solvers import OTProblem, SinkhornOutput, sinkhorn
+from monge.solvers.sns import SNSConfig, solve, sns
+
+
+def _problem(rng, n, m, d=2):
+    x, y = rng.normal(size=(n, d)), rng.normal(size=(m, d)) + 0.5
+    a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
+    return ot.dist(x, y), a / a.sum(), b / b.sum()
+
+
+def _assert_same_potentials(out, ref, atol):
+    # Potentials are defined up to (f + c, g - c); compare after removing the shift.
+    shift = float(np.mean(np.asarray(out.f) - np.asarray(ref.f)))
+    np.testing.assert_allclose(np.asarray(out.f) - shift, np.asarray(ref.f), atol=atol)
+    np.testing.assert_allclose(np.asarray(out.g) + shift, np.asarray(ref.g), atol=atol)
+
+
+@pytest.mark.parametrize("switch", [200.0, 1.0])
+def test_matches_converged_sinkhorn_and_pot(rng, switch):
+    c, a, b = _problem(rng, 40, 30)
+    eps = 0.05
+    out = sns(cost_matrix=c, a=a, b=b, epsilon=eps, threshold=1e-12, max_iterations=100_000,
+              switch_iterations=switch)
+    ref = sinkhorn(cost_matrix=c, a=a, b=b, epsilon=eps, threshold=1e-13,
+                   max_iterations=100_000)
+    assert isinstance(out, SinkhornOutput)
+    assert bool(out.converged), out.message
+    if switch == 1.0:  # forced into the Newton phase early
+        assert int(out.newton_iterations) > 0 and int(out.cg_iterations) > 0
+    _assert_same_potentials(out, ref, atol=1e-8)
+    np.testing.assert_allclose(float(out.cost), float(ref.cost), rtol=1e-8)
+    np.testing.assert_allclose(float(out.objective), float(ref.objective), rtol=1e-8)
+    pot = ot.sinkhorn2(a, b, c, eps, stopThr=1e-14, numItermax=1_000_000)
+    np.testing.assert_allclose(float(out.cost), pot, rtol=1e-8)
+    plan = np.asarray(out.plan())
+    np.testing.assert_allclose(plan.sum(1), a, atol=1e-11)
+    np.testing.assert_allclose(plan.sum(0), b, atol=1e-11)
+    assert int(out.iterations) == int(out.sinkhorn_iterations) + int(out.newton_iterations)
+
+
+def test_fast_problems_stay_sinkhorn(rng):
+    c, a, b = _problem(rng, 30, 30)
+    out = sns(cost_matrix=c, a=a, b=b, epsilon=1.0, threshold=1e-10)
+    ref = sinkhorn(cost_matrix=c, a=a, b=b, epsilon=1.0, threshold=1e-10)
+    assert int(out.newton_iterations) == 0
+    assert int(out.sinkhorn_iterations) == int(ref.iterations)
+
+
+def test_random_assignment_where_sinkhorn_is_slow():
+    # The paper's random assignment problem, smaller: uniform costs on [0, 1].
+    rng = np.random.default_rng(3)
+    n, eps = 80, 1.0 / 1200
+    c = rng.random((n, n))
+    u = np.full(n, 1.0 / n)
+    slow = sinkhorn(cost_matrix=c, a=u, b=u, epsilon=eps, threshold=1e-10,
+                    max_iterations=10_000)
+    assert not bool(slow.converged)  # plain Sinkhorn needs more than 10k sweeps
+    out = sns(cost_matrix=c, a=u, b=u, epsilon=eps, threshold=1e-10, max_iterations=10_000)
+    assert bool(out.converged), out.message
+    assert float(out.marginal_error) <= 1e-10
+    assert int(out.newton_iterations) > 0
+    assert int(out.iterations) < 2_000
+    # Near the unregularised optimum at this epsilon.
+    assert float(out.cost) >= ot.emd2(u, u, c) - 1e-12
+
+
+def test_bad_parameters_name_the_parameter(rng):
+    for name in ("epsilon", "threshold", "switch_iterations", "hessian_shift"):
+        with pytest.raises(ValueError, match=f"^{name} must"):
+            SNSConfig(**{name: 0.0})
+    with pytest.raises(ValueError, match="^epsilon must"):
+        SNSConfig(epsilon=-1.0)
+    with pytest.raises(ValueError, match="^kept_per_row"):
+        SNSConfig(kept_per_row=0)
+    c, a, b = _problem(rng, 5, 4)
+    c[0, 1] = np.inf
+    with pytest.raises(ValueError, match="cost_matrix"):
+        solve(OTProblem.from_matrix(c, a, b), SNSConfig())
