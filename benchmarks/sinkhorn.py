@@ -1,0 +1,261 @@
+"""Sinkhorn: Monge against POT and ott-jax, one table.
+
+    .venv/bin/python benchmarks/sinkhorn.py            # the full grid (run on an idle machine)
+    .venv/bin/python benchmarks/sinkhorn.py --quick    # n=500, d=2, a smoke test
+    .venv/bin/python benchmarks/sinkhorn.py --sizes 500 2000 --dims 2 --dtypes float32
+    .venv/bin/python benchmarks/sinkhorn.py --online-memory --online-n 30000
+
+Problem: x ~ N(0, I), y ~ N(1, I), n = m, uniform weights, squared Euclidean cost,
+epsilon = scale x mean cost (the mean of C over all pairs, in float64), stop at L1
+marginal error 1e-6 (POT measures the L2 norm of the column error instead; its
+`stopThr` gets the same number). Each solver runs in its own process, with a time
+cap for the whole process, so a slow peer cannot stall the table. Wall time is of a
+second call (compile or first-call time is reported apart). Marginal error (L1, rows
+plus columns) and <P, C> are recomputed in float64 from each solver's plan, so all
+rows are measured the same way; "rel" is |cost - cost(Monge)| / cost(Monge).
+
+Floors, measured in the same run on the same machine with XLA: "kernel" = two reads
+of an n x m array of the dtype (the two mat-vecs of a scaling iteration at memory
+bandwidth); "log" = two passes of exp over n x m values (the exponentials of one
+log-domain iteration). Each solver's ms/iteration is divided by the floor of its form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SOLVERS = ("monge", "pot", "pot_log", "ott_pc", "ott_geom")
+FORM = {"monge": "kernel", "pot": "kernel", "pot_log": "log", "ott_pc": "log", "ott_geom": "log"}
+
+
+def _data(n: int, d: int, dtype: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = rng.normal(size=(n, d)) + 1.0
+    return x.astype(dtype), y.astype(dtype)
+
+
+def _sqdist64(x, y):
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    c = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
+    return np.maximum(c, 0.0)
+
+
+def _mean_cost(x, y) -> float:
+    # Mean of |x_i - y_j|^2 over all pairs, in closed form (no n x m matrix).
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    return float((x * x).sum(1).mean() + (y * y).sum(1).mean() - 2.0 * x.mean(0) @ y.mean(0))
+
+
+def _plan_stats(plan, x, y):
+    plan = np.asarray(plan, dtype=np.float64)
+    n, m = plan.shape
+    err = np.abs(plan.sum(1) - 1.0 / n).sum() + np.abs(plan.sum(0) - 1.0 / m).sum()
+    return float(err), float((plan * _sqdist64(x, y)).sum())
+
+
+# ----------------------------------------------------------------------------------------
+# Worker: one solver on one problem, a JSON line on stdout.
+
+
+def _worker(spec: dict) -> dict:
+    solver, n, d, dtype = spec["solver"], spec["n"], spec["d"], spec["dtype"]
+    threshold, max_iterations = spec["threshold"], spec["max_iterations"]
+    x, y = _data(n, d, dtype)
+    eps = spec["eps"]
+    if solver.startswith("pot"):
+        import ot
+
+        a = np.full(n, 1.0 / n, dtype)
+        cost = ot.dist(x, y)  # squared Euclidean, in the dtype
+        method = "sinkhorn" if solver == "pot" else "sinkhorn_log"
+        start = time.perf_counter()
+        plan, log = ot.sinkhorn(a, a, cost, eps, method=method, stopThr=threshold,
+                                numItermax=max_iterations, log=True)
+        wall = time.perf_counter() - start
+        iterations, first = int(log["niter"]), 0.0
+    else:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        xj, yj = jnp.asarray(x), jnp.asarray(y)
+        if solver == "monge":
+            from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
+
+            problem = OTProblem.from_points(xj, yj)
+
+            def run(thr):
+                config = SinkhornConfig(epsilon=eps, threshold=thr, max_iterations=max_iterations)
+                out = solve(problem, config)
+                jax.block_until_ready(out)
+                return out
+
+            start = time.perf_counter()
+            run(1e30)  # same program (the threshold is traced), stops after one block
+            first = time.perf_counter() - start
+            start = time.perf_counter()
+            out = run(threshold)
+            wall = time.perf_counter() - start
+            plan, iterations = out.plan(), int(out.iterations)
+        else:
+            from ott.geometry import geometry, pointcloud
+            from ott.problems.linear import linear_problem
+            from ott.solvers.linear import sinkhorn
+
+            if solver == "ott_pc":
+                geom = pointcloud.PointCloud(xj, yj, epsilon=eps)
+            else:
+                geom = geometry.Geometry(cost_matrix=pointcloud.PointCloud(xj, yj).cost_matrix, epsilon=eps)
+            solve_ott = jax.jit(
+                sinkhorn.Sinkhorn(threshold=threshold, max_iterations=max_iterations, inner_iterations=10)
+            )
+            problem = linear_problem.LinearProblem(geom)
+            start = time.perf_counter()
+            jax.block_until_ready(solve_ott(problem))  # ott's threshold is static: a full run
+            first = time.perf_counter() - start
+            start = time.perf_counter()
+            out = solve_ott(problem)
+            jax.block_until_ready(out)
+            wall = time.perf_counter() - start
+            plan, iterations = out.matrix, int(out.n_iters)
+    err, cost = _plan_stats(plan, x, y)
+    return dict(wall=wall, first=first, iterations=iterations, error=err, cost=cost)
+
+
+def _online_memory(n: int, d: int, iterations: int, block: int) -> None:
+    import resource
+
+    import jax
+    import jax.numpy as jnp
+
+    from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
+
+    x, y = _data(n, d, "float32")
+    eps = 0.1 * _mean_cost(x, y)
+    problem = OTProblem.from_points(jnp.asarray(x), jnp.asarray(y))
+    config = SinkhornConfig(epsilon=eps, threshold=1e-6, online=True, block_size=block,
+                            max_iterations=iterations, inner_iterations=min(10, iterations))
+    start = time.perf_counter()
+    out = solve(problem, config)
+    jax.block_until_ready(out)
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    dense = 4.0 * n * n / 2**20
+    print(f"online n=m={n} d={d} float32 eps=0.1 x mean cost block={block}: "
+          f"{int(out.iterations)} iterations in {wall:.1f} s (compile included), "
+          f"marginal error {float(out.marginal_error):.2e}, {out.message}")
+    print(f"peak RSS {peak:.0f} MiB (process, JAX runtime included); "
+          f"a dense float32 cost matrix alone would be {dense:.0f} MiB")
+
+
+# ----------------------------------------------------------------------------------------
+# Driver.
+
+
+def _floors(n: int, dtype: str) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    values = jnp.asarray(np.random.default_rng(1).random((n, n)), dtype)
+    read = jax.jit(lambda c: jnp.sum(c))
+    exp = jax.jit(lambda c: jnp.sum(jnp.exp(-c)))
+
+    def best(fn):
+        jax.block_until_ready(fn(values))
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(values))
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return {"kernel": 2 * best(read), "log": 2 * best(exp)}
+
+
+def _run_worker(spec: dict, cap: float) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=cap)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"> {cap:.0f} s cap"}
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return {"skipped": "error: " + (lines[-1][:60] if lines else "?")}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="n=500, d=2, both eps, both dtypes")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000])
+    parser.add_argument("--dims", type=int, nargs="+", default=[2, 64])
+    parser.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.01], help="x mean cost")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
+    parser.add_argument("--threshold", type=float, default=1e-6)
+    parser.add_argument("--max-iterations", type=int, default=100_000)
+    parser.add_argument("--cap", type=float, default=120.0,
+                        help="seconds per solver process (import, compile and both runs)")
+    parser.add_argument("--online-memory", action="store_true", help="only the online memory check")
+    parser.add_argument("--online-n", type=int, default=30_000)
+    parser.add_argument("--online-dim", type=int, default=2)
+    parser.add_argument("--online-iterations", type=int, default=50)
+    parser.add_argument("--online-block", type=int, default=1024)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))))
+        return
+    if args.online_memory:
+        _online_memory(args.online_n, args.online_dim, args.online_iterations, args.online_block)
+        return
+    if args.quick:
+        args.sizes, args.dims = [500], [2]
+
+    header = (f"{'d':>3} {'n':>5} {'eps':>5} {'dtype':>7} {'solver':>9} {'wall s':>8} {'1st s':>7} "
+              f"{'iters':>6} {'ms/it':>8} {'floor':>7} {'xfloor':>6} {'L1 err':>8} {'<P,C>':>12} {'rel':>8}")
+    rows = []
+    for d in args.dims:
+        for n in args.sizes:
+            for dtype in args.dtypes:
+                floors = _floors(n, dtype)
+                for scale in args.eps:
+                    x, y = _data(n, d, dtype)
+                    eps = scale * _mean_cost(x, y)
+                    reference = None
+                    for solver in args.solvers:
+                        spec = dict(solver=solver, n=n, d=d, dtype=dtype, eps=eps,
+                                    threshold=args.threshold, max_iterations=args.max_iterations)
+                        print(f"running {spec}", file=sys.stderr, flush=True)
+                        result = _run_worker(spec, args.cap)
+                        prefix = f"{d:>3} {n:>5} {scale:>5g} {dtype:>7} {solver:>9}"
+                        if "skipped" in result:
+                            rows.append(f"{prefix} {result['skipped']}")
+                            continue
+                        if solver == "monge":
+                            reference = result["cost"]
+                        per_it = result["wall"] / max(result["iterations"], 1)
+                        floor = floors[FORM[solver]]
+                        rel = abs(result["cost"] - reference) / reference if reference else float("nan")
+                        rows.append(
+                            f"{prefix} {result['wall']:>8.3f} {result['first']:>7.2f} "
+                            f"{result['iterations']:>6d} {per_it * 1e3:>8.3f} {floor * 1e3:>7.3f} "
+                            f"{per_it / floor:>6.2f} {result['error']:>8.1e} {result['cost']:>12.6g} {rel:>8.1e}"
+                        )
+    print(header)
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
