@@ -13,7 +13,8 @@ Composed from small strategy objects (all `equinox.Module`s, frozen, pytrees):
     sampler    Euler | Heun | ExponentialEuler | DPMSolverPlusPlus(order) | Dopri5 | Diffrax
     prior      NoisePrior | MarginalPrior
     divergence ExactDivergence | HutchinsonDivergence
-Training a model: `train_dsm` (pfode_train).
+Training a model: `train_dsm(samples, architecture, prediction, schedule, DSMConfig(...),
+key=..., callback=...) -> DSMOutput(weights, losses, final_loss)` (pfode_train).
 
 Static versus traced: the number of samples, steps, probes, dtype and the sampler's
 structure are static; schedule parameters, mixture parameters, model weights, times and
@@ -67,7 +68,10 @@ from monge.solvers.pfode_sources import (
     VelocityPrediction,
 )
 
+from monge.solvers.pfode_train import DSMConfig, DSMOutput, train_dsm
+
 __all__ = [
+    "DSMConfig", "DSMOutput", "train_dsm",
     "AbstractDivergence", "AbstractExponentialSampler", "AbstractFixedGridSampler",
     "AbstractPrediction", "AbstractPrior", "AbstractSampler", "AbstractSchedule",
     "AbstractScoreSource", "AbstractTimeGrid", "DataPrediction", "Diffrax", "Dopri5",

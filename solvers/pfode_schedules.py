@@ -133,7 +133,8 @@ class VESchedule(AbstractSchedule):
 class EDMSchedule(AbstractSchedule):
     """Karras et al. (EDM): alpha = 1, sigma(t) = t, sampled on the rho = 7 sigma grid.
 
-    t is sigma itself; t_end = 0 is allowed (the last step then lands on the data).
+    t is sigma itself. Sampled as EDM does by default: Karras grid from sigma_max to
+    sigma_min, then a last step to sigma = 0 (`KarrasTimeGrid(append_zero=True)`).
     """
 
     sigma_min: float = 0.002
@@ -158,7 +159,7 @@ class EDMSchedule(AbstractSchedule):
         return self.sigma_max, self.sigma_min
 
     def default_grid(self):
-        return KarrasTimeGrid(rho=self.rho)
+        return KarrasTimeGrid(rho=self.rho, append_zero=True)
 
 
 class AbstractTimeGrid(eqx.Module):
@@ -189,11 +190,22 @@ class LogSNRTimeGrid(AbstractTimeGrid):
 
 
 class KarrasTimeGrid(AbstractTimeGrid):
-    """EDM's grid: equal steps in s^(1/rho), s = sigma / alpha (EDM's sigma), rho = 7."""
+    """EDM's grid: equal steps in s^(1/rho), s = sigma / alpha (EDM's sigma), rho = 7.
+
+    append_zero: EDM's convention -- the Karras grid covers t_start .. t_end with
+    steps - 1 intervals and one last step goes from t_end to t = 0 (no noise); EDM's
+    "18 steps" Heun is then 17 Heun steps and a final Euler step, 35 evaluations."""
 
     rho: float = 7.0
+    append_zero: bool = eqx.field(static=True, default=False)
 
     def __call__(self, schedule, t_start, t_end, steps):
+        if self.append_zero:
+            if steps == 1:
+                return jnp.stack([t_start, jnp.zeros_like(t_start)])
+            head = KarrasTimeGrid(self.rho)(schedule, t_start, t_end, steps - 1)
+            return jnp.concatenate([head, jnp.zeros_like(head[:1])])
+
         def edm_sigma(t):
             return jnp.exp(schedule.log_sigma(t) - schedule.log_alpha(t))
 

@@ -111,8 +111,12 @@ def test_samplers_agree_with_plain_diffrax():
 
 def test_nfe_budget_and_edm_final_step():
     source = _target()
-    # EDM's 18 sigmas + a last Euler step onto sigma = 0: 35 evaluations.
-    out = sample(source, EDMSchedule(), Heun(), num_samples=16, key=jax.random.key(0), steps=18, t_end=0.0)
+    # EDM's 18 sigmas (80 .. 0.002) + a last Euler step onto sigma = 0: 35 evaluations.
+    out = sample(source, EDMSchedule(), Heun(), num_samples=16, key=jax.random.key(0), steps=18)
+    assert int(out.nfe) == 35 and out.ok
+    assert float(out.times[-2]) == pytest.approx(0.002) and float(out.times[-1]) == 0.0
+    out = sample(source, EDMSchedule(), Heun(), num_samples=16, key=jax.random.key(0), steps=18, t_end=0.0,
+                 grid=KarrasTimeGrid())
     assert int(out.nfe) == 35 and out.ok
     for sampler, nfe, expected in [(Euler(), 10, 10), (Heun(), 21, 20), (DPMSolverPlusPlus(3), 10, 10)]:
         out = sample(source, VPSchedule(), sampler, num_samples=4, key=jax.random.key(0), nfe=nfe)
@@ -158,7 +162,7 @@ def test_grids_are_monotone_and_pinned():
     for schedule in [VPSchedule(), VESchedule(), EDMSchedule()]:
         t0, t1 = schedule.default_interval()
         for grid in [LogSNRTimeGrid(), KarrasTimeGrid()] if t1 > 0 else [KarrasTimeGrid()]:
-            times = np.asarray(grid(schedule, jnp.asarray(t0), jnp.asarray(t1), 10))
+            times = np.asarray(grid(schedule, jnp.asarray(float(t0)), jnp.asarray(float(t1)), 10))
             assert times[0] == pytest.approx(t0) and times[-1] == pytest.approx(t1)
             assert np.all(np.diff(times) < 0)
 
