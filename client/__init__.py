@@ -6,6 +6,7 @@ accelerator without installing the solvers' stack.
 
 from monge.client.client import Client
 from monge.client.errors import (
+    AbortedError,
     CancelledError,
     DeadlineExceededError,
     FieldViolation,
@@ -16,13 +17,18 @@ from monge.client.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from monge.client.fedwad import FedWadParty, FedWadSessionInfo, FedWadSessions
 from monge.client.results import Diagnostics, ServerInfo, SinkhornResult
 
 __all__ = [
+    "AbortedError",
     "CancelledError",
     "Client",
     "DeadlineExceededError",
     "Diagnostics",
+    "FedWadParty",
+    "FedWadSessionInfo",
+    "FedWadSessions",
     "FieldViolation",
     "InternalError",
     "InvalidArgumentError",

@@ -4,6 +4,7 @@
     monge info [--target HOST:PORT]                     what a server runs on
     monge health [--target HOST:PORT]                   exit 0 when SERVING
     monge solve sinkhorn --x X.npy --y Y.npy [...]      one solve through a server
+    monge fedwad create|party|status|cancel ...         federated Wasserstein (fedwad_cli.py)
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument("--plan", action="store_true", help="also fetch the dense plan")
     sk.add_argument("--out", help="save the result to this .npz")
     sk.set_defaults(run=_solve_sinkhorn)
+
+    from monge.client.fedwad_cli import register as register_fedwad
+
+    register_fedwad(commands, DEFAULT_TARGET)
     return parser
 
 

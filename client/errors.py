@@ -71,6 +71,9 @@ PermissionDeniedError = _subclass(
 FailedPreconditionError = _subclass(
     "FailedPreconditionError", grpc.StatusCode.FAILED_PRECONDITION, "Not possible in the current state."
 )
+AbortedError = _subclass(
+    "AbortedError", grpc.StatusCode.ABORTED, "Ended by something outside the call (a peer left, expiry)."
+)
 InternalError = _subclass(
     "InternalError", grpc.StatusCode.INTERNAL, "A server-side failure; the message carries an error id."
 )

@@ -17,11 +17,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from monge.server.config import ServerConfig
+from monge.server.fedwad_service import FedWadServicer
 from monge.server.service import SolverServicer
-from monge.v1 import service_pb2, service_pb2_grpc
+from monge.v1 import fedwad_pb2, fedwad_pb2_grpc, service_pb2, service_pb2_grpc
 
 log = logging.getLogger("monge.server")
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["SolverService"].full_name
+FEDWAD_SERVICE_NAME = fedwad_pb2.DESCRIPTOR.services_by_name["FedWadService"].full_name
 
 
 def _enable_float64():
@@ -38,6 +40,7 @@ class RunningServer:
     servicer: SolverServicer
     port: int
     config: ServerConfig
+    fedwad: FedWadServicer | None = None
 
     @property
     def target(self) -> str:
@@ -47,34 +50,39 @@ class RunningServer:
     async def stop(self, grace: float | None = None):
         """NOT_SERVING first, so load balancers drain us, then let calls finish."""
         await self.health.enter_graceful_shutdown()
+        if self.fedwad is not None:
+            await self.fedwad.close()  # its parties get ABORTED now, not after the grace
         await self.server.stop(self.config.grace_seconds if grace is None else grace)
         self.servicer.shutdown()
 
 
-async def start(config: ServerConfig) -> RunningServer:
+async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
+    """`interceptors`: grpc.aio server interceptors (tests use one to record requests)."""
     _enable_float64()
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=tuple(interceptors))
     servicer = SolverServicer(config)
     service_pb2_grpc.add_SolverServiceServicer_to_server(servicer, server)
+    fedwad = FedWadServicer()
+    fedwad_pb2_grpc.add_FedWadServiceServicer_to_server(fedwad, server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, FEDWAD_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
     await server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, FEDWAD_SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, health_servicer, servicer, port, config)
+    return RunningServer(server, health_servicer, servicer, port, config, fedwad=fedwad)
 
 
 async def serve(config: ServerConfig) -> None:

@@ -1,12 +1,15 @@
 """Exceptions that handlers raise, and their mapping to gRPC statuses (the only place).
 
-Handlers raise `InvalidArgument` (with the fields at fault) or `LimitExceeded`; anything
-else is a bug and becomes INTERNAL with a generic message and an id that is logged with
-the traceback, so no traceback ever reaches the caller.
+Handlers raise `InvalidArgument` (with the fields at fault), `LimitExceeded`, `NotFound`,
+`FailedPrecondition` or `Aborted`; anything else is a bug and becomes INTERNAL with a
+generic message and an id that is logged with the traceback, so no traceback ever
+reaches the caller. The `rpc` decorator applies this to every servicer's handlers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import uuid
 
@@ -38,6 +41,54 @@ class LimitExceeded(Exception):
         self.retry_after_seconds = retry_after_seconds
 
 
+class NotFound(Exception):
+    """No such job, session or model: NOT_FOUND."""
+
+
+class TaskFailed(Exception):
+    """A solver call on a worker ended with an error status; `outcome` (a
+    `worker.Outcome`) carries the code, message and field violations."""
+
+    def __init__(self, outcome):
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+class NotFound(Exception):
+    """The named object (a session, say) does not exist: NOT_FOUND."""
+
+
+class FailedPrecondition(Exception):
+    """The request is well formed but the object's state does not allow it."""
+
+
+class Aborted(Exception):
+    """The operation was ended by something outside the caller (a peer left, expiry)."""
+
+
+_PLAIN = {
+    NotFound: code_pb2.NOT_FOUND,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    Aborted: code_pb2.ABORTED,
+}
+
+
+def rpc(method):
+    """Decorates a servicer's handler (unary, or a stream handler using context.read and
+    context.write) so that any exception it raises becomes a status, here and only here."""
+
+    @functools.wraps(method)
+    async def handler(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure must become a status
+            await context.abort_with_status(to_status(error, method.__name__))
+
+    return handler
+
+
 def _pack(message) -> any_pb2.Any:
     detail = any_pb2.Any()
     detail.Pack(message)
@@ -66,6 +117,8 @@ def to_status(error: BaseException, method: str) -> grpc.Status:
         status = status_pb2.Status(
             code=code_pb2.RESOURCE_EXHAUSTED, message=str(error), details=[_pack(retry)]
         )
+    elif type(error) in _PLAIN:
+        status = status_pb2.Status(code=_PLAIN[type(error)], message=str(error))
     else:
         error_id = uuid.uuid4().hex[:12]
         log.error("internal error %s in %s", error_id, method, exc_info=error)

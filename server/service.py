@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import importlib.metadata
 import threading
 
@@ -16,25 +15,10 @@ import grpc
 
 from monge.server import sinkhorn_call
 from monge.server.config import ServerConfig
-from monge.server.errors import to_status
+from monge.server.errors import rpc as _rpc
 from monge.v1 import service_pb2, service_pb2_grpc
 
-SOLVERS = ("Sinkhorn",)
-
-
-def _rpc(method):
-    """Map any exception a handler raises to a status, in one place."""
-
-    @functools.wraps(method)
-    async def handler(self, request, context: grpc.aio.ServicerContext):
-        try:
-            return await method(self, request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as error:  # noqa: BLE001 - every failure must become a status
-            await context.abort_with_status(to_status(error, method.__name__))
-
-    return handler
+SOLVERS = ("Sinkhorn", "FedWad")
 
 
 class SolverServicer(service_pb2_grpc.SolverServiceServicer):

@@ -17,7 +17,7 @@ class ServerThread:
     """A real Monge server on 127.0.0.1 with an ephemeral port, in a background thread
     with its own event loop, so synchronous tests can call it through the real client."""
 
-    def __init__(self, **config):
+    def __init__(self, interceptors=(), **config):
         import asyncio
         import threading
 
@@ -28,7 +28,7 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.running = self.run(start(self.config))
+        self.running = self.run(start(self.config, interceptors=interceptors))
         self.target = self.running.target
 
     def run(self, coroutine, timeout=60):
