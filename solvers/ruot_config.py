@@ -1,0 +1,362 @@
+"""Var-RUOT settings: growth penalties, Laplacian estimators, the frozen solver config and
+the snapshot data with its validation.
+
+Growth penalties and Laplacian estimators are strategy objects (frozen, hashable, so
+they can be static arguments of a jitted function); every strategy can write itself as a
+JSON-able dict and be read back, which is how a fitted model is exported without pickle.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# ---------------------------------------------------------------------------------------
+# Growth penalties psi(g). The optimality condition alpha psi'(g) = lambda gives the
+# growth rate as a function of the potential, so each strategy exposes both.
+
+
+class AbstractGrowth(abc.ABC):
+    """A growth penalty psi and the growth rate g(lambda) solving alpha psi'(g) = lambda."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def rate(self, lam: jax.Array, alpha: jax.Array) -> jax.Array:
+        """g as a function of the potential lambda (elementwise)."""
+
+    @abc.abstractmethod
+    def penalty(self, g: jax.Array) -> jax.Array:
+        """psi(g) (elementwise); the action integrates alpha psi(g) against rho."""
+
+    def to_settings(self) -> dict[str, Any]:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class NoGrowth(AbstractGrowth):
+    """Balanced dynamics: g = 0 (an infinite penalty on any growth)."""
+
+    name = "none"
+
+    def rate(self, lam, alpha):
+        return jnp.zeros_like(lam)
+
+    def penalty(self, g):
+        return jnp.zeros_like(g)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuadraticGrowth(AbstractGrowth):
+    """Wasserstein-Fisher-Rao: psi(g) = g^2 / 2, so g = lambda / alpha."""
+
+    name = "quadratic"
+
+    def rate(self, lam, alpha):
+        return lam / alpha
+
+    def penalty(self, g):
+        return 0.5 * g * g
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperGrowth(AbstractGrowth):
+    """The Var-RUOT paper's penalty psi(g) = |g|^(2/15).
+
+    alpha psi'(g) = lambda gives g = sign(lambda) (2 alpha / (15 |lambda|))^(15/13), which
+    is singular at lambda = 0; for |lambda| <= `linear_below` the rate is the straight
+    line through 0 and its value at the threshold, so g stays finite and continuous.
+    """
+
+    name = "paper"
+    linear_below: float = 0.1
+
+    def __post_init__(self):
+        if not self.linear_below > 0:
+            raise ValueError(f"growth.linear_below must be positive, got {self.linear_below}")
+
+    def rate(self, lam, alpha):
+        c = jnp.asarray(self.linear_below, lam.dtype)
+        power = 15.0 / 13.0
+        at_c = (2.0 * alpha / (15.0 * c)) ** power
+        safe = jnp.maximum(jnp.abs(lam), c)  # keeps the unused branch finite (and its grad)
+        outer = jnp.sign(lam) * (2.0 * alpha / (15.0 * safe)) ** power
+        return jnp.where(jnp.abs(lam) <= c, lam / c * at_c, outer)
+
+    def penalty(self, g):
+        # (g^2 + tiny)^(1/15) instead of |g|^(2/15): same value, finite gradient at 0.
+        return (g * g + 1e-12) ** (1.0 / 15.0)
+
+
+GROWTHS: dict[str, type[AbstractGrowth]] = {
+    cls.name: cls for cls in (NoGrowth, QuadraticGrowth, PaperGrowth)
+}
+
+
+def growth_from_settings(settings: dict[str, Any]) -> AbstractGrowth:
+    settings = dict(settings)
+    name = settings.pop("name", None)
+    if name not in GROWTHS:
+        raise ValueError(f"growth.name must be one of {sorted(GROWTHS)}, got {name!r}")
+    return GROWTHS[name](**settings)
+
+
+# ---------------------------------------------------------------------------------------
+# Laplacian of lambda in x: exact Hessian trace (d Jacobian-vector products) or
+# Hutchinson's unbiased estimate E[v^T H v] with Rademacher probes (cost independent of d).
+
+
+class AbstractLaplacian(abc.ABC):
+    name: str = ""
+
+    @abc.abstractmethod
+    def resolve(self, dim: int) -> "AbstractLaplacian":
+        """The concrete estimator used in dimension `dim`."""
+
+    def to_settings(self) -> dict[str, Any]:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactLaplacian(AbstractLaplacian):
+    name = "exact"
+
+    def resolve(self, dim):
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class HutchinsonLaplacian(AbstractLaplacian):
+    name = "hutchinson"
+    probes: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.probes, bool) or not isinstance(self.probes, int) or self.probes < 1:
+            raise ValueError(f"laplacian.probes must be a positive integer, got {self.probes!r}")
+
+    def resolve(self, dim):
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoLaplacian(AbstractLaplacian):
+    """Exact up to `max_exact_dim` dimensions (where d JVPs are cheap), Hutchinson above."""
+
+    name = "auto"
+    max_exact_dim: int = 4
+    probes: int = 1
+
+    def resolve(self, dim):
+        return ExactLaplacian() if dim <= self.max_exact_dim else HutchinsonLaplacian(self.probes)
+
+
+LAPLACIANS: dict[str, type[AbstractLaplacian]] = {
+    cls.name: cls for cls in (ExactLaplacian, HutchinsonLaplacian, AutoLaplacian)
+}
+
+
+def laplacian_from_settings(settings: dict[str, Any]) -> AbstractLaplacian:
+    settings = dict(settings)
+    name = settings.pop("name", None)
+    if name not in LAPLACIANS:
+        raise ValueError(f"laplacian.name must be one of {sorted(LAPLACIANS)}, got {name!r}")
+    return LAPLACIANS[name](**settings)
+
+
+# ---------------------------------------------------------------------------------------
+# Configs.
+
+
+def _positive(name, value):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _nonnegative(name, value):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _nonnegative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    """lambda(x, t): input layer, `residual_blocks` blocks h + W2 silu(LN(W1 h)), then
+    LayerNorm and a linear read-out. SiLU because the HJB residual needs smooth second
+    derivatives in x (ReLU's Laplacian is zero almost everywhere)."""
+
+    width: int = 512
+    residual_blocks: int = 1
+
+    def __post_init__(self):
+        _positive_int("network.width", self.width)
+        _nonnegative_int("network.residual_blocks", self.residual_blocks)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimizerConfig:
+    """AdamW; `clip_norm` bounds the global gradient norm (None: no clipping)."""
+
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    clip_norm: float | None = 1.0
+
+    def __post_init__(self):
+        _positive("optimizer.learning_rate", self.learning_rate)
+        _nonnegative("optimizer.weight_decay", self.weight_decay)
+        if self.clip_norm is not None:
+            _positive("optimizer.clip_norm", self.clip_norm)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RuotConfig:
+    """Var-RUOT hyperparameters. Defaults are the paper's quadratic-psi settings.
+
+    sigma: diffusion, dX = grad lambda dt + sigma dW.
+    dt: Euler-Maruyama step per unit time (each interval between snapshots gets
+        ceil(length / dt) equal steps).
+    alpha: growth-penalty weight. growth: an `AbstractGrowth`.
+    gamma_hjb, gamma_action: weights of the mean squared HJB residual and of the action.
+    gamma_mass: weight of the squared error of total mass against N_k / N_0.
+    ot_epsilon: entropic weight of the Sinkhorn-divergence reconstruction term, relative
+        to the data's total variance (so it is scale-free).
+    particles: simulated particles per step (drawn from the first snapshot).
+    steps: optimiser steps. report_every: steps per jitted block; `progress` is called
+        after each block.
+    laplacian: an `AbstractLaplacian` (exact or Hutchinson).
+    """
+
+    network: NetworkConfig = NetworkConfig()
+    sigma: float = 0.1
+    dt: float = 0.1
+    alpha: float = 2.0
+    growth: AbstractGrowth = QuadraticGrowth()
+    gamma_hjb: float = 0.0625
+    gamma_action: float = 0.0625
+    gamma_mass: float = 1.0
+    ot_epsilon: float = 0.01
+    optimizer: OptimizerConfig = OptimizerConfig()
+    steps: int = 2000
+    report_every: int = 50
+    particles: int = 256
+    seed: int = 0
+    laplacian: AbstractLaplacian = AutoLaplacian()
+
+    def __post_init__(self):
+        _nonnegative("sigma", self.sigma)
+        _positive("dt", self.dt)
+        _positive("alpha", self.alpha)
+        for name in ("gamma_hjb", "gamma_action", "gamma_mass"):
+            _nonnegative(name, getattr(self, name))
+        _positive("ot_epsilon", self.ot_epsilon)
+        for name in ("steps", "report_every", "particles"):
+            _positive_int(name, getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name, base in (("growth", AbstractGrowth), ("laplacian", AbstractLaplacian),
+                           ("network", NetworkConfig), ("optimizer", OptimizerConfig)):
+            if not isinstance(getattr(self, name), base):
+                raise ValueError(f"{name} must be a {base.__name__}, got {type(getattr(self, name)).__name__}")
+
+
+def paper_config(**overrides) -> RuotConfig:
+    """The paper's settings for its modified penalty psi = |g|^(2/15)."""
+    settings = dict(alpha=7.0, growth=PaperGrowth(), gamma_hjb=6.25e-3,
+                    optimizer=OptimizerConfig(learning_rate=2e-5))
+    settings.update(overrides)
+    return RuotConfig(**settings)
+
+
+# ---------------------------------------------------------------------------------------
+# Data.
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """One observed population: its time, its points (n, d) and optionally its total
+    mass (a cell count, or any unnormalised mass). Masses are used relative to the first
+    snapshot's; when absent, the point count n is the mass."""
+
+    time: float
+    points: np.ndarray
+    mass: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotData:
+    """Validated snapshots: float32 points, times, and relative masses m_k = M_k / M_0."""
+
+    times: np.ndarray  # (K,) float64, strictly increasing
+    points: tuple[np.ndarray, ...]  # K arrays (n_k, d), float32
+    relative_mass: np.ndarray  # (K,) float64, first entry 1
+
+    @property
+    def dim(self) -> int:
+        return self.points[0].shape[1]
+
+
+def validate_snapshots(snapshots: Sequence[Snapshot | tuple]) -> SnapshotData:
+    """Check and normalise snapshots; errors name the offending field."""
+    items = []
+    for k, snap in enumerate(snapshots):
+        if isinstance(snap, Snapshot):
+            items.append(snap)
+        elif isinstance(snap, (tuple, list)) and len(snap) in (2, 3):
+            items.append(Snapshot(*snap))
+        else:
+            raise ValueError(f"snapshots[{k}] must be a Snapshot or (time, points[, mass])")
+    if len(items) < 2:
+        raise ValueError(f"snapshots must hold at least two snapshots, got {len(items)}")
+    times, points, masses = [], [], []
+    dim = None
+    for k, snap in enumerate(items):
+        try:
+            t = float(snap.time)
+        except (TypeError, ValueError):
+            raise ValueError(f"snapshots[{k}].time must be a number, got {snap.time!r}") from None
+        if not math.isfinite(t):
+            raise ValueError(f"snapshots[{k}].time must be finite, got {t}")
+        if times and not t > times[-1]:
+            raise ValueError(f"snapshots[{k}].time must be greater than the previous time "
+                             f"({times[-1]}), got {t}: times must increase strictly")
+        x = np.asarray(snap.points)
+        if x.ndim != 2:
+            raise ValueError(f"snapshots[{k}].points must be a 2-D array (n, d), got shape {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError(f"snapshots[{k}].points is empty")
+        if x.shape[1] == 0:
+            raise ValueError(f"snapshots[{k}].points has zero dimensions")
+        if dim is None:
+            dim = x.shape[1]
+        elif x.shape[1] != dim:
+            raise ValueError(f"snapshots[{k}].points has dimension {x.shape[1]}, but snapshots[0] has {dim}")
+        if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+            raise ValueError(f"snapshots[{k}].points must be finite numbers")
+        mass = float(x.shape[0]) if snap.mass is None else snap.mass
+        try:
+            mass = float(mass)
+        except (TypeError, ValueError):
+            raise ValueError(f"snapshots[{k}].mass must be a number, got {snap.mass!r}") from None
+        if not (math.isfinite(mass) and mass > 0):
+            raise ValueError(f"snapshots[{k}].mass must be positive and finite, got {mass}")
+        times.append(t)
+        points.append(x.astype(np.float32))
+        masses.append(mass)
+    masses = np.asarray(masses)
+    return SnapshotData(np.asarray(times), tuple(points), masses / masses[0])
