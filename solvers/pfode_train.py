@@ -15,6 +15,7 @@ leaves through `jax.debug.callback` every `report_every` steps.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Callable
 
 import equinox as eqx
@@ -87,17 +88,36 @@ def train_dsm(
     hyper = jax.tree.map(lambda v: jnp.asarray(v, dtype), (config.learning_rate, t_min, t_max))
     # Schedule numbers become arrays: traced, so a new beta_max does not recompile.
     schedule = jax.tree.map(lambda v: jnp.asarray(v, dtype) if isinstance(v, (int, float)) else v, schedule)
-    out_weights, block_losses = _train(
-        samples.astype(dtype), weights, schedule, prediction, key, hyper,
-        architecture=architecture, steps=config.steps, batch_size=config.batch_size,
-        report_every=config.report_every, callback=callback,
-    )
+    # The callback is looked up by a traced id rather than baked into the program, so
+    # every job (each with its own closure) reuses one compiled trainer.
+    job = next(_JOB_IDS)
+    if callback is not None:
+        _CALLBACKS[job] = callback
+    try:
+        out_weights, block_losses = _train(
+            samples.astype(dtype), weights, schedule, prediction, key, hyper, jnp.int32(job),
+            architecture=architecture, steps=config.steps, batch_size=config.batch_size,
+            report_every=config.report_every, report=callback is not None,
+        )
+        jax.block_until_ready(block_losses)  # all callbacks have run
+    finally:
+        _CALLBACKS.pop(job, None)
     return DSMOutput(out_weights, block_losses, block_losses[-1])
 
 
+_CALLBACKS: dict[int, Callable[[int, float], None]] = {}
+_JOB_IDS = itertools.count()
+
+
+def _report(job, step, loss):
+    callback = _CALLBACKS.get(int(job))
+    if callback is not None:
+        callback(int(step), float(loss))
+
+
 @eqx.filter_jit
-def _train(samples, weights, schedule, prediction, key, hyper, *, architecture, steps, batch_size,
-           report_every, callback):
+def _train(samples, weights, schedule, prediction, key, hyper, job, *, architecture, steps, batch_size,
+           report_every, report):
     learning_rate, t_min, t_max = hyper
     # A floor on t keeps sigma > 0 (VE at t = 0 is fine, EDM at sigma = 0 is not).
     t_min = jnp.maximum(t_min, jnp.finfo(samples.dtype).eps)
@@ -125,12 +145,8 @@ def _train(samples, weights, schedule, prediction, key, hyper, *, architecture, 
         block_end = ((i + 1) % report_every == 0) | (i + 1 == steps)
         block_len = jnp.where((i + 1) % report_every == 0, report_every, steps % report_every)
         mean = running / block_len
-        if callback is not None:
-            jax.lax.cond(
-                block_end,
-                lambda: jax.debug.callback(lambda s, l: callback(int(s), float(l)), i + 1, mean),
-                lambda: None,
-            )
+        if report:
+            jax.lax.cond(block_end, lambda: jax.debug.callback(_report, job, i + 1, mean, ordered=True), lambda: None)
         return (w, opt_state, jnp.where(block_end, 0.0, running)), jnp.where(block_end, mean, jnp.nan)
 
     init = (weights, optimizer.init(weights), jnp.zeros((), samples.dtype))

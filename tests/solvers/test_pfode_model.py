@@ -89,12 +89,21 @@ def test_dsm_training_learns_a_gaussian(rng):
     reports = []
     out = train_dsm(
         data.astype(np.float32), arch, NoisePrediction(), VPSchedule(),
-        DSMConfig(steps=900, batch_size=256, learning_rate=3e-3, report_every=300),
+        DSMConfig(steps=600, batch_size=128, learning_rate=5e-3, report_every=200),
         key=jax.random.key(0), callback=lambda step, loss: reports.append((step, loss)),
     )
-    assert [s for s, _ in reports] == [300, 600, 900]
+    assert [s for s, _ in reports] == [200, 400, 600]
     np.testing.assert_allclose([l for _, l in reports], out.losses, rtol=1e-5)
     assert out.losses[-1] < out.losses[0]
+    # A second job with its own callback reuses the compiled trainer.
+    from monge.solvers import pfode_train
+
+    compiled = pfode_train._train._cached._cache_size()
+    other = []
+    train_dsm(data.astype(np.float32), arch, NoisePrediction(), VPSchedule(),
+              DSMConfig(steps=600, batch_size=128, learning_rate=1e-3, report_every=200),
+              key=jax.random.key(1), callback=lambda step, loss: other.append(step))
+    assert other == [200, 400, 600] and pfode_train._train._cached._cache_size() == compiled
     assert set(out.weights) == set(arch.weight_shapes())
     model = MLPModel(arch, out.weights, NoisePrediction())
     samples = np.asarray(sample(model, VPSchedule(), Heun(), num_samples=1000, key=jax.random.key(1), steps=15).samples)
