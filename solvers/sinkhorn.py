@@ -284,18 +284,29 @@ def _kernel_engine(cost, p: _Problem, f0, g0, epsilon, threshold, max_iterations
     hi, lo = math.exp(bound), math.exp(-bound)
     dtype = cost.dtype
 
-    def rebuild(f, g):
-        # One log-domain iteration from the given potentials, then the kernel around it.
+    def careful(f, g):
+        # One log-domain iteration: potentials whose kernel rows cannot underflow.
         f = -damp_a * epsilon * logsumexp(p.log_b[None, :] + (g[None, :] - cost) * inv_eps, axis=1)
         g = -damp_b * epsilon * logsumexp(p.log_a[:, None] + (f[:, None] - cost) * inv_eps, axis=0)
-        kernel = jnp.exp((f[:, None] + g[None, :] - cost) * inv_eps)
-        return f, g, kernel
+        return f, g
 
     def epoch(carry):
-        fa, ga, state, epochs = carry
+        fa, ga, state, epochs, _ = carry
         f = fa + epsilon * jnp.log(state.u)
         g = ga + epsilon * jnp.log(state.v)
-        fa, ga, kernel = rebuild(jnp.where(jnp.isfinite(f), f, fa), jnp.where(jnp.isfinite(g), g, ga))
+        finite = jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g)) & jnp.isfinite(state.error)
+        # Absorbing finite scalings is exact: the kernel is rebuilt from C around the
+        # new potentials with one exp pass. Only after a non-finite step (a kernel row
+        # underflowed, e.g. on the first step at small epsilon) is the rebuild preceded
+        # by a log-domain iteration, which costs two more passes. A first step that
+        # fails this way costs one wasted pass, cheaper than always being careful.
+        recover = ~finite & (epochs > 0)
+        fa, ga = jax.lax.cond(
+            recover,
+            lambda: careful(jnp.where(jnp.isfinite(f), f, fa), jnp.where(jnp.isfinite(g), g, ga)),
+            lambda: (f, g),
+        )
+        kernel = jnp.exp((fa[:, None] + ga[None, :] - cost) * inv_eps)
         # Unbalanced updates carry a factor exp((damp - 1) fa / eps); 1 when balanced.
         ca = jnp.exp((damp_a - 1.0) * fa * inv_eps)
         cb = jnp.exp((damp_b - 1.0) * ga * inv_eps)
@@ -330,17 +341,21 @@ def _kernel_engine(cost, p: _Problem, f0, g0, epsilon, threshold, max_iterations
             step, loop_error, start,
             threshold=threshold, max_iterations=max_iterations, inner_iterations=inner,
         )
-        return fa, ga, loop.state, epochs + 1
+        # A careful rebuild after which not one step succeeds cannot be helped by
+        # another: stop, and let the status say so.
+        stuck = recover & (loop.state.count == state.count)
+        return fa, ga, loop.state, epochs + 1, stuck
 
     def more(carry):
-        _, _, state, epochs = carry
-        return state.rebuild & (state.count < max_iterations) & (epochs <= max_iterations)
+        _, _, state, epochs, stuck = carry
+        return state.rebuild & (state.count < max_iterations) & ~stuck & (epochs <= max_iterations)
 
     state = _KernelState(
         u=jnp.ones_like(f0), v=jnp.ones_like(g0), error=jnp.asarray(jnp.inf, dtype),
         count=jnp.int32(0), rebuild=jnp.bool_(True),
     )
-    fa, ga, state, _ = jax.lax.while_loop(more, epoch, (f0, g0, state, jnp.int32(0)))
+    init = (f0, g0, state, jnp.int32(0), jnp.bool_(False))
+    fa, ga, state, _, _ = jax.lax.while_loop(more, epoch, init)
     f = fa + epsilon * jnp.log(state.u)
     g = ga + epsilon * jnp.log(state.v)
     status = jnp.where(
