@@ -4,7 +4,9 @@ This package needs only numpy and grpc (no JAX), so pipelines can call a remote
 accelerator without installing the solvers' stack.
 """
 
+from monge.client import requests
 from monge.client.client import Client
+from monge.client.jobs import ItemResult, JobInfo
 from monge.client.errors import (
     AbortedError,
     CancelledError,
@@ -32,10 +34,13 @@ __all__ = [
     "FieldViolation",
     "InternalError",
     "InvalidArgumentError",
+    "ItemResult",
+    "JobInfo",
     "MongeError",
     "NotFoundError",
     "ResourceExhaustedError",
     "ServerInfo",
     "SinkhornResult",
     "UnavailableError",
+    "requests",
 ]

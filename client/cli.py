@@ -35,8 +35,11 @@ def _serve(args) -> int:
         host=args.host,
         port=args.port,
         max_message_bytes=args.max_message_mb * MIB,
-        solver_threads=args.solver_threads,
         grace_seconds=args.grace,
+        workers=args.workers,
+        queue_limit=args.queue_limit,
+        **({"data_dir": args.data_dir} if args.data_dir else {}),
+        cluster=args.cluster,
     )
     asyncio.run(serve(config))
     return 0
@@ -54,7 +57,14 @@ def _info(args) -> int:
     print(f"jax {info.jax_version}, backend: {info.backend}")
     for device in info.devices:
         print(f"  device {device.id}: {device.platform} ({device.kind})")
+    print(f"workers: {len(info.workers)}")
     print(f"solvers: {', '.join(info.solvers)}")
+    for worker in info.workers:
+        where = f"pid {worker.pid}" if worker.address == "local" else worker.address
+        devices = ", ".join(f"{d.platform}:{d.id}" for d in worker.devices)
+        print(f"  worker {worker.index} ({where}) on {devices}, {'busy' if worker.busy else 'idle'}")
+    if info.cluster:
+        print(f"cluster: {info.cluster}")
     print(f"max message: {info.max_message_bytes / (1 << 20):.0f} MiB")
     return 0
 
@@ -133,7 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     serve.add_argument("--port", type=int, default=50051)
     serve.add_argument("--max-message-mb", type=int, default=512, help="largest request/response")
-    serve.add_argument("--solver-threads", type=int, default=1)
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes (default: one per GPU, or one CPU worker)")
+    serve.add_argument("--queue-limit", type=int, default=64, help="calls waiting before RESOURCE_EXHAUSTED")
+    serve.add_argument("--data-dir", help="job database, results, compile cache (default ~/.local/share/monge)")
+    serve.add_argument("--cluster", help="Dask scheduler address (tcp://HOST:8786) to scale out")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds for in-flight calls on shutdown")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)

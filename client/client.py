@@ -9,21 +9,19 @@ calls raise a `MongeError` subclass carrying the status code and the field at fa
 
 from __future__ import annotations
 
+import random
+import time
+import uuid
 from typing import Sequence
 
 import grpc
-import numpy as np
 
-from monge.client import errors
+from monge.client import errors, requests
+from monge.client.jobs import JobInfo
 from monge.client.results import ServerInfo, SinkhornResult
-from monge.client.tensors import encode
-from monge.v1 import service_pb2, service_pb2_grpc, sinkhorn_pb2
+from monge.v1 import jobs_pb2, jobs_pb2_grpc, service_pb2, service_pb2_grpc
 
 DEFAULT_MAX_MESSAGE_BYTES = 512 << 20
-_COSTS = {
-    "sqeuclidean": sinkhorn_pb2.COST_FUNCTION_SQEUCLIDEAN,
-    "euclidean": sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN,
-}
 
 
 class Client:
@@ -48,6 +46,7 @@ class Client:
         else:
             self._channel = grpc.secure_channel(target, credentials, options=channel_options)
         self._stub = service_pb2_grpc.SolverServiceStub(self._channel)
+        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self.target = target
         self.timeout = timeout
 
@@ -60,11 +59,24 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method, request, timeout):
-        try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
-        except grpc.RpcError as error:
-            raise errors.from_rpc_error(error) from None
+    def _call(self, method, request, timeout, *, retry_when_busy: bool = False):
+        """One call; with `retry_when_busy` (only for calls safe to repeat), a full queue
+        (RESOURCE_EXHAUSTED) is retried with exponential backoff within the timeout."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return method(request, timeout=remaining)
+            except grpc.RpcError as rpc_error:
+                error = errors.from_rpc_error(rpc_error)
+            if not (retry_when_busy and isinstance(error, errors.ResourceExhaustedError)):
+                raise error
+            delay = min(max(delay * 2, error.retry_after or 0.0), 5.0) * random.uniform(0.8, 1.2)
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise error
+            time.sleep(delay)
 
     def info(self, *, timeout: float | None = None) -> ServerInfo:
         """Version, JAX backend and devices, and the solvers offered."""
@@ -93,27 +105,95 @@ class Client:
         reg_m (one number or a (source, target) pair) makes the problem unbalanced with
         POT's KL semantics; `result.cost` is <P, C> of the returned plan.
         """
-        if cost not in _COSTS:
-            raise ValueError(f"cost must be one of {sorted(_COSTS)}, got {cost!r}")
-        request = sinkhorn_pb2.SinkhornRequest(
-            cost=_COSTS[cost],
-            epsilon=epsilon,
-            threshold=threshold,
-            max_iterations=max_iterations,
-            return_plan=return_plan,
+        request = requests.sinkhorn(
+            x, y, a, b, cost_matrix=cost_matrix, cost=cost, epsilon=epsilon, threshold=threshold,
+            reg_m=reg_m, max_iterations=max_iterations, return_plan=return_plan,
         )
-        for field, value in (("x", x), ("y", y), ("a", a), ("b", b), ("cost_matrix", cost_matrix)):
-            if value is not None:
-                getattr(request, field).CopyFrom(encode(_as_float(value)))
-        if reg_m is not None:
-            source, target = (reg_m, reg_m) if np.isscalar(reg_m) else reg_m
-            request.reg_m.source, request.reg_m.target = float(source), float(target)
-        return SinkhornResult.from_proto(self._call(self._stub.Sinkhorn, request, timeout))
+        reply = self._call(self._stub.Sinkhorn, request, timeout, retry_when_busy=True)
+        return SinkhornResult.from_proto(reply)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def submit(self, requests_, *, request_id: str | None = None, timeout: float | None = None) -> JobInfo:
+        """Queue one request (built with `monge.client.requests`) or a list of them as one
+        job, and return at once. The same `request_id` always names the same job; one is
+        generated when not given, so retries never run the work twice."""
+        items = [requests_] if not isinstance(requests_, (list, tuple)) else list(requests_)
+        request = jobs_pb2.SubmitJobRequest(request_id=request_id or uuid.uuid4().hex)
+        for item in items:
+            kind = _ITEM_FIELDS.get(type(item).DESCRIPTOR.full_name)
+            if kind is None:
+                raise TypeError(f"cannot submit a {type(item).__name__}; build requests with monge.client.requests")
+            getattr(request.items.add(), kind).CopyFrom(item)
+        reply = self._call(self._jobs.SubmitJob, request, timeout, retry_when_busy=True)
+        return JobInfo.from_proto(reply.job)
+
+    def job(self, job, *, include_results: bool = False, timeout: float | None = None) -> JobInfo:
+        """A job's current state."""
+        request = jobs_pb2.GetJobRequest(job_id=_job_id(job), include_results=include_results)
+        return JobInfo.from_proto(self._call(self._jobs.GetJob, request, timeout).job)
+
+    def jobs(self, state: str | None = None, *, page_size: int = 50, timeout: float | None = None) -> list[JobInfo]:
+        """All jobs, newest first (optionally only those in `state`), fetched page by page."""
+        state_number = jobs_pb2.JobState.Value(f"JOB_STATE_{state.upper()}") if state else 0
+        found, token = [], ""
+        while True:
+            request = jobs_pb2.ListJobsRequest(state=state_number, page_size=page_size, page_token=token)
+            reply = self._call(self._jobs.ListJobs, request, timeout)
+            found += [JobInfo.from_proto(job) for job in reply.jobs]
+            token = reply.next_page_token
+            if not token:
+                return found
+
+    def cancel(self, job, *, timeout: float | None = None) -> JobInfo:
+        """Stop a queued or running job; its worker is freed within about a second."""
+        request = jobs_pb2.CancelJobRequest(job_id=_job_id(job))
+        return JobInfo.from_proto(self._call(self._jobs.CancelJob, request, timeout).job)
+
+    def wait(self, job, *, timeout: float | None = None, include_results: bool = True) -> JobInfo:
+        """Block until the job is done (or `timeout` passes), then return it with results."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = 60.0 if deadline is None else deadline - time.monotonic()
+            slice_ = max(0.0, min(remaining, 60.0))
+            request = jobs_pb2.WaitJobRequest(job_id=_job_id(job), timeout_seconds=slice_,
+                                              include_results=include_results)
+            info = JobInfo.from_proto(self._call(self._jobs.WaitJob, request, slice_ + 10.0).job)
+            if info.done or (deadline is not None and time.monotonic() >= deadline):
+                return info
+
+    def watch(self, job, *, timeout: float | None = None):
+        """Yield the job at each progress event; the last one is done, with results."""
+        request = jobs_pb2.WatchJobRequest(job_id=_job_id(job))
+        stream = self._jobs.WatchJob(request, timeout=self.timeout if timeout is None else timeout)
+        try:
+            for event in stream:
+                yield JobInfo.from_proto(event.job)
+        except grpc.RpcError as error:
+            raise errors.from_rpc_error(error) from None
+        finally:
+            stream.cancel()
+
+    def result(self, job, *, timeout: float | None = None):
+        """Wait for the job; a one-item job gives its result (or raises its error), a
+        batch gives a list of `ItemResult`s in item order."""
+        info = self.wait(job, timeout=timeout, include_results=True)
+        if not info.done:
+            raise errors.DeadlineExceededError(f"job {info.job_id} is still {info.state}")
+        if info.state != "succeeded":
+            raise info.error or errors.MongeError(f"job {info.job_id} {info.state}")
+        if info.item_count == 1:
+            return info.results[0].unwrap()
+        return list(info.results)
 
 
-def _as_float(value) -> np.ndarray:
-    array = np.asarray(value)
-    return array if array.dtype in (np.float32, np.float64) else array.astype(np.float64)
+_ITEM_FIELDS = {
+    field.message_type.full_name: field.name
+    for field in jobs_pb2.JobItem.DESCRIPTOR.oneofs_by_name["request"].fields
+}
 
 
-__all__ = ["Client"]
+def _job_id(job) -> str:
+    return job.job_id if isinstance(job, JobInfo) else str(job)
+

@@ -73,6 +73,16 @@ class DeviceInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    index: int
+    pid: int
+    devices: tuple[DeviceInfo, ...]
+    busy: bool
+    tasks_done: int
+    address: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ServerInfo:
     version: str
     jax_version: str
@@ -80,11 +90,18 @@ class ServerInfo:
     devices: tuple[DeviceInfo, ...]
     solvers: tuple[str, ...]
     max_message_bytes: int
+    workers: tuple[WorkerInfo, ...]
+    cluster: str
 
     @classmethod
     def from_proto(cls, r) -> "ServerInfo":
+        def devices(ds):
+            return tuple(DeviceInfo(d.id, d.platform, d.kind) for d in ds)
+
         return cls(
-            r.version, r.jax_version, r.backend,
-            tuple(DeviceInfo(d.id, d.platform, d.kind) for d in r.devices),
+            r.version, r.jax_version, r.backend, devices(r.devices),
             tuple(r.solvers), r.max_message_bytes,
+            tuple(WorkerInfo(w.index, w.pid, devices(w.devices), w.busy, w.tasks_done, w.address)
+                  for w in r.workers),
+            r.cluster,
         )

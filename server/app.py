@@ -18,19 +18,19 @@ from grpc_reflection.v1alpha import reflection
 
 from monge.server.config import ServerConfig
 from monge.server.fedwad_service import FedWadServicer
+from monge.server.jobs import JobManager
+from monge.server.jobs_service import JobServicer
+from monge.server.jobstore import JobStore
 from monge.server.service import SolverServicer
-from monge.v1 import fedwad_pb2, fedwad_pb2_grpc, service_pb2, service_pb2_grpc
+from monge.server.workers import WorkerPool
+from monge.v1 import fedwad_pb2, fedwad_pb2_grpc, jobs_pb2, jobs_pb2_grpc, service_pb2, service_pb2_grpc
 
 log = logging.getLogger("monge.server")
-SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["SolverService"].full_name
-FEDWAD_SERVICE_NAME = fedwad_pb2.DESCRIPTOR.services_by_name["FedWadService"].full_name
-
-
-def _enable_float64():
-    # Requests may carry float64; without this JAX would silently compute in float32.
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
+SERVICE_NAMES = (
+    service_pb2.DESCRIPTOR.services_by_name["SolverService"].full_name,
+    jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    fedwad_pb2.DESCRIPTOR.services_by_name["FedWadService"].full_name,
+)
 
 
 @dataclasses.dataclass
@@ -38,6 +38,8 @@ class RunningServer:
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     servicer: SolverServicer
+    executor: object
+    jobs: JobManager
     port: int
     config: ServerConfig
     fedwad: FedWadServicer | None = None
@@ -53,45 +55,61 @@ class RunningServer:
         if self.fedwad is not None:
             await self.fedwad.close()  # its parties get ABORTED now, not after the grace
         await self.server.stop(self.config.grace_seconds if grace is None else grace)
-        self.servicer.shutdown()
+        await self.jobs.close()
+        await self.executor.close()
+
+
+def make_executor(config: ServerConfig):
+    """Local worker processes, or a Dask cluster when one is named."""
+    if config.cluster:
+        from monge.server.dask_executor import DaskExecutor
+
+        return DaskExecutor(config, cache_dir=config.cache_dir)
+    return WorkerPool(config, workers=config.workers, queue_limit=config.queue_limit,
+                      max_attempts=config.max_attempts, cache_dir=config.cache_dir)
 
 
 async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
     """`interceptors`: grpc.aio server interceptors (tests use one to record requests)."""
-    _enable_float64()
+    executor = make_executor(config)
+    await executor.start()
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(options=options, interceptors=tuple(interceptors))
-    servicer = SolverServicer(config)
+    servicer = SolverServicer(config, executor)
     service_pb2_grpc.add_SolverServiceServicer_to_server(servicer, server)
+    jobs = JobManager(JobStore(config.data_dir), executor, config,
+                      retention_seconds=config.job_retention_seconds,
+                      max_unfinished_jobs=config.max_unfinished_jobs)
+    await jobs.start()
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
     fedwad = FedWadServicer()
     fedwad_pb2_grpc.add_FedWadServiceServicer_to_server(fedwad, server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, FEDWAD_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
     await server.start()
-    for name in ("", SERVICE_NAME, FEDWAD_SERVICE_NAME):
+    for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, health_servicer, servicer, port, config, fedwad=fedwad)
+    return RunningServer(server, health_servicer, servicer, executor, jobs, port, config, fedwad=fedwad)
 
 
 async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     running = await start(config)
-    import jax
-
-    devices = ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
-    log.info("monge serving on %s (JAX %s backend: %s)", running.target, jax.default_backend(), devices)
+    workers = running.executor.describe()
+    devices = ", ".join(f"{d['platform']}:{d['id']}" for w in workers for d in w["devices"])
+    log.info("monge serving on %s with %d worker(s) on %s", running.target, len(workers), devices)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,6 @@ within about that long and short solves pay for one chunk only.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from typing import Callable, TypeVar
 
@@ -21,8 +20,11 @@ BASE_CHUNK = 10
 
 
 def chunk_size(wanted: int, remaining: int) -> int:
-    """The largest 10 * 2**k not above min(wanted, remaining); `remaining` below 10 as is."""
-    limit = min(wanted, remaining)
+    """The largest 10 * 2**k not above `wanted`, or all of a smaller `remaining` (one
+    program for the last chunk, rather than one per power of two)."""
+    if remaining <= wanted:
+        return remaining
+    limit = wanted
     if limit < BASE_CHUNK:
         return limit
     size = BASE_CHUNK
@@ -31,18 +33,30 @@ def chunk_size(wanted: int, remaining: int) -> int:
     return size
 
 
+def chunk_for_size(work_per_iteration: float, target_seconds: float = 0.25,
+                   seconds_per_unit: float = 5e-9, largest: int = 2560) -> int:
+    """A fixed chunk for a problem: about `target_seconds` of work at a conservative
+    speed (`work_per_iteration` units, e.g. n * m), as 10 * 2**k iterations, so each
+    problem shape compiles one chunk program and a stop is noticed quickly."""
+    wanted = target_seconds / max(work_per_iteration * seconds_per_unit, 1e-12)
+    return chunk_size(int(min(max(wanted, BASE_CHUNK), largest)), largest + 1)
+
+
 def run_in_chunks(
     solve_chunk: Callable[[int, object], Output],
     warm_start: Callable[[Output], object],
     *,
     max_iterations: int,
-    stop: threading.Event,
+    stop,
     first_chunk: int = 160,
     target_seconds: float = 0.25,
     max_chunk: int = 40_960,
+    grow: bool = True,
+    progress: Callable[..., None] | None = None,
 ) -> Output:
     """`solve_chunk(iterations, init)` runs at most that many iterations from `init`
     (None the first time) and returns an output with `iterations` and `status` fields;
+    `stop` is anything with `is_set()`; `progress(iteration=, error=)` hears of each chunk;
     `warm_start(output)` is the `init` for the next chunk. Returns the last output with
     the iterations of all chunks and status CANCELLED if `stop` was set first."""
     done, init, wanted = 0, None, first_chunk
@@ -52,10 +66,12 @@ def run_in_chunks(
         output = solve_chunk(size, init)
         status = int(output.status)  # blocks until the device is done
         done += int(output.iterations)
+        if progress is not None:
+            progress(iteration=done, error=float(getattr(output, "marginal_error", float("nan"))))
         if status != Status.MAX_ITERATIONS or done >= max_iterations:
             return dataclasses.replace(output, iterations=done)
         if stop.is_set():
             return dataclasses.replace(output, iterations=done, status=int(Status.CANCELLED))
-        if time.perf_counter() - started < target_seconds / 2:
+        if grow and time.perf_counter() - started < target_seconds / 2:
             wanted = min(wanted * 2, max_chunk)
         init = warm_start(output)

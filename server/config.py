@@ -3,32 +3,59 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 
 MIB = 1 << 20
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or pathlib.Path.home() / ".local" / "share"
+    return str(pathlib.Path(base) / "monge")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     """host/port: where to listen (port 0 picks a free one).
     max_message_bytes: largest request or response, both directions.
-    solver_threads: threads running solver calls off the event loop.
     max_dense_elements: largest n * m for which a dense cost matrix or plan is built.
     max_iterations: largest iteration cap a request may ask for.
     grace_seconds: how long in-flight calls may finish after SIGTERM/SIGINT.
+    workers: worker processes; None means one per GPU, or one CPU worker.
+    queue_limit: solver calls waiting for a worker before RESOURCE_EXHAUSTED.
+    max_attempts: runs of a call whose worker died, before it fails.
+    data_dir: job database, results and (unless compile_cache_dir is set) the JAX
+        compilation cache.
+    cluster: a Dask scheduler address; work goes there instead of local workers.
+    job_retention_seconds: how long finished jobs and their results are kept.
+    max_unfinished_jobs: queued or running jobs before submissions get RESOURCE_EXHAUSTED.
     """
 
     host: str = "127.0.0.1"
     port: int = 50051
     max_message_bytes: int = 512 * MIB
-    solver_threads: int = 1
     max_dense_elements: int = 100_000_000
     max_iterations: int = 1_000_000
     grace_seconds: float = 10.0
+    workers: int | None = None
+    queue_limit: int = 64
+    max_attempts: int = 2
+    data_dir: str = dataclasses.field(default_factory=lambda: default_data_dir())
+    compile_cache_dir: str | None = None
+    cluster: str | None = None
+    job_retention_seconds: float = 7 * 24 * 3600.0
+    max_unfinished_jobs: int = 10_000
+
+    @property
+    def cache_dir(self) -> str:
+        return self.compile_cache_dir or str(pathlib.Path(self.data_dir) / "jax-cache")
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.max_message_bytes < MIB:
             raise ValueError("max_message_bytes must be at least 1 MiB")
-        if self.solver_threads < 1:
-            raise ValueError("solver_threads must be at least 1")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.queue_limit < 1 or self.max_attempts < 1:
+            raise ValueError("queue_limit and max_attempts must be at least 1")

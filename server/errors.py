@@ -41,10 +41,6 @@ class LimitExceeded(Exception):
         self.retry_after_seconds = retry_after_seconds
 
 
-class NotFound(Exception):
-    """No such job, session or model: NOT_FOUND."""
-
-
 class TaskFailed(Exception):
     """A solver call on a worker ended with an error status; `outcome` (a
     `worker.Outcome`) carries the code, message and field violations."""
@@ -97,7 +93,12 @@ def _pack(message) -> any_pb2.Any:
 
 def to_status(error: BaseException, method: str) -> grpc.Status:
     """The status a failed handler answers with."""
-    if isinstance(error, InvalidArgument):
+    if isinstance(error, TaskFailed) and error.outcome.violations:
+        error = InvalidArgument(*error.outcome.violations)
+    if isinstance(error, TaskFailed):
+        # The worker already logged any internal error with its id.
+        status = status_pb2.Status(code=error.outcome.code, message=error.outcome.message)
+    elif isinstance(error, InvalidArgument):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=f, description=d)

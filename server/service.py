@@ -1,67 +1,55 @@
-"""The SolverService servicer: thin handlers that decode, validate, solve, encode.
+"""The SolverService servicer: thin handlers that validate, hand the call to a worker,
+and return its reply.
 
-Solver calls run in a thread pool so the event loop keeps serving health checks and
-other calls while a device works. Exceptions become statuses in `errors.to_status`.
+Validation happens here first so a bad request costs no queue slot; the worker parses
+the same bytes again (cheap) and runs the solver. Exceptions become statuses in
+`errors.to_status`, applied by the `errors.rpc` decorator.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import importlib.metadata
-import threading
 
-import grpc
-
-from monge.server import sinkhorn_call
 from monge.server.config import ServerConfig
-from monge.server.errors import rpc as _rpc
+from monge.server.errors import rpc
+from monge.server.registry import CALLS
 from monge.v1 import service_pb2, service_pb2_grpc
-
-SOLVERS = ("Sinkhorn", "FedWad")
 
 
 class SolverServicer(service_pb2_grpc.SolverServiceServicer):
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, executor):
         self._config = config
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.solver_threads, thread_name_prefix="monge-solver"
-        )
+        self._executor = executor
 
-    async def _off_loop(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    async def call(self, kind: str, request):
+        """Validate, run on a worker, decode the reply. Cancellation reaches the worker."""
+        solver = CALLS[kind]
+        solver.parse(request, self._config)
+        reply = await self._executor.run(kind, request.SerializeToString())
+        return solver.response_type.FromString(reply)
 
-    async def _solve(self, run, call):
-        """Run a chunked solve off the loop; a cancelled or expired call stops it."""
-        stop = threading.Event()
-        try:
-            return await self._off_loop(run, call, stop)
-        except asyncio.CancelledError:
-            stop.set()  # the worker thread stops at its next chunk boundary
-            raise
-
-    def shutdown(self):
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-    @_rpc
+    @rpc
     async def GetServerInfo(self, request, context):
-        import jax
-
-        devices = [
-            service_pb2.Device(id=d.id, platform=d.platform, kind=d.device_kind)
-            for d in jax.devices()
+        workers = [
+            service_pb2.Worker(
+                index=w["index"], pid=w.get("pid") or 0, busy=w["busy"], tasks_done=w["tasks_done"],
+                address=w.get("address", "local"),
+                devices=[service_pb2.Device(**d) for d in w["devices"]],
+            )
+            for w in self._executor.describe()
         ]
+        devices = [d for w in workers for d in w.devices]
         return service_pb2.GetServerInfoResponse(
             version=importlib.metadata.version("monge"),
-            jax_version=jax.__version__,
-            backend=jax.default_backend(),
+            jax_version=importlib.metadata.version("jax"),
+            backend=devices[0].platform if devices else "",
             devices=devices,
-            solvers=SOLVERS,
+            solvers=[*(c.rpc for c in CALLS.values()), "FedWad"],
             max_message_bytes=self._config.max_message_bytes,
+            workers=workers,
+            cluster=self._config.cluster or "",
         )
 
-    @_rpc
+    @rpc
     async def Sinkhorn(self, request, context):
-        call = sinkhorn_call.parse(request, self._config)
-        result = await self._solve(sinkhorn_call.run, call)
-        return sinkhorn_call.encode_response(result)
+        return await self.call("sinkhorn", request)

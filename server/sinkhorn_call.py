@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
 
 import numpy as np
 
 from monge.client.tensors import encode
 from monge.server import validation as v
-from monge.server.chunked import run_in_chunks
+from monge.server.chunked import chunk_for_size, run_in_chunks
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
 from monge.v1 import diagnostics_pb2, sinkhorn_pb2
@@ -126,12 +125,17 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
     )
 
 
-def run(call: SinkhornCall, stop: threading.Event):
-    """Solve on this process's JAX device, in chunks so that `stop` is honoured between
-    them; blocking, so run it off the event loop."""
+def run(call: SinkhornCall, stop, progress=None):
+    """Solve on this process's JAX device, in chunks so that `stop` (anything with
+    `is_set()`) is honoured between them; `progress(iteration=, error=)` hears of each
+    chunk. Blocking: run it off the event loop."""
     from monge.solvers.sinkhorn import sinkhorn
 
+    dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
+    zeros = (np.zeros(call.shape[0], dtype), np.zeros(call.shape[1], dtype))
+
     def solve_chunk(iterations, init):
+        # Always an explicit init: the first chunk then reuses the later chunks' program.
         return sinkhorn(
             call.x, call.y, call.a, call.b,
             cost_matrix=call.cost_matrix,
@@ -140,12 +144,13 @@ def run(call: SinkhornCall, stop: threading.Event):
             threshold=call.threshold,
             reg_m=call.reg_m if call.reg_m is not None else (math.inf, math.inf),
             max_iterations=iterations,
-            init=init,
+            init=zeros if init is None else init,
         )
 
     started = time.perf_counter()
     output = run_in_chunks(
-        solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop
+        solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
+        progress=progress, first_chunk=chunk_for_size(call.shape[0] * call.shape[1]), grow=False,
     )
     plan = np.asarray(output.plan()) if call.return_plan else None
     output = _to_numpy(output)

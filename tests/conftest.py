@@ -13,6 +13,11 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+# One compilation cache for every server the tests start: workers compile a solver
+# program once per session, not once per server.
+_COMPILE_CACHE = __import__("tempfile").mkdtemp(prefix="monge-test-jax-cache-")
+
+
 class ServerThread:
     """A real Monge server on 127.0.0.1 with an ephemeral port, in a background thread
     with its own event loop, so synchronous tests can call it through the real client."""
@@ -24,6 +29,11 @@ class ServerThread:
         from monge.server.app import start
         from monge.server.config import ServerConfig
 
+        import tempfile
+
+        config.setdefault("data_dir", tempfile.mkdtemp(prefix="monge-test-"))
+        config.setdefault("compile_cache_dir", _COMPILE_CACHE)
+        config.setdefault("workers", 1)
         self.config = ServerConfig(host="127.0.0.1", port=0, **config)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

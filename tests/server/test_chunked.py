@@ -8,7 +8,7 @@ from monge.solvers import sinkhorn
 from monge.solvers.loop import Status
 
 
-@pytest.mark.parametrize("wanted,remaining,expected", [(160, 10_000, 160), (160, 100, 80), (500, 10_000, 320), (160, 7, 7)])
+@pytest.mark.parametrize("wanted,remaining,expected", [(160, 10_000, 160), (160, 100, 100), (500, 10_000, 320), (160, 7, 7), (7, 100, 7)])
 def test_chunk_sizes_are_few_and_bounded(wanted, remaining, expected):
     assert chunk_size(wanted, remaining) == expected
 
@@ -38,3 +38,10 @@ def test_stop_is_noticed_between_chunks(rng):
     out = run_in_chunks(solve_chunk, lambda o: (o.f, o.g), max_iterations=50_000, stop=stop, first_chunk=20)
     assert int(out.status) == Status.CANCELLED
     assert int(out.iterations) == 20
+
+
+@pytest.mark.parametrize("work,expected", [(1, 2560), (1600, 2560), (250_000, 160), (64e6, 10)])
+def test_chunk_for_size_is_bounded(work, expected):
+    from monge.server.chunked import chunk_for_size
+
+    assert chunk_for_size(work) == expected

@@ -21,18 +21,38 @@ class Device(_message.Message):
     kind: str
     def __init__(self, id: _Optional[int] = ..., platform: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
+class Worker(_message.Message):
+    __slots__ = ("index", "pid", "devices", "busy", "tasks_done", "address")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    TASKS_DONE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    pid: int
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    busy: bool
+    tasks_done: int
+    address: str
+    def __init__(self, index: _Optional[int] = ..., pid: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., busy: _Optional[bool] = ..., tasks_done: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("version", "jax_version", "backend", "devices", "solvers", "max_message_bytes")
+    __slots__ = ("version", "jax_version", "backend", "devices", "solvers", "max_message_bytes", "workers", "cluster")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     JAX_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     SOLVERS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     version: str
     jax_version: str
     backend: str
     devices: _containers.RepeatedCompositeFieldContainer[Device]
     solvers: _containers.RepeatedScalarFieldContainer[str]
     max_message_bytes: int
-    def __init__(self, version: _Optional[str] = ..., jax_version: _Optional[str] = ..., backend: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., solvers: _Optional[_Iterable[str]] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    workers: _containers.RepeatedCompositeFieldContainer[Worker]
+    cluster: str
+    def __init__(self, version: _Optional[str] = ..., jax_version: _Optional[str] = ..., backend: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., solvers: _Optional[_Iterable[str]] = ..., max_message_bytes: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., cluster: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,40 @@
+"""The solver calls the server offers, by name: how to parse, run and encode each.
+
+Unary RPCs, job items and workers (local processes or Dask) all go through this table,
+so a solver family is wired once. The name is the field of `JobItem.request`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from monge.v1 import sinkhorn_pb2
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverCall:
+    """`module` defines parse(request, config) -> call, run(call, stop, progress) -> result
+    and encode_response(result) -> response; `rpc` is the unary method's name."""
+
+    name: str
+    rpc: str
+    request_type: Any
+    response_type: Any
+    module: str
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+    def parse(self, request, config):
+        return self.load().parse(request, config)
+
+
+CALLS: dict[str, SolverCall] = {
+    call.name: call
+    for call in (
+        SolverCall("sinkhorn", "Sinkhorn", sinkhorn_pb2.SinkhornRequest, sinkhorn_pb2.SinkhornResponse,
+                   "monge.server.sinkhorn_call"),
+    )
+}

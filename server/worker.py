@@ -1,0 +1,116 @@
+"""What runs inside a worker process: set up one JAX device, then execute solver calls.
+
+`execute` is shared by the local process pool and Dask workers. It never raises:
+it returns either the serialized response or an `Outcome` describing the error, so
+that errors cross process boundaries as plain data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pathlib
+import traceback
+import uuid
+
+log = logging.getLogger("monge.worker")
+
+_configured = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """The result of one call: `response` bytes, or a status code with its message."""
+
+    response: bytes | None = None
+    code: int = 0  # grpc status code number; 0 is OK
+    message: str = ""
+    violations: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+def configure_jax(cache_dir: str | None) -> None:
+    """Once per process: float64 on request, and the persistent compilation cache."""
+    global _configured
+    if _configured:
+        return
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    if cache_dir:
+        pathlib.Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        # Cache everything that took noticeable time to compile; solver programs do.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _configured = True
+
+
+def devices() -> list[dict]:
+    import jax
+
+    return [dict(id=d.id, platform=d.platform, kind=d.device_kind) for d in jax.devices()]
+
+
+def execute(kind: str, payload: bytes, stop, progress, limits) -> Outcome:
+    """Parse, run and encode one solver call named `kind` (see registry.CALLS)."""
+    from monge.server.errors import InvalidArgument
+    from monge.server.registry import CALLS
+
+    try:
+        call_type = CALLS[kind]
+        module = call_type.load()
+        request = call_type.request_type.FromString(payload)
+        call = module.parse(request, limits)
+        result = module.run(call, stop, progress)
+        return Outcome(response=module.encode_response(result).SerializeToString())
+    except InvalidArgument as error:
+        return Outcome(code=3, message=str(error), violations=tuple(error.violations))
+    except Exception:  # noqa: BLE001 - reported as INTERNAL with an id, never a traceback
+        error_id = uuid.uuid4().hex[:12]
+        log.error("internal error %s in %s:\n%s", error_id, kind, traceback.format_exc())
+        return Outcome(code=13, message=f"internal error (id {error_id}); see the server log")
+
+
+class _CancelFlag:
+    """`is_set()` is true when the parent cancelled the task with this sequence number."""
+
+    def __init__(self, shared, sequence):
+        self._shared, self._sequence = shared, sequence
+
+    def is_set(self) -> bool:
+        return self._shared.value == self._sequence
+
+
+def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_dir) -> None:
+    """Entry point of a spawned worker process: one device, one task at a time.
+
+    `inbox` and `outbox` are this worker's own pipe ends (one writer each, so a worker
+    killed mid-write cannot block the others); `cancelled` holds the sequence number of
+    the task the parent wants stopped."""
+    os.environ.update(env)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s: %(message)s")
+    try:
+        configure_jax(cache_dir)
+        outbox.send(("ready", os.getpid(), devices()))
+    except Exception:  # noqa: BLE001 - a worker that cannot start says so and exits
+        outbox.send(("failed", os.getpid(), traceback.format_exc()))
+        return
+    while True:
+        try:
+            task = inbox.recv()
+        except EOFError:  # the server went away
+            return
+        if task is None:
+            return
+        sequence, kind, payload = task
+
+        def progress(**fields):
+            outbox.send(("progress", sequence, fields))
+
+        outcome = execute(kind, payload, _CancelFlag(cancelled, sequence), progress, limits)
+        outbox.send(("done", sequence, outcome))
