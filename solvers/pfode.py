@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 
 import diffrax
@@ -71,7 +72,7 @@ from monge.solvers.pfode_sources import (
 from monge.solvers.pfode_train import DSMConfig, DSMOutput, train_dsm
 
 __all__ = [
-    "DSMConfig", "DSMOutput", "train_dsm",
+    "DSMConfig", "DSMOutput", "train_dsm", "PREDICTIONS", "SAMPLERS", "SCHEDULES", "TIME_GRIDS",
     "AbstractDivergence", "AbstractExponentialSampler", "AbstractFixedGridSampler",
     "AbstractPrediction", "AbstractPrior", "AbstractSampler", "AbstractSchedule",
     "AbstractScoreSource", "AbstractTimeGrid", "DataPrediction", "Diffrax", "Dopri5",
@@ -130,6 +131,9 @@ class MarginalPrior(AbstractPrior):
 
 
 class AbstractDivergence(eqx.Module):
+    # Whether `probes` draws random numbers (log_likelihood then requires a key).
+    needs_key = False
+
     @abc.abstractmethod
     def probes(self, key, n: int, d: int, dtype) -> jax.Array:
         """(n, P, d) tangent directions; div v is estimated from z^T (dv/dx) z."""
@@ -149,10 +153,6 @@ class ExactDivergence(AbstractDivergence):
     def combine(self, quadratic_forms):
         return jnp.sum(quadratic_forms, axis=-1), jnp.zeros(quadratic_forms.shape[:1], quadratic_forms.dtype)
 
-    @property
-    def needs_key(self):
-        return False
-
 
 class HutchinsonDivergence(AbstractDivergence):
     """Hutchinson's estimator with `num_probes` Rademacher vectors held fixed along each
@@ -160,6 +160,7 @@ class HutchinsonDivergence(AbstractDivergence):
     gives a standard error of the integrated divergence."""
 
     num_probes: int = eqx.field(static=True, default=16)
+    needs_key = True
 
     def __check_init__(self):
         if self.num_probes < 2:
@@ -172,9 +173,27 @@ class HutchinsonDivergence(AbstractDivergence):
         p = quadratic_forms.shape[-1]
         return jnp.mean(quadratic_forms, axis=-1), jnp.std(quadratic_forms, axis=-1, ddof=1) / math.sqrt(p)
 
-    @property
-    def needs_key(self):
-        return True
+
+# ---------------------------------------------------------------------------------------
+# Names a request may use (lower-case, as in the proto enums without their prefix), so
+# that the service maps an enum to a class in one place.
+
+SCHEDULES = {"vp": VPSchedule, "ve": VESchedule, "edm": EDMSchedule}
+TIME_GRIDS = {"uniform": UniformTimeGrid, "log_snr": LogSNRTimeGrid, "karras": KarrasTimeGrid}
+SAMPLERS = {
+    "euler": Euler,
+    "heun": Heun,
+    "ddim": ExponentialEuler,
+    "dpm_solver_pp_2m": functools.partial(DPMSolverPlusPlus, order=2),
+    "dpm_solver_pp_3m": functools.partial(DPMSolverPlusPlus, order=3),
+    "dopri5": Dopri5,
+}
+PREDICTIONS = {
+    "score": ScorePrediction,
+    "noise": NoisePrediction,
+    "data": DataPrediction,
+    "velocity": VelocityPrediction,
+}
 
 
 # ---------------------------------------------------------------------------------------

@@ -55,6 +55,11 @@ class DSMOutput:
     losses: jax.Array  # (ceil(steps / report_every),) mean loss over each reporting block
     final_loss: jax.Array  # mean loss over the last block
 
+    @property
+    def finite(self) -> bool:
+        """False when training diverged (a NaN or infinite loss): do not use the weights."""
+        return bool(jnp.all(jnp.isfinite(self.losses)))
+
 
 def train_dsm(
     samples,
