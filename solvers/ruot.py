@@ -56,6 +56,7 @@ from monge.solvers.ruot_model import (
     Normaliser,
     RuotModel,
     RuotSettings,
+    _jet,
     fields,
     hjb_residual,
     init_params,
@@ -276,21 +277,33 @@ def _query_fields(model: RuotModel, x, t, seed=0) -> Fields:
                       residual_blocks=model.settings.residual_blocks, laplacian=model.settings.laplacian)
 
 
+@functools.partial(jax.jit, static_argnames=("residual_blocks",))
+def _first_order_at(params, norm, x, t, *, residual_blocks):
+    """lambda and grad_x lambda at points x (n, d), times t (n,): the jet without probes,
+    so queries never pay for second derivatives."""
+    no_probes = jnp.zeros((0, x.shape[1]), x.dtype)
+    one = lambda xi, ti: _jet(params, norm, xi, ti, no_probes, residual_blocks)[:2]
+    return jax.vmap(one)(x, t)
+
+
+def _query_first_order(model: RuotModel, x, t):
+    x, t = _points_and_times(model, x, t)
+    return _first_order_at(model.params, model.norm, x, t, residual_blocks=model.settings.residual_blocks)
+
+
 def potential_at(model: RuotModel, x, t) -> np.ndarray:
     """lambda(x, t) at points x (n, d); t a scalar or (n,)."""
-    x, t = _points_and_times(model, x, t)
-    lam = jax.vmap(lambda xi, ti: potential(model.params, model.norm, xi, ti, model.settings.residual_blocks))
-    return np.asarray(jax.jit(lam)(x, t))
+    return np.asarray(_query_first_order(model, x, t)[0])
 
 
 def velocity_at(model: RuotModel, x, t) -> np.ndarray:
     """u = grad_x lambda at points x (n, d), time(s) t: (n, d)."""
-    return np.asarray(_query_fields(model, x, t).grad_x)
+    return np.asarray(_query_first_order(model, x, t)[1])
 
 
 def growth_at(model: RuotModel, x, t) -> np.ndarray:
     """The growth rate g(lambda(x, t)): (n,)."""
-    lam = jnp.asarray(potential_at(model, x, t))
+    lam = _query_first_order(model, x, t)[0]
     return np.asarray(model.settings.growth.rate(lam, jnp.asarray(model.settings.alpha, lam.dtype)))
 
 
@@ -328,7 +341,8 @@ class Population:
         return self.weights / self.weights.sum()
 
 
-_simulate_jit = jax.jit(simulate, static_argnames=("growth", "laplacian", "residual_blocks"))
+_simulate_jit = jax.jit(functools.partial(simulate, with_hjb=False),
+                        static_argnames=("growth", "laplacian", "residual_blocks"))
 
 
 def trajectories(model: RuotModel, times=None, x0=None, *, seed: int = 0) -> Trajectories:

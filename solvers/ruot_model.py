@@ -212,11 +212,13 @@ class Simulation(NamedTuple):
 
 
 def simulate(params, norm, x0, grid, key, *, sigma, alpha, growth: AbstractGrowth,
-             laplacian: AbstractLaplacian, residual_blocks: int) -> Simulation:
+             laplacian: AbstractLaplacian, residual_blocks: int, with_hjb: bool = True) -> Simulation:
     """Euler-Maruyama from x0 (n, d) at grid[0] over the (static) grid.
 
     The action sums dt * sum_i (w_i / n) (|u_i|^2 / 2 + alpha psi(g_i)) at the left end of
-    each step (the weights are relative to the initial mass, as in the paper)."""
+    each step (the weights are relative to the initial mass, as in the paper). The HJB
+    residual is taken at the same left ends; `with_hjb=False` skips it (queries), so
+    only lambda and grad_x lambda are computed."""
     grid = jnp.asarray(grid, x0.dtype)
     n = x0.shape[0]
 
@@ -224,12 +226,18 @@ def simulate(params, norm, x0, grid, key, *, sigma, alpha, growth: AbstractGrowt
         x, logw, action, hjb = carry
         t, h, k = inputs
         k_noise, k_probe = jax.random.split(k)
-        f = fields(params, norm, x, t, residual_blocks=residual_blocks, laplacian=laplacian, key=k_probe)
+        if with_hjb:
+            f = fields(params, norm, x, t, residual_blocks=residual_blocks, laplacian=laplacian, key=k_probe)
+        else:
+            no_probes = jnp.zeros((0, x.shape[1]), x.dtype)
+            value, grad_x, _, _ = jax.vmap(lambda xi: _jet(params, norm, xi, t, no_probes, residual_blocks))(x)
+            f = Fields(value, grad_x, None, None)
         g = growth.rate(f.value, alpha)
         w = jnp.exp(logw)
         lagrangian = 0.5 * jnp.sum(f.grad_x ** 2, axis=-1) + alpha * growth.penalty(g)
         action = action + h * jnp.sum(w * lagrangian) / n
-        hjb = hjb + jnp.mean(hjb_residual(f, growth, alpha, sigma) ** 2)
+        if with_hjb:
+            hjb = hjb + jnp.mean(hjb_residual(f, growth, alpha, sigma) ** 2)
         noise = jax.random.normal(k_noise, x.shape, x.dtype)
         x = x + f.grad_x * h + sigma * jnp.sqrt(h) * noise
         logw = logw + g * h

@@ -1,0 +1,176 @@
+"""Var-RUOT: exact answers on tiny problems (translation, pure growth), the optimality
+structure (u = grad lambda, HJB residual falling), export round trip and bad input.
+
+Fits are shared through module fixtures (one compile each); configurations are tiny so
+that each test stays within seconds on a shared 2-core CPU."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from monge.solvers import ruot
+from monge.solvers.ruot import (
+    NetworkConfig,
+    NoGrowth,
+    OptimizerConfig,
+    PaperGrowth,
+    QuadraticGrowth,
+    RuotConfig,
+    RuotModel,
+    Snapshot,
+)
+from monge.solvers.ruot_model import potential
+
+SHIFT = np.array([1.0, 0.5])
+TINY = dict(network=NetworkConfig(width=16, residual_blocks=0), particles=48, report_every=50,
+            optimizer=OptimizerConfig(learning_rate=1e-2, weight_decay=0.0))
+
+
+def cloud(n=48, seed=0):
+    return 0.3 * np.random.default_rng(seed).standard_normal((n, 2))
+
+
+def translation_config(**overrides):
+    settings = dict(TINY, sigma=0.0, growth=NoGrowth(), steps=200, gamma_hjb=0.0625, gamma_action=0.005)
+    settings.update(overrides)
+    return RuotConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def translation():
+    x0 = cloud()
+    reports = []
+    model = ruot.fit([(0.0, x0), (1.0, x0 + SHIFT)], translation_config(),
+                     progress=lambda step, losses: reports.append((step, losses)))
+    return model, reports
+
+
+@pytest.fixture(scope="module")
+def growth_only():
+    x0 = cloud()
+    # The action penalty is what stops particles from shuffling inside the cloud (any
+    # rearrangement of the same cloud matches it equally well).
+    config = RuotConfig(**dict(TINY, sigma=0.0, alpha=2.0, growth=QuadraticGrowth(), steps=400,
+                               gamma_hjb=0.0625, gamma_action=0.25, gamma_mass=10.0))
+    return ruot.fit([Snapshot(0.0, x0, 100.0), Snapshot(1.0, x0, 200.0)], config)
+
+
+def test_translation_action_is_half_squared_shift(translation):
+    model, _ = translation
+    assert model.settings.status == "completed"
+    expected = 0.5 * float(SHIFT @ SHIFT)
+    assert ruot.path_action(model) == pytest.approx(expected, rel=0.05)
+    end = ruot.predict(model, 1.0)
+    np.testing.assert_allclose(end.points.mean(axis=0), model.initial_points.mean(axis=0) + SHIFT, atol=0.05)
+    assert end.mass == pytest.approx(1.0, abs=1e-6)  # no growth: weights stay 1
+
+
+def test_progress_reports_every_block_and_hjb_residual_falls(translation):
+    model, reports = translation
+    assert [step for step, _ in reports] == [50, 100, 150, 200]
+    assert set(reports[0][1]) == set(ruot.LOSS_NAMES)
+    hjb = model.history[:, ruot.LOSS_NAMES.index("hjb")]
+    assert hjb[-1] < 0.1 * hjb[0]
+
+
+def test_velocity_is_grad_of_lambda(translation):
+    model, _ = translation
+    x = cloud(7, seed=1) + 0.5
+    t = np.linspace(0.0, 1.0, 7)
+    blocks = model.settings.residual_blocks
+    expected = jax.vmap(jax.grad(lambda xi, ti: potential(model.params, model.norm, xi, ti, blocks)))(
+        jnp.asarray(x, jnp.float32), jnp.asarray(t, jnp.float32))
+    np.testing.assert_allclose(ruot.velocity_at(model, x, t), expected, rtol=1e-5, atol=1e-6)
+    # No growth strategy: g = 0 whatever lambda is.
+    np.testing.assert_array_equal(ruot.growth_at(model, x, t), 0.0)
+
+
+def test_population_that_only_grows(growth_only):
+    model = growth_only
+    x0 = model.initial_points
+    assert ruot.predict(model, 1.0).mass == pytest.approx(2.0, rel=0.05)
+    speed = np.linalg.norm(ruot.velocity_at(model, x0, 0.5), axis=1)
+    assert speed.mean() < 0.05
+    masses = ruot.mass_over_time(model, [0.0, 0.5, 1.0])
+    assert masses[0] == 1.0 and masses[0] < masses[1] < masses[2]
+
+
+def test_export_round_trip_gives_identical_queries(translation):
+    model, _ = translation
+    arrays = model.to_arrays()
+    assert all(isinstance(v, np.ndarray) for v in arrays.values())
+    settings = json.loads(json.dumps(model.settings_dict()))
+    loaded = RuotModel.from_arrays(dict(arrays), settings)
+    x = cloud(5, seed=2)
+    np.testing.assert_array_equal(ruot.velocity_at(loaded, x, 0.3), ruot.velocity_at(model, x, 0.3))
+    np.testing.assert_array_equal(ruot.potential_at(loaded, x, 0.3), ruot.potential_at(model, x, 0.3))
+    a, b = ruot.trajectories(model, [0.5, 1.0], seed=3), ruot.trajectories(loaded, [0.5, 1.0], seed=3)
+    np.testing.assert_array_equal(a.points, b.points)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    assert a.action == b.action
+    bad = dict(arrays, **{"params/in.w": arrays["params/in.w"][:, :3]})
+    with pytest.raises(ValueError, match="params/in.w"):
+        RuotModel.from_arrays(bad, settings)
+    with pytest.raises(ValueError, match="growth.name"):
+        RuotModel.from_arrays(arrays, dict(settings, growth={"name": "cubic"}))
+
+
+def test_progress_returning_false_cancels(translation):
+    x0 = cloud()
+    calls = []
+    model = ruot.fit([(0.0, x0), (1.0, x0 + SHIFT)], translation_config(),
+                     progress=lambda step, losses: calls.append(step) or False)
+    assert calls == [50]
+    assert model.settings.status == "cancelled" and model.settings.steps_trained == 50
+    assert model.history.shape == (1, len(ruot.LOSS_NAMES))
+
+
+@pytest.mark.parametrize(
+    "snapshots, field",
+    [
+        ([(0.0, np.zeros((3, 2)))], "snapshots"),
+        ([(0.0, np.zeros((3, 2))), (0.0, np.zeros((3, 2)))], r"snapshots\[1\].time"),
+        ([(0.0, np.zeros((3, 2))), (1.0, np.zeros((3, 2))), (2.0, np.zeros((3, 3)))], r"snapshots\[2\].points"),
+        ([(0.0, np.zeros((3, 2))), (1.0, np.zeros((0, 2)))], r"snapshots\[1\].points"),
+        ([(0.0, np.zeros((3, 2))), (1.0, np.zeros((3, 2)), -4.0)], r"snapshots\[1\].mass"),
+        ([(0.0, np.zeros((3, 2))), (1.0, np.full((3, 2), np.nan))], r"snapshots\[1\].points"),
+        ([(0.0, np.zeros(3)), (1.0, np.zeros((3, 2)))], r"snapshots\[0\].points"),
+    ],
+)
+def test_bad_snapshots_name_the_field(snapshots, field):
+    with pytest.raises(ValueError, match=field):
+        ruot.fit(snapshots, RuotConfig(steps=1))
+
+
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: RuotConfig(sigma=-0.1), "sigma"),
+        (lambda: RuotConfig(dt=0.0), "dt"),
+        (lambda: RuotConfig(steps=0), "steps"),
+        (lambda: RuotConfig(particles=1.5), "particles"),
+        (lambda: RuotConfig(growth="quadratic"), "growth"),
+        (lambda: NetworkConfig(width=0), "network.width"),
+        (lambda: OptimizerConfig(learning_rate=-1.0), "optimizer.learning_rate"),
+        (lambda: PaperGrowth(linear_below=0.0), "growth.linear_below"),
+    ],
+)
+def test_bad_config_names_the_field(make, field):
+    with pytest.raises(ValueError, match=field):
+        make()
+
+
+def test_paper_growth_rate_solves_the_optimality_condition():
+    growth, alpha = PaperGrowth(), 7.0
+    lam = jnp.asarray([-3.0, -0.5, 0.2, 1.0, 4.0], jnp.float64)
+    g = growth.rate(lam, alpha)
+    # alpha psi'(g) = alpha (2/15) sign(g) |g|^(-13/15) must give back lambda.
+    np.testing.assert_allclose(alpha * 2 / 15 * jnp.sign(g) * jnp.abs(g) ** (-13 / 15), lam, rtol=1e-10)
+    # Linear (and continuous) inside |lambda| <= 0.1.
+    inside = growth.rate(jnp.asarray([0.05, 0.1, -0.1]), alpha)
+    edge = (2 * alpha / 1.5) ** (15 / 13)
+    np.testing.assert_allclose(inside, [0.5 * edge, edge, -edge], rtol=1e-6)
+    np.testing.assert_allclose(QuadraticGrowth().rate(lam, 2.0), lam / 2.0)
