@@ -20,7 +20,14 @@ from monge.client.errors import (
     UnavailableError,
 )
 from monge.client.fedwad import FedWadParty, FedWadSessionInfo, FedWadSessions
-from monge.client.results import Diagnostics, ServerInfo, SinkhornResult
+from monge.client.results import (
+    Diagnostics,
+    ExactTransportResult,
+    NewtonStatistics,
+    ServerInfo,
+    SinkhornResult,
+    SparsityConstrainedResult,
+)
 
 __all__ = [
     "AbortedError",
@@ -28,6 +35,7 @@ __all__ = [
     "Client",
     "DeadlineExceededError",
     "Diagnostics",
+    "ExactTransportResult",
     "FedWadParty",
     "FedWadSessionInfo",
     "FedWadSessions",
@@ -37,10 +45,12 @@ __all__ = [
     "ItemResult",
     "JobInfo",
     "MongeError",
+    "NewtonStatistics",
     "NotFoundError",
     "ResourceExhaustedError",
     "ServerInfo",
     "SinkhornResult",
+    "SparsityConstrainedResult",
     "UnavailableError",
     "requests",
 ]

@@ -18,7 +18,7 @@ import grpc
 
 from monge.client import errors, requests
 from monge.client.jobs import JobInfo
-from monge.client.results import ServerInfo, SinkhornResult
+from monge.client.results import ExactTransportResult, ServerInfo, SinkhornResult, SparsityConstrainedResult
 from monge.v1 import jobs_pb2, jobs_pb2_grpc, service_pb2, service_pb2_grpc
 
 DEFAULT_MAX_MESSAGE_BYTES = 512 << 20
@@ -97,6 +97,7 @@ class Client:
         reg_m: float | tuple[float, float] | None = None,
         max_iterations: int = 10_000,
         return_plan: bool = False,
+        method: str = "auto",
         timeout: float | None = None,
     ) -> SinkhornResult:
         """Entropic OT between the rows of x and y (or under a given cost matrix).
@@ -104,13 +105,74 @@ class Client:
         epsilon is absolute, in cost units (POT's `reg`); a and b default to uniform;
         reg_m (one number or a (source, target) pair) makes the problem unbalanced with
         POT's KL semantics; `result.cost` is <P, C> of the returned plan.
+        method: "auto", "kernel" or "log" Sinkhorn iterations, or "sns"
+        (Sinkhorn-Newton-Sparse, balanced problems only; `result.newton` then holds
+        its Newton statistics).
         """
         request = requests.sinkhorn(
             x, y, a, b, cost_matrix=cost_matrix, cost=cost, epsilon=epsilon, threshold=threshold,
-            reg_m=reg_m, max_iterations=max_iterations, return_plan=return_plan,
+            reg_m=reg_m, max_iterations=max_iterations, return_plan=return_plan, method=method,
         )
         reply = self._call(self._stub.Sinkhorn, request, timeout, retry_when_busy=True)
         return SinkhornResult.from_proto(reply)
+
+    def exact_transport(
+        self,
+        x=None,
+        y=None,
+        a=None,
+        b=None,
+        *,
+        cost_matrix=None,
+        cost: str | None = None,
+        p: float | None = None,
+        method: str = "auto",
+        max_iterations: int | None = None,
+        timeout: float | None = None,
+    ) -> ExactTransportResult:
+        """Exact (unregularised) OT between the rows of x and y, or under a cost matrix.
+
+        The cost is squared Euclidean (`cost="sqeuclidean"`, the default: `distance`
+        is W_2), Euclidean (`cost="euclidean"`: W_1), or |x - y|^p for W_p with `p`
+        (then leave `cost` unset). a and b default to uniform and must have equal
+        totals. method: "auto" (sorting for 1-D points, else network simplex),
+        "network_simplex" or "sorting_1d"; max_iterations is the network simplex's
+        pivot cap. `result.plan` is a `scipy.sparse.coo_array`.
+        """
+        request = requests.exact_transport(
+            x, y, a, b, cost_matrix=cost_matrix, cost=cost, p=p, method=method,
+            max_iterations=max_iterations,
+        )
+        reply = self._call(self._stub.ExactTransport, request, timeout, retry_when_busy=True)
+        return ExactTransportResult.from_proto(reply)
+
+    def sparsity_constrained(
+        self,
+        x=None,
+        y=None,
+        a=None,
+        b=None,
+        *,
+        cost_matrix=None,
+        cost: str = "sqeuclidean",
+        k: int = 2,
+        gamma: float = 1.0,
+        formulation: str = "semi_dual",
+        threshold: float = 1e-8,
+        max_iterations: int = 10_000,
+        timeout: float | None = None,
+    ) -> SparsityConstrainedResult:
+        """Quadratically regularised OT with at most k nonzeros per column of the plan
+        (POT's `smooth_ot_semi_dual(..., reg_type="sparsity_constrained", max_nz=k)`,
+        gamma its `reg`). a and b must have equal totals; formulation: "semi_dual" or
+        "dual". `result.plan` is a `scipy.sparse.coo_array`.
+        """
+        request = requests.sparsity_constrained(
+            x, y, a, b, cost_matrix=cost_matrix, cost=cost, k=k, gamma=gamma,
+            formulation=formulation, threshold=threshold, max_iterations=max_iterations,
+        )
+        reply = self._call(self._stub.SparsityConstrainedTransport, request, timeout, retry_when_busy=True)
+        return SparsityConstrainedResult.from_proto(reply)
 
     # -- jobs ------------------------------------------------------------------------
 

@@ -7,10 +7,14 @@ import dataclasses
 import grpc
 
 from monge.client import errors
-from monge.client.results import SinkhornResult
+from monge.client.results import ExactTransportResult, SinkhornResult, SparsityConstrainedResult
 from monge.v1 import jobs_pb2
 
-_RESULT_TYPES = {"sinkhorn": SinkhornResult}
+_RESULT_TYPES = {
+    "sinkhorn": SinkhornResult,
+    "exact_transport": ExactTransportResult,
+    "sparsity_constrained": SparsityConstrainedResult,
+}
 _DONE = ("succeeded", "failed", "cancelled")
 
 

@@ -10,7 +10,7 @@ import dataclasses
 import importlib
 from typing import Any
 
-from monge.v1 import sinkhorn_pb2
+from monge.v1 import exact_pb2, sinkhorn_pb2, sparsity_constrained_pb2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,5 +36,11 @@ CALLS: dict[str, SolverCall] = {
     for call in (
         SolverCall("sinkhorn", "Sinkhorn", sinkhorn_pb2.SinkhornRequest, sinkhorn_pb2.SinkhornResponse,
                    "monge.server.sinkhorn_call"),
+        SolverCall("exact_transport", "ExactTransport", exact_pb2.ExactTransportRequest,
+                   exact_pb2.ExactTransportResponse, "monge.server.exact_call"),
+        SolverCall("sparsity_constrained", "SparsityConstrainedTransport",
+                   sparsity_constrained_pb2.SparsityConstrainedTransportRequest,
+                   sparsity_constrained_pb2.SparsityConstrainedTransportResponse,
+                   "monge.server.sparsity_call"),
     )
 }

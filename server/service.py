@@ -53,3 +53,11 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
     @rpc
     async def Sinkhorn(self, request, context):
         return await self.call("sinkhorn", request)
+
+    @rpc
+    async def ExactTransport(self, request, context):
+        return await self.call("exact_transport", request)
+
+    @rpc
+    async def SparsityConstrainedTransport(self, request, context):
+        return await self.call("sparsity_constrained", request)

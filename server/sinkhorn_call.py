@@ -23,6 +23,14 @@ DEFAULT_EPSILON = 0.05
 DEFAULT_THRESHOLD = 1e-6
 DEFAULT_MAX_ITERATIONS = 10_000
 
+_METHODS = {
+    sinkhorn_pb2.SINKHORN_METHOD_UNSPECIFIED: "auto",
+    sinkhorn_pb2.SINKHORN_METHOD_AUTO: "auto",
+    sinkhorn_pb2.SINKHORN_METHOD_KERNEL: "kernel",
+    sinkhorn_pb2.SINKHORN_METHOD_LOG: "log",
+    sinkhorn_pb2.SINKHORN_METHOD_SNS: "sns",
+}
+
 _COSTS = {
     sinkhorn_pb2.COST_FUNCTION_UNSPECIFIED: "sqeuclidean",
     sinkhorn_pb2.COST_FUNCTION_SQEUCLIDEAN: "sqeuclidean",
@@ -45,6 +53,7 @@ class SinkhornCall:
     max_iterations: int
     reg_m: tuple[float, float] | None
     return_plan: bool
+    method: str = "auto"  # auto, kernel, log (Sinkhorn iterations) or sns
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -53,8 +62,10 @@ class SinkhornCall:
         return self.x.shape[0], self.y.shape[0]
 
 
-def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> SinkhornCall:
-    errors = v.Violations()
+def points_or_matrix(request, errors: v.Violations):
+    """(x, y, cost_matrix, shape, dtype) of a request with fields x, y and cost_matrix
+    (Sinkhorn's, and the exact and sparsity-constrained calls'): either points with
+    the same dimension, or a matrix. Raises the violations found so far if not."""
     x = y = cost_matrix = None
     with errors.check():
         x = v.float_tensor(request, "x", ndim=2)
@@ -78,6 +89,12 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         shape = (x.shape[0], y.shape[0])
         dtype = np.result_type(x, y)
     errors.raise_if_any()
+    return x, y, cost_matrix, shape, dtype
+
+
+def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> SinkhornCall:
+    errors = v.Violations()
+    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors)
 
     if shape[0] * shape[1] > config.max_dense_elements:
         field = "cost_matrix" if cost_matrix is not None else "x"
@@ -107,6 +124,13 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
                 v.positive(request.reg_m.source, "reg_m.source", allow_inf=True),
                 v.positive(request.reg_m.target, "reg_m.target", allow_inf=True),
             )
+    method = "auto"
+    with errors.check():
+        method = _METHODS[v.known_enum(request.method, sinkhorn_pb2.SinkhornMethod, "method")]
+    if method == "sns" and reg_m is not None and not all(math.isinf(r) for r in reg_m):
+        # monge.solvers.sns solves balanced problems only (hard marginal constraints).
+        errors.add("method", "SINKHORN_METHOD_SNS solves balanced problems only; "
+                             "leave reg_m unset or use another method")
     if request.return_plan:
         plan_bytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
         if plan_bytes > config.max_message_bytes:
@@ -121,7 +145,7 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         x=cast(x), y=cast(y), cost_matrix=cast(cost_matrix), a=cast(a), b=cast(b),
         cost="matrix" if cost_matrix is not None else _COSTS[request.cost],
         epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
-        reg_m=reg_m, return_plan=request.return_plan,
+        reg_m=reg_m, return_plan=request.return_plan, method=method,
     )
 
 
@@ -129,6 +153,8 @@ def run(call: SinkhornCall, stop, progress=None):
     """Solve on this process's JAX device, in chunks so that `stop` (anything with
     `is_set()`) is honoured between them; `progress(iteration=, error=)` hears of each
     chunk. Blocking: run it off the event loop."""
+    if call.method == "sns":
+        return _run_sns(call, stop, progress)
     from monge.solvers.sinkhorn import sinkhorn
 
     dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
@@ -144,6 +170,7 @@ def run(call: SinkhornCall, stop, progress=None):
             threshold=call.threshold,
             reg_m=call.reg_m if call.reg_m is not None else (math.inf, math.inf),
             max_iterations=iterations,
+            method=call.method,
             init=zeros if init is None else init,
         )
 
@@ -155,6 +182,48 @@ def run(call: SinkhornCall, stop, progress=None):
     plan = np.asarray(output.plan()) if call.return_plan else None
     output = _to_numpy(output)
     return output, plan, time.perf_counter() - started
+
+
+def _run_sns(call: SinkhornCall, stop, progress):
+    """SNS has no warm start, so it runs whole: `stop` is honoured before it starts
+    (a cancelled call then costs nothing), and `progress` hears of it once, at the end."""
+    from monge.solvers.sns import sns
+
+    if stop.is_set():
+        return _cancelled(call), None, 0.0
+    started = time.perf_counter()
+    output = sns(
+        call.x, call.y, call.a, call.b,
+        cost_matrix=call.cost_matrix,
+        cost=call.cost if call.cost != "matrix" else "sqeuclidean",
+        epsilon=call.epsilon,
+        threshold=call.threshold,
+        max_iterations=call.max_iterations,
+    )
+    plan = np.asarray(output.plan()) if call.return_plan else None
+    result = _to_numpy(output) | {
+        "newton": {
+            name: int(getattr(output, name))
+            for name in ("sinkhorn_iterations", "newton_iterations", "cg_iterations",
+                         "newton_failures", "kept_per_row")
+        }
+    }
+    if progress is not None:
+        progress(iteration=int(result["iterations"]), error=float(result["marginal_error"]))
+    return result, plan, time.perf_counter() - started
+
+
+def _cancelled(call: SinkhornCall):
+    from monge.solvers.loop import Status
+
+    dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
+    nan = np.asarray(np.nan, dtype)
+    return {
+        "f": np.zeros(call.shape[0], dtype), "g": np.zeros(call.shape[1], dtype),
+        "cost": nan, "objective": nan, "marginal_error": nan,
+        "iterations": np.asarray(0), "status": np.asarray(int(Status.CANCELLED)),
+        "message": Status.CANCELLED.message,
+    }
 
 
 def _to_numpy(output):
@@ -183,6 +252,7 @@ def encode_response(result) -> sinkhorn_pb2.SinkhornResponse:
             error=float(output["marginal_error"]),
             solve_seconds=seconds,
         ),
+        newton=sinkhorn_pb2.NewtonStatistics(**output["newton"]) if "newton" in output else None,
     )
 
 

@@ -2,7 +2,9 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from monge.v1 import diagnostics_pb2 as _diagnostics_pb2
+from monge.v1 import exact_pb2 as _exact_pb2
 from monge.v1 import sinkhorn_pb2 as _sinkhorn_pb2
+from monge.v1 import sparsity_constrained_pb2 as _sparsity_constrained_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -28,18 +30,26 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobItem(_message.Message):
-    __slots__ = ("sinkhorn",)
+    __slots__ = ("sinkhorn", "exact_transport", "sparsity_constrained")
     SINKHORN_FIELD_NUMBER: _ClassVar[int]
+    EXACT_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    SPARSITY_CONSTRAINED_FIELD_NUMBER: _ClassVar[int]
     sinkhorn: _sinkhorn_pb2.SinkhornRequest
-    def __init__(self, sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornRequest, _Mapping]] = ...) -> None: ...
+    exact_transport: _exact_pb2.ExactTransportRequest
+    sparsity_constrained: _sparsity_constrained_pb2.SparsityConstrainedTransportRequest
+    def __init__(self, sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornRequest, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportRequest, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportRequest, _Mapping]] = ...) -> None: ...
 
 class JobItemResult(_message.Message):
-    __slots__ = ("status", "sinkhorn")
+    __slots__ = ("status", "sinkhorn", "exact_transport", "sparsity_constrained")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SINKHORN_FIELD_NUMBER: _ClassVar[int]
+    EXACT_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    SPARSITY_CONSTRAINED_FIELD_NUMBER: _ClassVar[int]
     status: _diagnostics_pb2.ErrorStatus
     sinkhorn: _sinkhorn_pb2.SinkhornResponse
-    def __init__(self, status: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornResponse, _Mapping]] = ...) -> None: ...
+    exact_transport: _exact_pb2.ExactTransportResponse
+    sparsity_constrained: _sparsity_constrained_pb2.SparsityConstrainedTransportResponse
+    def __init__(self, status: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornResponse, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportResponse, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportResponse, _Mapping]] = ...) -> None: ...
 
 class JobProgress(_message.Message):
     __slots__ = ("item", "iteration", "error", "loss", "elapsed_seconds", "items_done")

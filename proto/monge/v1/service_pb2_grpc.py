@@ -3,8 +3,10 @@
 import grpc
 import warnings
 
+from monge.v1 import exact_pb2 as monge_dot_v1_dot_exact__pb2
 from monge.v1 import service_pb2 as monge_dot_v1_dot_service__pb2
 from monge.v1 import sinkhorn_pb2 as monge_dot_v1_dot_sinkhorn__pb2
+from monge.v1 import sparsity_constrained_pb2 as monge_dot_v1_dot_sparsity__constrained__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -46,6 +48,16 @@ class SolverServiceStub:
                 request_serializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornRequest.SerializeToString,
                 response_deserializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornResponse.FromString,
                 _registered_method=True)
+        self.ExactTransport = channel.unary_unary(
+                '/monge.v1.SolverService/ExactTransport',
+                request_serializer=monge_dot_v1_dot_exact__pb2.ExactTransportRequest.SerializeToString,
+                response_deserializer=monge_dot_v1_dot_exact__pb2.ExactTransportResponse.FromString,
+                _registered_method=True)
+        self.SparsityConstrainedTransport = channel.unary_unary(
+                '/monge.v1.SolverService/SparsityConstrainedTransport',
+                request_serializer=monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportRequest.SerializeToString,
+                response_deserializer=monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportResponse.FromString,
+                _registered_method=True)
 
 
 class SolverServiceServicer:
@@ -66,6 +78,20 @@ class SolverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExactTransport(self, request, context):
+        """Exact (unregularised) OT: network simplex, or sorting on the line; a sparse plan.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SparsityConstrainedTransport(self, request, context):
+        """Quadratically regularised OT with at most k nonzeros per column; a sparse plan.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SolverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +104,16 @@ def add_SolverServiceServicer_to_server(servicer, server):
                     servicer.Sinkhorn,
                     request_deserializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornRequest.FromString,
                     response_serializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornResponse.SerializeToString,
+            ),
+            'ExactTransport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExactTransport,
+                    request_deserializer=monge_dot_v1_dot_exact__pb2.ExactTransportRequest.FromString,
+                    response_serializer=monge_dot_v1_dot_exact__pb2.ExactTransportResponse.SerializeToString,
+            ),
+            'SparsityConstrainedTransport': grpc.unary_unary_rpc_method_handler(
+                    servicer.SparsityConstrainedTransport,
+                    request_deserializer=monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportRequest.FromString,
+                    response_serializer=monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +171,60 @@ class SolverService:
             '/monge.v1.SolverService/Sinkhorn',
             monge_dot_v1_dot_sinkhorn__pb2.SinkhornRequest.SerializeToString,
             monge_dot_v1_dot_sinkhorn__pb2.SinkhornResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExactTransport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monge.v1.SolverService/ExactTransport',
+            monge_dot_v1_dot_exact__pb2.ExactTransportRequest.SerializeToString,
+            monge_dot_v1_dot_exact__pb2.ExactTransportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SparsityConstrainedTransport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monge.v1.SolverService/SparsityConstrainedTransport',
+            monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportRequest.SerializeToString,
+            monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,9 +13,22 @@ class CostFunction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COST_FUNCTION_UNSPECIFIED: _ClassVar[CostFunction]
     COST_FUNCTION_SQEUCLIDEAN: _ClassVar[CostFunction]
     COST_FUNCTION_EUCLIDEAN: _ClassVar[CostFunction]
+
+class SinkhornMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SINKHORN_METHOD_UNSPECIFIED: _ClassVar[SinkhornMethod]
+    SINKHORN_METHOD_AUTO: _ClassVar[SinkhornMethod]
+    SINKHORN_METHOD_KERNEL: _ClassVar[SinkhornMethod]
+    SINKHORN_METHOD_LOG: _ClassVar[SinkhornMethod]
+    SINKHORN_METHOD_SNS: _ClassVar[SinkhornMethod]
 COST_FUNCTION_UNSPECIFIED: CostFunction
 COST_FUNCTION_SQEUCLIDEAN: CostFunction
 COST_FUNCTION_EUCLIDEAN: CostFunction
+SINKHORN_METHOD_UNSPECIFIED: SinkhornMethod
+SINKHORN_METHOD_AUTO: SinkhornMethod
+SINKHORN_METHOD_KERNEL: SinkhornMethod
+SINKHORN_METHOD_LOG: SinkhornMethod
+SINKHORN_METHOD_SNS: SinkhornMethod
 
 class MarginalPenalty(_message.Message):
     __slots__ = ("source", "target")
@@ -26,7 +39,7 @@ class MarginalPenalty(_message.Message):
     def __init__(self, source: _Optional[float] = ..., target: _Optional[float] = ...) -> None: ...
 
 class SinkhornRequest(_message.Message):
-    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "return_plan")
+    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "return_plan", "method")
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +51,7 @@ class SinkhornRequest(_message.Message):
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     REG_M_FIELD_NUMBER: _ClassVar[int]
     RETURN_PLAN_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     x: _tensor_pb2.Tensor
     y: _tensor_pb2.Tensor
     a: _tensor_pb2.Tensor
@@ -49,10 +63,25 @@ class SinkhornRequest(_message.Message):
     max_iterations: int
     reg_m: MarginalPenalty
     return_plan: bool
-    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., return_plan: _Optional[bool] = ...) -> None: ...
+    method: SinkhornMethod
+    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., return_plan: _Optional[bool] = ..., method: _Optional[_Union[SinkhornMethod, str]] = ...) -> None: ...
+
+class NewtonStatistics(_message.Message):
+    __slots__ = ("sinkhorn_iterations", "newton_iterations", "cg_iterations", "newton_failures", "kept_per_row")
+    SINKHORN_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEWTON_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    CG_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEWTON_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    KEPT_PER_ROW_FIELD_NUMBER: _ClassVar[int]
+    sinkhorn_iterations: int
+    newton_iterations: int
+    cg_iterations: int
+    newton_failures: int
+    kept_per_row: int
+    def __init__(self, sinkhorn_iterations: _Optional[int] = ..., newton_iterations: _Optional[int] = ..., cg_iterations: _Optional[int] = ..., newton_failures: _Optional[int] = ..., kept_per_row: _Optional[int] = ...) -> None: ...
 
 class SinkhornResponse(_message.Message):
-    __slots__ = ("cost", "objective", "f", "g", "marginal_error", "plan", "diagnostics")
+    __slots__ = ("cost", "objective", "f", "g", "marginal_error", "plan", "diagnostics", "newton")
     COST_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     F_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +89,7 @@ class SinkhornResponse(_message.Message):
     MARGINAL_ERROR_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    NEWTON_FIELD_NUMBER: _ClassVar[int]
     cost: float
     objective: float
     f: _tensor_pb2.Tensor
@@ -67,4 +97,5 @@ class SinkhornResponse(_message.Message):
     marginal_error: float
     plan: _tensor_pb2.Tensor
     diagnostics: _diagnostics_pb2.SolverDiagnostics
-    def __init__(self, cost: _Optional[float] = ..., objective: _Optional[float] = ..., f: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., g: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., marginal_error: _Optional[float] = ..., plan: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., diagnostics: _Optional[_Union[_diagnostics_pb2.SolverDiagnostics, _Mapping]] = ...) -> None: ...
+    newton: NewtonStatistics
+    def __init__(self, cost: _Optional[float] = ..., objective: _Optional[float] = ..., f: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., g: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., marginal_error: _Optional[float] = ..., plan: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., diagnostics: _Optional[_Union[_diagnostics_pb2.SolverDiagnostics, _Mapping]] = ..., newton: _Optional[_Union[NewtonStatistics, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,230 @@
+"""ExactTransportRequest -> validated call -> exact solver -> ExactTransportResponse.
+
+Routes (`monge.solvers.exact`): sorting for one-dimensional points (the closed form,
+any p >= 1), otherwise POT's network simplex on the host in float64, with the cost
+|x - y|^p computed lazily for p = 1 and 2 and as a dense matrix for other p. Every
+size limit is checked in `parse`, before any work: the network simplex is refused over
+`ExactConfig.max_size` points rather than left to run for an unbounded time. The
+solvers cannot be interrupted, so `stop` is honoured only before the solve starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from monge.client.tensors import encode
+from monge.server import validation as v
+from monge.server.config import ServerConfig
+from monge.server.sinkhorn_call import points_or_matrix
+from monge.solvers.exact import ExactConfig
+from monge.v1 import diagnostics_pb2, exact_pb2, sinkhorn_pb2, tensor_pb2
+
+LIMITS = ExactConfig()
+MAX_PIVOT_CAP = 10**12
+
+_METHODS = {
+    exact_pb2.EXACT_METHOD_UNSPECIFIED: "auto",
+    exact_pb2.EXACT_METHOD_AUTO: "auto",
+    exact_pb2.EXACT_METHOD_NETWORK_SIMPLEX: "network_simplex",
+    exact_pb2.EXACT_METHOD_SORTING_1D: "sorting_1d",
+}
+_METHOD_NUMBERS = {"network_simplex": exact_pb2.EXACT_METHOD_NETWORK_SIMPLEX,
+                   "sorting_1d": exact_pb2.EXACT_METHOD_SORTING_1D}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactCall:
+    """A validated request. `p` is set for points (2 for squared Euclidean, 1 for
+    Euclidean) and None for a cost matrix; `method` is the route that will run."""
+
+    x: np.ndarray | None
+    y: np.ndarray | None
+    cost_matrix: np.ndarray | None
+    a: np.ndarray | None
+    b: np.ndarray | None
+    p: float | None
+    method: str  # network_simplex or sorting_1d
+    max_iterations: int | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.cost_matrix is not None:
+            return self.cost_matrix.shape
+        return self.x.shape[0], self.y.shape[0]
+
+
+# -- checks shared with sparsity_call ---------------------------------------------
+
+
+def check_equal_mass(a, b, errors: v.Violations, tolerance: float = LIMITS.mass_tolerance):
+    """Balanced solvers need equal total masses (uniform weights have mass 1)."""
+    total_a = float(a.sum()) if a is not None else 1.0
+    total_b = float(b.sum()) if b is not None else 1.0
+    if abs(total_a - total_b) > tolerance * max(total_a, total_b):
+        errors.add("b", f"total mass {total_b!r} differs from a's {total_a!r}; this solver is "
+                        "balanced (both measures must have the same total mass)")
+
+
+def check_costs_finite(x, y, p: float, dtype, errors: v.Violations):
+    """The largest cost |x - y|^p between the points is at most (bounding-box diameter)^p;
+    refuse points whose costs could overflow `dtype` (NaN or infinite costs)."""
+    span = np.maximum(x.max(0), y.max(0)).astype(np.float64) - np.minimum(x.min(0), y.min(0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        diameter = float(np.sqrt(np.sum(np.square(span / 2.0))) * 2.0)
+        bound = diameter**p if math.isfinite(diameter) else math.inf
+    if not bound <= np.finfo(dtype).max:
+        errors.add("x", f"costs between these points reach about {bound:.3g}, over the largest "
+                        f"{np.dtype(dtype).name} ({np.finfo(dtype).max:.3g}): they would not be finite")
+
+
+def encode_sparse(shape, rows, cols, values) -> tensor_pb2.SparseMatrix:
+    return tensor_pb2.SparseMatrix(
+        shape=list(shape),
+        rows=encode(np.asarray(rows, dtype=np.int64)),
+        cols=encode(np.asarray(cols, dtype=np.int64)),
+        values=encode(np.asarray(values)),
+    )
+
+
+# -- parse, run, encode -----------------------------------------------------------
+
+
+def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> ExactCall:
+    errors = v.Violations()
+    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors)
+    n, m = shape
+    points_field = "x" if cost_matrix is None else "cost_matrix"
+
+    a = b = None
+    with errors.check():
+        a = v.weights(request, "a", n)
+    with errors.check():
+        b = v.weights(request, "b", m)
+    if not errors.items:
+        check_equal_mass(a, b, errors)
+    with errors.check():
+        v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
+    method = "auto"
+    with errors.check():
+        method = _METHODS[v.known_enum(request.method, exact_pb2.ExactMethod, "method")]
+
+    p = None
+    if request.HasField("p"):
+        p = request.p
+        if not (math.isfinite(p) and p >= 1):
+            errors.add("p", f"must be a finite number >= 1, got {p}")
+        elif cost_matrix is not None:
+            errors.add("p", "applies to points only; a cost matrix is used as given")
+        elif request.cost != sinkhorn_pb2.COST_FUNCTION_UNSPECIFIED:
+            errors.add("p", "give either p or cost, not both (squared Euclidean is p = 2, Euclidean p = 1)")
+    elif cost_matrix is None:
+        p = 1.0 if request.cost == sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN else 2.0
+    errors.raise_if_any()
+
+    one_dimensional = cost_matrix is None and x.shape[1] == 1
+    if method == "auto":
+        method = "sorting_1d" if one_dimensional else "network_simplex"
+    elif method == "sorting_1d" and not one_dimensional:
+        errors.add("method", "EXACT_METHOD_SORTING_1D needs one-dimensional points (x and y of shape (n, 1))")
+
+    if method == "sorting_1d":
+        if max(n, m) > LIMITS.max_size_1d:
+            errors.add("x" if n >= m else "y", f"{max(n, m):,} points are over the limit of "
+                                               f"{LIMITS.max_size_1d:,} for sorting")
+    else:
+        if max(n, m) > LIMITS.max_size:
+            field = points_field if cost_matrix is not None or n >= m else "y"
+            errors.add(field, f"problem size {n} x {m} is over the network simplex's limit of "
+                              f"{LIMITS.max_size:,} points per side (use Sinkhorn for larger problems)")
+        elif n * m > config.max_dense_elements and (cost_matrix is not None or p not in (1.0, 2.0)):
+            errors.add(points_field if cost_matrix is not None else "p",
+                       f"n * m = {n * m:,} is over this server's limit of {config.max_dense_elements:,} "
+                       "for a dense cost matrix")
+    # The plan has at most n + m - 1 entries: int64 row, int64 column, float64 value.
+    plan_bytes = (n + m) * 24
+    if plan_bytes > config.max_message_bytes:
+        errors.add(points_field, f"the plan could take {plan_bytes:,} bytes, over the message limit "
+                                 f"of {config.max_message_bytes:,}")
+    max_iterations = None
+    if request.HasField("max_iterations"):
+        with errors.check():
+            max_iterations = v.integer_in_range(request.max_iterations, "max_iterations", 1, MAX_PIVOT_CAP)
+    if cost_matrix is None and not errors.items:
+        check_costs_finite(x, y, p, np.float64, errors)
+    errors.raise_if_any()
+
+    def as64(array):
+        return None if array is None else np.asarray(array, dtype=np.float64)
+
+    return ExactCall(x=as64(x), y=as64(y), cost_matrix=as64(cost_matrix), a=as64(a), b=as64(b),
+                     p=p, method=method, max_iterations=max_iterations)
+
+
+def run(call: ExactCall, stop, progress=None):
+    """Solve on the host. Not interruptible: `stop` is checked before starting."""
+    from monge.solvers import exact
+    from monge.solvers.loop import Status
+    from monge.solvers.sinkhorn import OTProblem
+
+    if stop.is_set():
+        return {"status": int(Status.CANCELLED), "message": Status.CANCELLED.message,
+                "method": call.method, "shape": call.shape}, 0.0
+    started = time.perf_counter()
+    config = dataclasses.replace(LIMITS, max_iterations=call.max_iterations)
+    if call.method == "sorting_1d":
+        out = exact.solve_1d(call.x[:, 0], call.y[:, 0], call.a, call.b, p=call.p, config=config)
+    elif call.cost_matrix is not None:
+        out = exact.emd(call.cost_matrix, call.a, call.b, config=config)
+    elif call.p in (1.0, 2.0):
+        # Costs computed on the fly: no n x m matrix.
+        cost = "euclidean" if call.p == 1.0 else "sqeuclidean"
+        out = exact.solve(OTProblem.from_points(call.x, call.y, call.a, call.b, cost=cost), config)
+    else:
+        diff = call.x[:, None, :] - call.y[None, :, :]
+        out = exact.emd(np.sqrt(np.sum(diff * diff, axis=-1)) ** call.p, call.a, call.b, config=config)
+    distance = None if call.p is None else max(out.cost, 0.0) ** (1.0 / call.p)
+    result = dict(
+        cost=out.cost, distance=distance, rows=out.rows, cols=out.cols, values=out.values,
+        f=out.f, g=out.g, marginal_error=out.marginal_error, status=out.status, message=out.message,
+        method=out.method, shape=out.shape, pivot_cap=out.max_iterations or 0,
+    )
+    if progress is not None:
+        progress(iteration=0, error=out.marginal_error)
+    return result, time.perf_counter() - started
+
+
+def encode_response(result) -> exact_pb2.ExactTransportResponse:
+    out, seconds = result
+    status = int(out["status"])
+    diagnostics = diagnostics_pb2.SolverDiagnostics(
+        status=status + 1,  # monge.solvers.Status starts at 0, the proto enum at 1
+        message=out["message"],
+        converged=status == 0,
+        iterations=0,
+        error=out.get("marginal_error", math.nan),
+        solve_seconds=seconds,
+    )
+    response = exact_pb2.ExactTransportResponse(
+        method=_METHOD_NUMBERS[out["method"]], diagnostics=diagnostics,
+    )
+    if "values" not in out:  # cancelled before it started
+        response.cost = response.marginal_error = math.nan
+        response.plan.CopyFrom(encode_sparse(out["shape"], [], [], np.zeros(0)))
+        return response
+    response.cost = out["cost"]
+    response.marginal_error = out["marginal_error"]
+    response.pivot_cap = out["pivot_cap"]
+    if out["distance"] is not None:
+        response.distance = out["distance"]
+    response.plan.CopyFrom(encode_sparse(out["shape"], out["rows"], out["cols"], out["values"]))
+    if out["f"] is not None:
+        response.f.CopyFrom(encode(out["f"]))
+        response.g.CopyFrom(encode(out["g"]))
+    return response
+
+
+__all__ = ["ExactCall", "parse", "run", "encode_response"]

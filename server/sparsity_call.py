@@ -1,0 +1,172 @@
+"""SparsityConstrainedTransportRequest -> validated call -> solver -> response.
+
+The solver (`monge.solvers.sparsity_constrained`) is jit-compiled and runs whole (it
+has no warm start), so `stop` is honoured before it starts. Its plan has exactly k
+entries per column, some of them zero; only the nonzero ones are sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from monge.client.tensors import encode
+from monge.server import validation as v
+from monge.server.config import ServerConfig
+from monge.server.exact_call import check_costs_finite, check_equal_mass, encode_sparse
+from monge.server.sinkhorn_call import _COSTS, points_or_matrix
+from monge.v1 import diagnostics_pb2, sinkhorn_pb2, sparsity_constrained_pb2 as pb
+
+DEFAULT_GAMMA = 1.0
+DEFAULT_K = 2
+DEFAULT_THRESHOLD = 1e-8
+DEFAULT_MAX_ITERATIONS = 10_000
+
+_FORMULATIONS = {
+    pb.SPARSITY_FORMULATION_UNSPECIFIED: "semi_dual",
+    pb.SPARSITY_FORMULATION_SEMI_DUAL: "semi_dual",
+    pb.SPARSITY_FORMULATION_DUAL: "dual",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityCall:
+    """A validated request: arrays in one float dtype, plain settings."""
+
+    x: np.ndarray | None
+    y: np.ndarray | None
+    cost_matrix: np.ndarray | None
+    a: np.ndarray | None
+    b: np.ndarray | None
+    cost: str
+    gamma: float
+    k: int
+    formulation: str
+    threshold: float
+    max_iterations: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.cost_matrix is not None:
+            return self.cost_matrix.shape
+        return self.x.shape[0], self.y.shape[0]
+
+
+def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig) -> SparsityCall:
+    errors = v.Violations()
+    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors)
+    n, m = shape
+    if n * m > config.max_dense_elements:
+        errors.add("cost_matrix" if cost_matrix is not None else "x",
+                   f"n * m = {n * m:,} is over this server's limit of {config.max_dense_elements:,} "
+                   "for a dense solve")
+    a = b = None
+    with errors.check():
+        a = v.weights(request, "a", n)
+    with errors.check():
+        b = v.weights(request, "b", m)
+    if not errors.items:
+        check_equal_mass(a, b, errors)
+    with errors.check():
+        v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
+    formulation = "semi_dual"
+    with errors.check():
+        formulation = _FORMULATIONS[v.known_enum(request.formulation, pb.SparsityFormulation, "formulation")]
+    gamma = threshold = max_iterations = k = None
+    with errors.check():
+        gamma = v.positive(v.optional_value(request, "gamma", DEFAULT_GAMMA), "gamma")
+    with errors.check():
+        threshold = v.positive(v.optional_value(request, "threshold", DEFAULT_THRESHOLD), "threshold")
+    with errors.check():
+        max_iterations = v.integer_in_range(
+            v.optional_value(request, "max_iterations", DEFAULT_MAX_ITERATIONS),
+            "max_iterations", 1, config.max_iterations,
+        )
+    with errors.check():
+        # k is a column's number of nonzeros: at most n, the length of a column.
+        k = v.integer_in_range(v.optional_value(request, "k", DEFAULT_K), "k", 1, n)
+    if k is not None:
+        plan_bytes = m * k * (16 + np.dtype(dtype).itemsize)
+        if plan_bytes > config.max_message_bytes:
+            errors.add("k", f"the plan could take {plan_bytes:,} bytes, over the message limit "
+                            f"of {config.max_message_bytes:,}")
+    if cost_matrix is None and not errors.items:
+        check_costs_finite(x, y, 1.0 if request.cost == sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN else 2.0,
+                           dtype, errors)
+    errors.raise_if_any()
+
+    def cast(array):
+        return None if array is None else array.astype(dtype, copy=False)
+
+    return SparsityCall(
+        x=cast(x), y=cast(y), cost_matrix=cast(cost_matrix), a=cast(a), b=cast(b),
+        cost="matrix" if cost_matrix is not None else _COSTS[request.cost],
+        gamma=gamma, k=k, formulation=formulation, threshold=threshold, max_iterations=max_iterations,
+    )
+
+
+def run(call: SparsityCall, stop, progress=None):
+    """Solve on this process's JAX device, whole; `stop` is checked before starting."""
+    from monge.solvers.loop import Status
+    from monge.solvers.sparsity_constrained import sparsity_constrained
+
+    if stop.is_set():
+        return {"status": int(Status.CANCELLED), "message": Status.CANCELLED.message,
+                "shape": call.shape}, 0.0
+    started = time.perf_counter()
+    out = sparsity_constrained(
+        call.x, call.y, call.a, call.b,
+        cost_matrix=call.cost_matrix,
+        cost=call.cost if call.cost != "matrix" else "sqeuclidean",
+        gamma=call.gamma, k=call.k, threshold=call.threshold, formulation=call.formulation,
+        max_iterations=call.max_iterations,
+    )
+    # Blocks until the device is done, inside the worker thread rather than the loop.
+    result = {
+        name: np.asarray(getattr(out, name))
+        for name in ("rows", "cols", "values", "alpha", "beta", "cost", "objective", "dual_objective",
+                     "marginal_error", "max_nonzeros_per_column", "iterations", "support_iterations",
+                     "status")
+    } | {"message": out.message, "shape": out.shape}
+    keep = result["values"] != 0  # k entries per column, some of them zero
+    for name in ("rows", "cols", "values"):
+        result[name] = result[name][keep]
+    if progress is not None:
+        progress(iteration=int(result["iterations"]), error=float(result["marginal_error"]))
+    return result, time.perf_counter() - started
+
+
+def encode_response(result) -> pb.SparsityConstrainedTransportResponse:
+    out, seconds = result
+    status = int(out["status"])
+    response = pb.SparsityConstrainedTransportResponse(
+        diagnostics=diagnostics_pb2.SolverDiagnostics(
+            status=status + 1,  # monge.solvers.Status starts at 0, the proto enum at 1
+            message=out["message"],
+            converged=status == 0,
+            iterations=int(out.get("iterations", 0)),
+            error=float(out.get("marginal_error", math.nan)),
+            solve_seconds=seconds,
+        ),
+    )
+    if "values" not in out:  # cancelled before it started
+        response.cost = response.objective = response.dual_objective = math.nan
+        response.marginal_error = math.nan
+        response.plan.CopyFrom(encode_sparse(out["shape"], [], [], np.zeros(0)))
+        return response
+    response.plan.CopyFrom(encode_sparse(out["shape"], out["rows"], out["cols"], out["values"]))
+    response.cost = float(out["cost"])
+    response.objective = float(out["objective"])
+    response.dual_objective = float(out["dual_objective"])
+    response.marginal_error = float(out["marginal_error"])
+    response.max_nonzeros_per_column = int(out["max_nonzeros_per_column"])
+    response.support_iterations = int(out["support_iterations"])
+    response.alpha.CopyFrom(encode(out["alpha"]))
+    response.beta.CopyFrom(encode(out["beta"]))
+    return response
+
+
+__all__ = ["SparsityCall", "parse", "run", "encode_response"]
