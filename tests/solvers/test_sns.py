@@ -47,7 +47,11 @@ def test_fast_problems_stay_sinkhorn(rng):
     out = sns(cost_matrix=c, a=a, b=b, epsilon=1.0, threshold=1e-10)
     ref = sinkhorn(cost_matrix=c, a=a, b=b, epsilon=1.0, threshold=1e-10)
     assert int(out.newton_iterations) == 0
-    assert int(out.sinkhorn_iterations) == int(ref.iterations)
+    assert bool(out.converged) and float(out.marginal_error) <= 1e-10
+    # Plain Sinkhorn checks the column error of the previous g (one block late), SNS the
+    # error of the final iterate: the sweep counts agree to within one check block.
+    assert abs(int(out.sinkhorn_iterations) - int(ref.iterations)) <= SNSConfig().inner_iterations
+    _assert_same_potentials(out, ref, atol=1e-8)
 
 
 def test_random_assignment_where_sinkhorn_is_slow():
