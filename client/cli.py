@@ -40,6 +40,9 @@ def _serve(args) -> int:
         queue_limit=args.queue_limit,
         **({"data_dir": args.data_dir} if args.data_dir else {}),
         cluster=args.cluster,
+        max_batch_size=args.max_batch,
+        max_batch_delay_seconds=args.batch_delay_ms / 1000.0,
+        metrics_port=args.metrics_port,
     )
     asyncio.run(serve(config))
     return 0
@@ -148,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--queue-limit", type=int, default=64, help="calls waiting before RESOURCE_EXHAUSTED")
     serve.add_argument("--data-dir", help="job database, results, compile cache (default ~/.local/share/monge)")
     serve.add_argument("--cluster", help="Dask scheduler address (tcp://HOST:8786) to scale out")
+    serve.add_argument("--max-batch", type=int, default=32,
+                       help="concurrent small Sinkhorn calls merged into one vmapped call (1: off)")
+    serve.add_argument("--batch-delay-ms", type=float, default=2.0,
+                       help="longest an idle server holds a call to batch it")
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="serve Prometheus metrics on this port (default: off)")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds for in-flight calls on shutdown")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)

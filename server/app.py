@@ -16,9 +16,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from monge.server.batching import DynamicBatcher
 from monge.server.config import ServerConfig
 from monge.server.fedwad_service import FedWadServicer
 from monge.server.jobs import JobManager
+from monge.server.metrics import Metrics
 from monge.server.jobs_service import JobServicer
 from monge.server.jobstore import JobStore
 from monge.server.service import SolverServicer
@@ -43,6 +45,8 @@ class RunningServer:
     port: int
     config: ServerConfig
     fedwad: FedWadServicer | None = None
+    metrics: Metrics | None = None
+    metrics_port: int | None = None
 
     @property
     def target(self) -> str:
@@ -57,28 +61,37 @@ class RunningServer:
         await self.server.stop(self.config.grace_seconds if grace is None else grace)
         await self.jobs.close()
         await self.executor.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
-def make_executor(config: ServerConfig):
-    """Local worker processes, or a Dask cluster when one is named."""
+def make_executor(config: ServerConfig, on_batch=None):
+    """Local worker processes, or a Dask cluster when one is named; behind the dynamic
+    batcher unless batching is off (max_batch_size 1)."""
     if config.cluster:
         from monge.server.dask_executor import DaskExecutor
 
-        return DaskExecutor(config, cache_dir=config.cache_dir)
-    return WorkerPool(config, workers=config.workers, queue_limit=config.queue_limit,
-                      max_attempts=config.max_attempts, cache_dir=config.cache_dir)
+        executor = DaskExecutor(config, cache_dir=config.cache_dir)
+    else:
+        executor = WorkerPool(config, workers=config.workers, queue_limit=config.queue_limit,
+                              max_attempts=config.max_attempts, cache_dir=config.cache_dir)
+    if config.max_batch_size == 1:
+        return executor
+    return DynamicBatcher(executor, config, max_batch=config.max_batch_size,
+                          max_delay=config.max_batch_delay_seconds, on_batch=on_batch)
 
 
 async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
     """`interceptors`: grpc.aio server interceptors (tests use one to record requests)."""
-    executor = make_executor(config)
+    metrics = Metrics()
+    executor = make_executor(config, on_batch=metrics.batch_size.observe)
     await executor.start()
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(options=options, interceptors=tuple(interceptors))
+    server = grpc.aio.server(options=options, interceptors=(metrics.interceptor(), *interceptors))
     servicer = SolverServicer(config, executor)
     service_pb2_grpc.add_SolverServiceServicer_to_server(servicer, server)
     jobs = JobManager(JobStore(config.data_dir), executor, config,
@@ -98,10 +111,15 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
+    metrics.watch(executor, jobs)
+    metrics_port = None
+    if config.metrics_port is not None:
+        metrics_port = metrics.serve(config.host, config.metrics_port)
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, health_servicer, servicer, executor, jobs, port, config, fedwad=fedwad)
+    return RunningServer(server, health_servicer, servicer, executor, jobs, port, config, fedwad=fedwad,
+                         metrics=metrics, metrics_port=metrics_port)
 
 
 async def serve(config: ServerConfig) -> None:
@@ -110,6 +128,8 @@ async def serve(config: ServerConfig) -> None:
     workers = running.executor.describe()
     devices = ", ".join(f"{d['platform']}:{d['id']}" for w in workers for d in w["devices"])
     log.info("monge serving on %s with %d worker(s) on %s", running.target, len(workers), devices)
+    if running.metrics_port is not None:
+        log.info("Prometheus metrics on http://%s:%d/metrics", config.host, running.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -29,6 +29,10 @@ class ServerConfig:
     cluster: a Dask scheduler address; work goes there instead of local workers.
     job_retention_seconds: how long finished jobs and their results are kept.
     max_unfinished_jobs: queued or running jobs before submissions get RESOURCE_EXHAUSTED.
+    max_batch_size: most concurrent small Sinkhorn requests merged into one vmapped
+        call (dynamic batching); 1 turns batching off.
+    max_batch_delay_seconds: longest an idle server holds a request to batch it.
+    metrics_port: serve Prometheus metrics over HTTP on this port (same host); None: off.
     """
 
     host: str = "127.0.0.1"
@@ -45,6 +49,9 @@ class ServerConfig:
     cluster: str | None = None
     job_retention_seconds: float = 7 * 24 * 3600.0
     max_unfinished_jobs: int = 10_000
+    max_batch_size: int = 32
+    max_batch_delay_seconds: float = 0.002
+    metrics_port: int | None = None
 
     @property
     def cache_dir(self) -> str:
@@ -57,5 +64,7 @@ class ServerConfig:
             raise ValueError("max_message_bytes must be at least 1 MiB")
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.max_batch_size < 1 or self.max_batch_delay_seconds < 0:
+            raise ValueError("max_batch_size must be at least 1, max_batch_delay_seconds at least 0")
         if self.queue_limit < 1 or self.max_attempts < 1:
             raise ValueError("queue_limit and max_attempts must be at least 1")

@@ -73,6 +73,9 @@ class JobManager:
         # enough that a large batch does not fill the queue that unary calls share.
         self._in_flight = asyncio.Semaphore(2 * max(1, executor.capacity))
 
+    def count_by_state(self) -> dict[str, int]:
+        return self._store.count_by_state()
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import contextlib
 import os
 import pathlib
 import sqlite3
@@ -181,6 +182,12 @@ class JobStore:
 
     def count_unfinished(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", UNFINISHED).fetchone()[0]
+
+    def count_by_state(self) -> dict[str, int]:
+        """Jobs per state, read on a connection of its own: callable from any thread
+        (Prometheus scrapes from its HTTP thread); WAL lets it read beside the writer."""
+        with contextlib.closing(sqlite3.connect(self.root / "jobs.sqlite3", timeout=5)) as db:
+            return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
 
     def delete_finished_before(self, cutoff: float) -> int:
         """Remove finished jobs (rows and files) that ended before `cutoff`."""

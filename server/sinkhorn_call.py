@@ -124,6 +124,11 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
                 v.positive(request.reg_m.source, "reg_m.source", allow_inf=True),
                 v.positive(request.reg_m.target, "reg_m.target", allow_inf=True),
             )
+    if (reg_m is None or all(math.isinf(r) for r in reg_m)) and not errors.items:
+        # Balanced transport moves all of a onto all of b: unequal masses never converge.
+        from monge.server.exact_call import check_equal_mass
+
+        check_equal_mass(a, b, errors)
     method = "auto"
     with errors.check():
         method = _METHODS[v.known_enum(request.method, sinkhorn_pb2.SinkhornMethod, "method")]

@@ -17,6 +17,8 @@ import uuid
 log = logging.getLogger("monge.worker")
 
 _configured = False
+_compiles = 0
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Outcome:
     code: int = 0  # grpc status code number; 0 is OK
     message: str = ""
     violations: tuple[tuple[str, str], ...] = ()
+    compiles: int = 0  # XLA compilations this call caused (persistent-cache misses)
 
     @property
     def ok(self) -> bool:
@@ -41,6 +44,7 @@ def configure_jax(cache_dir: str | None) -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    jax.monitoring.register_event_duration_secs_listener(_count_compiles)
     if cache_dir:
         pathlib.Path(cache_dir).mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", cache_dir)
@@ -48,6 +52,17 @@ def configure_jax(cache_dir: str | None) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     _configured = True
+
+
+def _count_compiles(event: str, duration: float, **_) -> None:
+    global _compiles
+    if event == BACKEND_COMPILE_EVENT:
+        _compiles += 1
+
+
+def compile_count() -> int:
+    """XLA compilations in this process since `configure_jax`."""
+    return _compiles
 
 
 def devices() -> list[dict]:
@@ -58,10 +73,13 @@ def devices() -> list[dict]:
 
 def execute(kind: str, payload: bytes, stop, progress, limits) -> Outcome:
     """Parse, run and encode one solver call named `kind` (see registry.CALLS)."""
+    from monge.server import sinkhorn_batch
     from monge.server.errors import InvalidArgument
     from monge.server.registry import CALLS
 
     try:
+        if kind == sinkhorn_batch.KIND:
+            return Outcome(response=sinkhorn_batch.run_batch(payload, limits, stop, progress))
         call_type = CALLS[kind]
         module = call_type.load()
         request = call_type.request_type.FromString(payload)
@@ -112,5 +130,7 @@ def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_
         def progress(**fields):
             outbox.send(("progress", sequence, fields))
 
+        compiled_before = compile_count()
         outcome = execute(kind, payload, _CancelFlag(cancelled, sequence), progress, limits)
+        outcome = dataclasses.replace(outcome, compiles=compile_count() - compiled_before)
         outbox.send(("done", sequence, outcome))

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from typing import Callable
 
 from monge.server.errors import LimitExceeded, TaskFailed
@@ -57,6 +58,8 @@ class _Task:
     future: asyncio.Future
     progress: Callable[[dict], None] | None
     attempts: int = 0
+    queued_at: float = dataclasses.field(default_factory=time.monotonic)
+    started_at: float | None = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -93,6 +96,8 @@ class WorkerPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._all_ready: asyncio.Event | None = None
         self._reader: threading.Thread | None = None
+        # on_task_done(kind, queued_seconds, compute_seconds, outcome): for metrics.
+        self.on_task_done: Callable[[str, float, float, Outcome], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -195,6 +200,7 @@ class WorkerPool:
             if worker.ready and worker.task is None and not worker.dead:
                 task = self._pending.popleft()
                 task.attempts += 1
+                task.started_at = time.monotonic()
                 worker.task = task
                 try:
                     worker.inbox.send((task.sequence, task.kind, task.payload))
@@ -223,8 +229,13 @@ class WorkerPool:
             _, sequence, outcome = message
             task, worker.task = worker.task, None
             worker.tasks_done += 1
-            if task is not None and task.sequence == sequence and not task.future.done():
-                task.future.set_result(outcome)
+            if task is not None and task.sequence == sequence:
+                if self.on_task_done is not None:
+                    now = time.monotonic()
+                    self.on_task_done(task.kind, task.started_at - task.queued_at,
+                                      now - task.started_at, outcome)
+                if not task.future.done():
+                    task.future.set_result(outcome)
         self._dispatch()
 
     def _on_death(self, worker: _Worker) -> None:

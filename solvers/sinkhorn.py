@@ -588,7 +588,7 @@ def _make_problem(x, y, a, b, cost_matrix, cost):
     return OTProblem.from_points(x, y, a, b, cost=cost)
 
 
-def _bucket(size: int) -> int:
+def size_bucket(size: int) -> int:
     """Round a size up to a few buckets (powers of two, then multiples of 1024) so that
     arbitrary request sizes reuse a compiled program; zero-weight padding is free."""
     if size <= 1024:
@@ -633,7 +633,7 @@ def solve_batch(
         geometry = problem.geometry
         n, m = problem.shape
         dim = None if geometry.matrix is not None else geometry.x.shape[1]
-        key = (geometry.cost, dim, jnp.dtype(geometry.dtype).name, _bucket(n), _bucket(m))
+        key = (geometry.cost, dim, jnp.dtype(geometry.dtype).name, size_bucket(n), size_bucket(m))
         groups.setdefault(key, []).append(index)
     results: list[SinkhornOutput | None] = [None] * len(problems)
     for (_, _, _, n, m), indices in groups.items():

@@ -104,7 +104,7 @@ def test_cancel_frees_the_worker(client):
 
 
 def test_full_queue_is_resource_exhausted(make_server):
-    server = make_server(queue_limit=1)
+    server = make_server(queue_limit=1, max_batch_size=1)  # the pool's own queue, no batching
     with Client(server.target) as c, grpc.insecure_channel(server.target) as channel:
         stub = service_pb2_grpc.SolverServiceStub(channel)
         futures = [stub.Sinkhorn.future(_slow_request(seed=i, iterations=200_000), timeout=60) for i in range(2)]

@@ -1,0 +1,129 @@
+"""Many Sinkhorn requests of one batch key solved as one vectorised call on a worker.
+
+The server's `DynamicBatcher` groups requests that share a `batch_key` (settings, dtype,
+dimension and size bucket); the worker solves them with `solvers.sinkhorn.solve_batch`,
+which pads every problem with zero-weight points to the bucket and vmaps one compiled
+program over the batch. Requests and replies cross the process boundary as a framed
+list of serialized protobufs: only data, never code.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+
+import numpy as np
+
+from monge.server import sinkhorn_call
+from monge.server.sinkhorn_call import SinkhornCall
+from monge.v1 import sinkhorn_pb2
+
+KIND = "sinkhorn_batch"
+# Methods whose iterations can run under vmap; SNS branches on the data (not batched).
+BATCHED_METHODS = ("auto", "kernel", "log")
+_LENGTH = struct.Struct("<Q")
+# Larger problems keep a device busy on their own; batching them only adds padding.
+MAX_BATCHED_ELEMENTS = 1024 * 1024
+
+
+def frame(items: list[bytes]) -> bytes:
+    """Length-prefixed concatenation: count, then (length, bytes) per item."""
+    parts = [_LENGTH.pack(len(items))]
+    for item in items:
+        parts += [_LENGTH.pack(len(item)), item]
+    return b"".join(parts)
+
+
+def unframe(data: bytes) -> list[bytes]:
+    (count,), offset = _LENGTH.unpack_from(data, 0), _LENGTH.size
+    items = []
+    for _ in range(count):
+        (length,) = _LENGTH.unpack_from(data, offset)
+        offset += _LENGTH.size
+        items.append(data[offset:offset + length])
+        offset += length
+    if offset != len(data):
+        raise ValueError("framed batch has trailing bytes")
+    return items
+
+
+def batch_key(call: SinkhornCall) -> tuple | None:
+    """Requests with the same key can share one vmapped program; None: not batchable."""
+    from monge.solvers.sinkhorn import size_bucket
+
+    n, m = call.shape
+    if call.method not in BATCHED_METHODS or size_bucket(n) * size_bucket(m) > MAX_BATCHED_ELEMENTS:
+        return None
+    source = call.cost_matrix if call.cost_matrix is not None else call.x
+    dimension = None if call.cost_matrix is not None else call.x.shape[1]
+    return (
+        call.cost, dimension, source.dtype.str, size_bucket(n), size_bucket(m),
+        call.epsilon, call.threshold, call.reg_m, call.max_iterations,
+        "log" if call.method == "log" else "kernel",
+    )
+
+
+def run_batch(payload: bytes, limits, stop, progress=None) -> bytes:
+    """Worker side: framed SinkhornRequests in, framed SinkhornResponses out.
+
+    The batch runs in chunks of iterations, warm-started, so that `stop` is honoured
+    between chunks as for a single call. The batch is padded to a power-of-two count
+    (repeating its first problem) so that a handful of programs serve every count."""
+    import dataclasses
+
+    from monge.server.chunked import chunk_for_size
+    from monge.solvers.loop import Status
+    from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve_batch
+
+    requests = [sinkhorn_pb2.SinkhornRequest.FromString(item) for item in unframe(payload)]
+    calls = [sinkhorn_call.parse(request, limits) for request in requests]
+    keys = {batch_key(call) for call in calls}
+    if len(keys) != 1 or None in keys:
+        raise ValueError("a Sinkhorn batch must share one batch key")
+    first = calls[0]
+    problems = [
+        OTProblem.from_matrix(c.cost_matrix, c.a, c.b) if c.cost_matrix is not None
+        else OTProblem.from_points(c.x, c.y, c.a, c.b, cost=c.cost)
+        for c in calls
+    ]
+    count = len(problems)
+    problems += [problems[0]] * ((1 << (count - 1).bit_length()) - count)
+    _, _, _, n, m, *_ = keys.pop()
+    chunk = chunk_for_size(n * m * len(problems))
+
+    started = time.perf_counter()
+    outputs = [None] * len(problems)
+    done = np.zeros(len(problems), bool)
+    iterations = np.zeros(len(problems), np.int64)
+    starts = [None] * len(problems)
+    while True:
+        budget = first.max_iterations - int(iterations[~done].max(initial=0))
+        config = SinkhornConfig(
+            epsilon=first.epsilon, threshold=first.threshold,
+            reg_m=first.reg_m if first.reg_m is not None else (math.inf, math.inf),
+            max_iterations=min(chunk, budget),
+            method="log" if first.method == "log" else "kernel",
+        )
+        for index, output in enumerate(solve_batch(problems, config, starts)):
+            if done[index]:
+                continue
+            iterations[index] += int(output.iterations)
+            outputs[index] = output
+            starts[index] = (output.f, output.g)
+            done[index] = int(output.status) != Status.MAX_ITERATIONS
+        if progress is not None:
+            progress(iteration=int(iterations[:count].max()), batch_size=count)
+        if done[:count].all() or iterations[:count].max() >= first.max_iterations:
+            break
+        if stop.is_set():
+            for index in np.flatnonzero(~done):
+                outputs[index] = dataclasses.replace(outputs[index], status=int(Status.CANCELLED))
+            break
+    seconds = time.perf_counter() - started
+    replies = []
+    for index, call in enumerate(calls):
+        output = dataclasses.replace(outputs[index], iterations=int(iterations[index]))
+        plan = np.asarray(output.plan()) if call.return_plan else None
+        replies.append(sinkhorn_call.encode_response((sinkhorn_call._to_numpy(output), plan, seconds)))
+    return frame([reply.SerializeToString() for reply in replies])

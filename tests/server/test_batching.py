@@ -1,0 +1,97 @@
+"""Dynamic batching and metrics through a real server: concurrent Sinkhorn calls are
+merged into one vmapped worker call and still answer exactly what each asked."""
+
+import concurrent.futures
+import urllib.request
+
+import numpy as np
+import ot
+import pytest
+
+from monge.client import Client
+from monge.server import sinkhorn_batch
+
+
+def _problems(count, seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = [(20 + 3 * i, 30 - 2 * i) for i in range(count)]  # one size bucket (32, 32)
+    problems = []
+    for n, m in sizes:
+        a = rng.random(n) + 0.2
+        problems.append((rng.normal(size=(n, 2)), rng.normal(size=(m, 2)) + 0.7, a / a.sum()))
+    return problems
+
+
+def _solve_concurrently(target, problems, **settings):
+    def solve(problem):
+        x, y, a = problem
+        with Client(target, timeout=60) as c:
+            return c.sinkhorn(x, y, a=a, **settings)
+
+    with concurrent.futures.ThreadPoolExecutor(len(problems)) as pool:
+        return list(pool.map(solve, problems))
+
+
+def test_frames_round_trip():
+    items = [b"", b"abc", bytes(range(256)) * 3]
+    assert sinkhorn_batch.unframe(sinkhorn_batch.frame(items)) == items
+    with pytest.raises(ValueError):
+        sinkhorn_batch.unframe(sinkhorn_batch.frame(items) + b"x")
+
+
+def test_concurrent_calls_are_batched_and_each_gets_its_own_answer(make_server):
+    # A long delay so that the calls, sent together, surely meet in one batch.
+    server = make_server(max_batch_size=8, max_batch_delay_seconds=0.5, metrics_port=0)
+    problems = _problems(4)
+    epsilon = 0.2
+    results = _solve_concurrently(server.target, problems, epsilon=epsilon, threshold=1e-9,
+                                  return_plan=True)
+    for (x, y, a), result in zip(problems, results):
+        b = np.full(len(y), 1 / len(y))
+        reference = ot.sinkhorn2(a, b, ot.dist(x, y), epsilon, stopThr=1e-13, numItermax=100_000)
+        assert result.converged
+        assert result.f.shape == (len(x),) and result.g.shape == (len(y),)
+        np.testing.assert_allclose(result.cost, reference, rtol=1e-7)
+        np.testing.assert_allclose(result.plan.sum(1), a, atol=1e-8)  # padding took no mass
+        np.testing.assert_allclose(result.plan.sum(0), b, atol=1e-8)
+
+    sizes = server.running.metrics.batch_size.collect()[0].samples
+    count = next(s.value for s in sizes if s.name.endswith("_count"))
+    total = next(s.value for s in sizes if s.name.endswith("_sum"))
+    assert total == 4 and count < 4, "the concurrent calls were not merged"
+
+    scraped = urllib.request.urlopen(
+        f"http://127.0.0.1:{server.running.metrics_port}/metrics", timeout=10).read().decode()
+    assert 'monge_requests_total{code="OK",method="Sinkhorn"} 4.0' in scraped
+    assert "monge_batch_size_count" in scraped
+    assert 'monge_compute_seconds_count{solver="sinkhorn_batch"}' in scraped
+    assert "monge_queue_depth 0.0" in scraped
+
+
+def test_a_batched_answer_equals_the_unbatched_one(make_server):
+    problems = _problems(3, seed=1)
+    settings = dict(epsilon=0.1, threshold=1e-10)
+    batched = _solve_concurrently(
+        make_server(max_batch_size=8, max_batch_delay_seconds=0.5).target, problems, **settings)
+    alone = _solve_concurrently(make_server(max_batch_size=1).target, problems, **settings)
+    for one, other in zip(batched, alone):
+        np.testing.assert_allclose(one.cost, other.cost, rtol=1e-8)
+        # Potentials agree up to the constant shift that Sinkhorn leaves free.
+        shift = np.mean(one.f - other.f)
+        np.testing.assert_allclose(one.f - shift, other.f, atol=1e-6)
+        np.testing.assert_allclose(one.g + shift, other.g, atol=1e-6)
+
+
+def test_errors_are_counted_by_code(server, client):
+    from monge.client.errors import InvalidArgumentError
+
+    x = np.zeros((3, 2))
+    with pytest.raises(InvalidArgumentError):
+        client.sinkhorn(x, np.zeros((4, 3)))
+    # Balanced transport with unequal masses would never converge: refused up front.
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.sinkhorn(x, np.ones((4, 2)), a=np.full(3, 0.5))
+    assert caught.value.field == "b" and "mass" in str(caught.value)
+    samples = server.running.metrics.requests.collect()[0].samples
+    assert any(s.labels == {"method": "Sinkhorn", "code": "INVALID_ARGUMENT"} and s.value >= 1
+               for s in samples)
