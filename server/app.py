@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from monge.server.auth import Authenticator, TokenInterceptor
 from monge.server.config import ServerConfig
 from monge.server.fedwad_service import FedWadServicer
 from monge.server.jobs import JobManager
@@ -69,8 +70,18 @@ def make_executor(config: ServerConfig):
                       max_attempts=config.max_attempts, cache_dir=config.cache_dir)
 
 
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if not config.tls:
+        return None
+    with open(config.tls_key, "rb") as key, open(config.tls_cert, "rb") as cert:
+        return grpc.ssl_server_credentials([(key.read(), cert.read())])
+
+
 async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
-    """`interceptors`: grpc.aio server interceptors (tests use one to record requests)."""
+    """`interceptors`: grpc.aio server interceptors (tests use one to record requests);
+    they run after the token check."""
+    authenticator = Authenticator.from_config(config)  # a bad token file fails before anything starts
+    credentials = _server_credentials(config)
     executor = make_executor(config)
     await executor.start()
     options = [
@@ -78,14 +89,17 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    if authenticator.enabled:
+        interceptors = (TokenInterceptor(authenticator), *interceptors)
     server = grpc.aio.server(options=options, interceptors=tuple(interceptors))
     servicer = SolverServicer(config, executor)
     service_pb2_grpc.add_SolverServiceServicer_to_server(servicer, server)
     jobs = JobManager(JobStore(config.data_dir), executor, config,
                       retention_seconds=config.job_retention_seconds,
-                      max_unfinished_jobs=config.max_unfinished_jobs)
+                      max_unfinished_jobs=config.max_unfinished_jobs,
+                      max_jobs_per_owner=config.max_jobs_per_owner)
     await jobs.start()
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs, authenticator), server)
     fedwad = FedWadServicer()
     fedwad_pb2_grpc.add_FedWadServiceServicer_to_server(fedwad, server)
 
@@ -95,7 +109,10 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
-    port = server.add_insecure_port(address)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"could not bind {address}")
     await server.start()
@@ -110,6 +127,8 @@ async def serve(config: ServerConfig) -> None:
     workers = running.executor.describe()
     devices = ", ".join(f"{d['platform']}:{d['id']}" for w in workers for d in w["devices"])
     log.info("monge serving on %s with %d worker(s) on %s", running.target, len(workers), devices)
+    log.info("TLS %s; bearer tokens %s", "on" if config.tls else "off",
+             "required" if config.auth else "off (every caller is the anonymous owner)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
