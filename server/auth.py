@@ -180,7 +180,7 @@ class BindPolicy:
     def refusal(self) -> str | None:
         if self.insecure or is_loopback(self.host) or (self.tls and self.tokens):
             return None
-        missing = " and ".join(what for what, present in
+        missing = " and no ".join(what for what, present in
                                (("TLS (--tls-cert, --tls-key)", self.tls),
                                 ("tokens (--token-file or MONGE_TOKENS)", self.tokens)) if not present)
         return (f"refusing to listen on {self.host}: it is not a loopback address and the server has "

@@ -198,7 +198,7 @@ def test_cli_reaches_a_tls_server_with_a_token(tls, capsys, monkeypatch):
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7", "solver.example"])
 def test_non_loopback_bind_needs_tls_and_tokens_or_insecure(host, tmp_path):
-    with pytest.raises(ValueError, match=f"refusing to listen on {host}.*no TLS.*and tokens.*--insecure"):
+    with pytest.raises(ValueError, match=f"refusing to listen on {host}.*no TLS.*and no tokens.*--insecure"):
         ServerConfig(host=host, data_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"has no tokens \(--token-file") as caught:
         ServerConfig(host=host, tls_cert="c.pem", tls_key="k.pem", data_dir=str(tmp_path))
