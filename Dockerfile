@@ -2,7 +2,7 @@
 #   docker build -t monge .                              # CPU
 #   docker build -t monge:cuda12 --build-arg JAX_FLAVOR=cuda12 .
 #   docker build -t monge:cuda13 --build-arg JAX_FLAVOR=cuda13 .
-#   docker run --gpus all -p 50051:50051 monge:cuda12
+#   docker run --gpus all -p 127.0.0.1:50051:50051 monge:cuda12
 # CUDA flavours take CUDA from pip wheels; the host needs only the NVIDIA driver.
 ARG PYTHON_VERSION=3.12
 FROM python:${PYTHON_VERSION}-slim
@@ -37,4 +37,7 @@ EXPOSE 50051
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
   CMD ["monge", "health", "--target", "127.0.0.1:50051", "--timeout", "5"]
 ENTRYPOINT ["monge"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "50051"]
+# Only 0.0.0.0 is reachable through a published port; --insecure says so knowingly.
+# Publish to the host's loopback (-p 127.0.0.1:50051:50051) or run with TLS and tokens
+# (README, "Security").
+CMD ["serve", "--host", "0.0.0.0", "--port", "50051", "--insecure"]

@@ -17,6 +17,7 @@ from monge.client.errors import (
     MongeError,
     NotFoundError,
     ResourceExhaustedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from monge.client.fedwad import FedWadParty, FedWadSessionInfo, FedWadSessions
@@ -51,6 +52,7 @@ __all__ = [
     "ServerInfo",
     "SinkhornResult",
     "SparsityConstrainedResult",
+    "UnauthenticatedError",
     "UnavailableError",
     "requests",
 ]

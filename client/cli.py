@@ -1,10 +1,14 @@
 """The `monge` command.
 
     monge serve [--host 127.0.0.1] [--port 50051]      run the server (embedded default)
+        [--tls-cert C --tls-key K] [--token-file F]     TLS and bearer tokens (or MONGE_TOKENS)
     monge info [--target HOST:PORT]                     what a server runs on
     monge health [--target HOST:PORT]                   exit 0 when SERVING
     monge solve sinkhorn --x X.npy --y Y.npy [...]      one solve through a server
     monge fedwad create|party|status|cancel ...         federated Wasserstein (fedwad_cli.py)
+
+Commands that reach a server take --tls-ca FILE (trust these CAs; turns on TLS) and
+--token-file FILE (or the MONGE_TOKEN variable) for the bearer token.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 import numpy as np
@@ -27,31 +32,60 @@ def _serve(args) -> int:
     from monge.server.app import serve
     from monge.server.config import MIB, ServerConfig
 
+    from monge.server.auth import split_token_variable
+
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        max_message_bytes=args.max_message_mb * MIB,
-        grace_seconds=args.grace,
-        workers=args.workers,
-        queue_limit=args.queue_limit,
-        **({"data_dir": args.data_dir} if args.data_dir else {}),
-        cluster=args.cluster,
-        max_batch_size=args.max_batch,
-        max_batch_delay_seconds=args.batch_delay_ms / 1000.0,
-        metrics_port=args.metrics_port,
-    )
-    asyncio.run(serve(config))
+    try:
+        config = ServerConfig(
+            host=args.host,
+            port=args.port,
+            max_message_bytes=args.max_message_mb * MIB,
+            grace_seconds=args.grace,
+            workers=args.workers,
+            queue_limit=args.queue_limit,
+            **({"data_dir": args.data_dir} if args.data_dir else {}),
+            cluster=args.cluster,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            token_file=args.token_file,
+            tokens=tuple(split_token_variable(os.environ.get("MONGE_TOKENS", ""))),
+            insecure=args.insecure,
+            max_jobs_per_owner=args.max_jobs_per_owner,
+            max_batch_size=args.max_batch,
+            max_batch_delay_seconds=args.batch_delay_ms / 1000.0,
+            metrics_port=args.metrics_port,
+        )
+        asyncio.run(serve(config))
+    except (ValueError, OSError) as error:  # bad settings, unreadable TLS or token files
+        raise SystemExit(f"monge: {error}") from None
     return 0
+
+
+def connection(args) -> dict:
+    """Client keyword arguments from --tls-ca and --token-file (or MONGE_TOKEN)."""
+    from monge.client.channel import read_token_file
+
+    token = os.environ.get("MONGE_TOKEN") or None
+    if getattr(args, "token_file", None):
+        try:
+            token = read_token_file(args.token_file)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"monge: cannot read --token-file: {error}") from None
+    return {"root_certificates": getattr(args, "tls_ca", None), "token": token}
+
+
+def add_connection_arguments(parser) -> None:
+    parser.add_argument("--tls-ca", help="PEM file of the CA(s) to trust; turns on TLS")
+    parser.add_argument("--token-file", help="file holding the bearer token (default: $MONGE_TOKEN)")
 
 
 def _info(args) -> int:
     from monge.client import Client
 
-    with Client(args.target) as client:
+    with Client(args.target, **connection(args)) as client:
         info = client.info(timeout=args.timeout)
     if args.json:
         print(json.dumps(_as_dict(info), indent=2))
@@ -77,7 +111,9 @@ def _health(args) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.target) as channel:
+    from monge.client.channel import open_channel
+
+    with open_channel(args.target, root_certificates=args.tls_ca) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
@@ -115,7 +151,7 @@ def _solve_sinkhorn(args) -> int:
     reg_m = None
     if args.reg_m:
         reg_m = args.reg_m[0] if len(args.reg_m) == 1 else tuple(args.reg_m)
-    with Client(args.target) as client:
+    with Client(args.target, **connection(args)) as client:
         r = client.sinkhorn(
             x, y, _load(args.a, "--a"), _load(args.b, "--b"),
             cost_matrix=cost_matrix, cost=args.cost, epsilon=args.epsilon,
@@ -159,11 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve Prometheus metrics on this port (default: off)")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds for in-flight calls on shutdown")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--tls-cert", help="PEM certificate (chain); with --tls-key, serve only TLS")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--token-file", help="bearer tokens, one a line: TOKEN or NAME:TOKEN "
+                                            "(also: $MONGE_TOKENS, comma-separated)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback --host without TLS and tokens")
+    serve.add_argument("--max-jobs-per-owner", type=int, default=1000,
+                       help="unfinished jobs one token may have before RESOURCE_EXHAUSTED")
     serve.set_defaults(run=_serve)
 
     def remote(p):
         p.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
         p.add_argument("--timeout", type=float, default=600.0, help="seconds")
+        add_connection_arguments(p)
 
     info = commands.add_parser("info", help="show the server's version, backend and devices")
     remote(info)

@@ -5,10 +5,15 @@
 
 Every call takes `timeout=` (seconds; the default is the client's `timeout`). Failed
 calls raise a `MongeError` subclass carrying the status code and the field at fault.
+
+A server with TLS and tokens:
+
+    Client("solver.example:50051", root_certificates="ca.pem", token=os.environ["MONGE_TOKEN"])
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
@@ -17,6 +22,7 @@ from typing import Sequence
 import grpc
 
 from monge.client import errors, requests
+from monge.client.channel import open_channel
 from monge.client.jobs import JobInfo
 from monge.client.results import ExactTransportResult, ServerInfo, SinkhornResult, SparsityConstrainedResult
 from monge.v1 import jobs_pb2, jobs_pb2_grpc, service_pb2, service_pb2_grpc
@@ -35,16 +41,19 @@ class Client:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, object]] = (),
+        root_certificates: bytes | str | os.PathLike | None = None,
+        token: str | None = None,
     ):
+        """root_certificates: PEM bytes or a file of the CAs to trust; turns on TLS
+        (`credentials` is the alternative for other channel credentials). token: the
+        bearer token sent on every call, streams included."""
         channel_options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             *options,
         ]
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=channel_options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+        self._channel = open_channel(target, options=channel_options, credentials=credentials,
+                                     root_certificates=root_certificates, token=token)
         self._stub = service_pb2_grpc.SolverServiceStub(self._channel)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self.target = target

@@ -34,6 +34,7 @@ import grpc
 import numpy as np
 
 from monge.client import errors
+from monge.client.channel import open_channel
 from monge.client.tensors import decode, encode
 from monge.v1 import fedwad_pb2, fedwad_pb2_grpc
 
@@ -122,12 +123,11 @@ class FedWadSessionInfo:
         )
 
 
-def _channel(target, max_message_bytes, credentials):
+def _channel(target, max_message_bytes, credentials, root_certificates=None, token=None):
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes)]
-    if credentials is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, credentials, options=options)
+    return open_channel(target, options=options, credentials=credentials,
+                        root_certificates=root_certificates, token=token)
 
 
 class FedWadSessions:
@@ -135,8 +135,10 @@ class FedWadSessions:
 
     def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float | None = 60.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 credentials: grpc.ChannelCredentials | None = None):
-        self._channel = _channel(target, max_message_bytes, credentials)
+                 credentials: grpc.ChannelCredentials | None = None,
+                 root_certificates: bytes | str | None = None, token: str | None = None):
+        """root_certificates and token: as for `Client`."""
+        self._channel = _channel(target, max_message_bytes, credentials, root_certificates, token)
         self._stub = fedwad_pb2_grpc.FedWadServiceStub(self._channel)
         self.target, self.timeout = target, timeout
 
@@ -281,6 +283,8 @@ class FedWadParty:
         credentials: grpc.ChannelCredentials | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         on_round=None,
+        root_certificates: bytes | str | None = None,
+        token: str | None = None,
     ) -> FedWadSessionInfo:
         """Take this party's slot (its `name`, or the first free one when the name is
         empty) and answer every round until the session completes; returns the final
@@ -298,7 +302,7 @@ class FedWadParty:
             while (message := outbox.get()) is not None:
                 yield message
 
-        channel = _channel(target, max_message_bytes, credentials)
+        channel = _channel(target, max_message_bytes, credentials, root_certificates, token)
         try:
             call = fedwad_pb2_grpc.FedWadServiceStub(channel).Participate(requests(), timeout=timeout)
             name = self.name

@@ -16,6 +16,8 @@ import sys
 
 import numpy as np
 
+from monge.client.cli import add_connection_arguments, connection
+
 
 def _load(path: str | None, what: str):
     if path is None:
@@ -52,7 +54,7 @@ def _print(session, as_json: bool):
 def _create(args) -> int:
     from monge.client.fedwad import FedWadSessions
 
-    with FedWadSessions(args.target, timeout=args.timeout) as sessions:
+    with FedWadSessions(args.target, timeout=args.timeout, **connection(args)) as sessions:
         session = sessions.create(
             args.parties, rounds=args.rounds, support_size=args.support_size, t=args.t,
             seed=args.seed, p=args.p, dimension=args.dimension,
@@ -66,7 +68,7 @@ def _party(args) -> int:
     from monge.client.fedwad import FedWadParty
 
     party = FedWadParty(_load(args.data, "--data"), _load(args.weights, "--weights"), name=args.name or "")
-    session = party.join(args.target, args.session, timeout=args.timeout)
+    session = party.join(args.target, args.session, timeout=args.timeout, **connection(args))
     _print(session, args.json)
     return 0
 
@@ -74,7 +76,7 @@ def _party(args) -> int:
 def _status(args) -> int:
     from monge.client.fedwad import FedWadSessions
 
-    with FedWadSessions(args.target, timeout=args.timeout) as sessions:
+    with FedWadSessions(args.target, timeout=args.timeout, **connection(args)) as sessions:
         session = sessions.wait(args.session) if args.wait else sessions.get(args.session)
     _print(session, args.json)
     return 0 if session.state in ("completed", "waiting", "running") else 3
@@ -83,7 +85,7 @@ def _status(args) -> int:
 def _cancel(args) -> int:
     from monge.client.fedwad import FedWadSessions
 
-    with FedWadSessions(args.target, timeout=args.timeout) as sessions:
+    with FedWadSessions(args.target, timeout=args.timeout, **connection(args)) as sessions:
         _print(sessions.cancel(args.session), False)
     return 0
 
@@ -96,6 +98,7 @@ def register(commands, default_target: str) -> None:
     def remote(p, timeout):
         p.add_argument("--target", default=default_target, help=f"server address (default {default_target})")
         p.add_argument("--timeout", type=float, default=timeout, help="seconds")
+        add_connection_arguments(p)
 
     create = actions.add_parser("create", help="open a session; prints its id")
     remote(create, 60.0)

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from monge.server.batching import DynamicBatcher
+from monge.server.auth import Authenticator, TokenInterceptor
 from monge.server.config import ServerConfig
 from monge.server.fedwad_service import FedWadServicer
 from monge.server.jobs import JobManager
@@ -81,8 +82,18 @@ def make_executor(config: ServerConfig, on_batch=None):
                           max_delay=config.max_batch_delay_seconds, on_batch=on_batch)
 
 
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if not config.tls:
+        return None
+    with open(config.tls_key, "rb") as key, open(config.tls_cert, "rb") as cert:
+        return grpc.ssl_server_credentials([(key.read(), cert.read())])
+
+
 async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
-    """`interceptors`: grpc.aio server interceptors (tests use one to record requests)."""
+    """`interceptors`: grpc.aio server interceptors (tests use one to record requests);
+    they run after the token check."""
+    authenticator = Authenticator.from_config(config)  # a bad token file fails before anything starts
+    credentials = _server_credentials(config)
     metrics = Metrics()
     executor = make_executor(config, on_batch=metrics.batch_size.observe)
     await executor.start()
@@ -91,14 +102,17 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    if authenticator.enabled:
+        interceptors = (TokenInterceptor(authenticator), *interceptors)
     server = grpc.aio.server(options=options, interceptors=(metrics.interceptor(), *interceptors))
     servicer = SolverServicer(config, executor)
     service_pb2_grpc.add_SolverServiceServicer_to_server(servicer, server)
     jobs = JobManager(JobStore(config.data_dir), executor, config,
                       retention_seconds=config.job_retention_seconds,
-                      max_unfinished_jobs=config.max_unfinished_jobs)
+                      max_unfinished_jobs=config.max_unfinished_jobs,
+                      max_jobs_per_owner=config.max_jobs_per_owner)
     await jobs.start()
-    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs), server)
+    jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs, authenticator), server)
     fedwad = FedWadServicer()
     fedwad_pb2_grpc.add_FedWadServiceServicer_to_server(fedwad, server)
 
@@ -108,7 +122,10 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
-    port = server.add_insecure_port(address)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"could not bind {address}")
     metrics.watch(executor, jobs)
@@ -128,8 +145,6 @@ async def serve(config: ServerConfig) -> None:
     workers = running.executor.describe()
     devices = ", ".join(f"{d['platform']}:{d['id']}" for w in workers for d in w["devices"])
     log.info("monge serving on %s with %d worker(s) on %s", running.target, len(workers), devices)
-    if running.metrics_port is not None:
-        log.info("Prometheus metrics on http://%s:%d/metrics", config.host, running.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -6,6 +6,8 @@ import dataclasses
 import os
 import pathlib
 
+from monge.server.auth import BindPolicy
+
 MIB = 1 << 20
 
 
@@ -33,6 +35,12 @@ class ServerConfig:
         call (dynamic batching); 1 turns batching off.
     max_batch_delay_seconds: longest an idle server holds a request to batch it.
     metrics_port: serve Prometheus metrics over HTTP on this port (same host); None: off.
+    max_jobs_per_owner: queued or running jobs of one owner (token) before its
+        submissions get RESOURCE_EXHAUSTED; with auth off everyone is one owner.
+    tls_cert, tls_key: PEM files; given both, the server speaks only TLS.
+    token_file: bearer tokens, one a line (`token` or `name:token`); see server/auth.py.
+    tokens: more token entries (the `MONGE_TOKENS` variable, or tests).
+    insecure: allow a non-loopback host without TLS and tokens.
     """
 
     host: str = "127.0.0.1"
@@ -52,6 +60,12 @@ class ServerConfig:
     max_batch_size: int = 32
     max_batch_delay_seconds: float = 0.002
     metrics_port: int | None = None
+    max_jobs_per_owner: int = 1_000
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    token_file: str | None = None
+    tokens: tuple[str, ...] = ()
+    insecure: bool = False
 
     @property
     def cache_dir(self) -> str:
@@ -68,3 +82,20 @@ class ServerConfig:
             raise ValueError("max_batch_size must be at least 1, max_batch_delay_seconds at least 0")
         if self.queue_limit < 1 or self.max_attempts < 1:
             raise ValueError("queue_limit and max_attempts must be at least 1")
+        if self.max_jobs_per_owner < 1:
+            raise ValueError("max_jobs_per_owner must be at least 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both tls_cert and tls_key (--tls-cert, --tls-key), or neither")
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        refusal = BindPolicy(self.host, tls=self.tls, tokens=self.auth, insecure=self.insecure).refusal()
+        if refusal:
+            raise ValueError(refusal)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def auth(self) -> bool:
+        """Whether bearer tokens are required (the tokens themselves are read at start)."""
+        return bool(self.tokens or self.token_file)

@@ -4,6 +4,10 @@ A job is a list of items (solver requests). Items run concurrently up to the exe
 capacity; each has its own status, so one bad item fails alone. After a restart, jobs
 that were queued or running are queued again, except those whose result file was
 written before the crash: they are marked done without running twice.
+
+Every job has an owner (the identity of the token that submitted it; ANONYMOUS with
+auth off). Each verb takes the caller's identity, and another owner's job answers
+NOT_FOUND exactly as a missing one does, so job ids do not leak.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import time
 
 from monge.server import jobstore
+from monge.server.auth import ANONYMOUS
 from monge.server.errors import InvalidArgument, LimitExceeded, NotFound, TaskFailed
 from monge.server.registry import CALLS
 from monge.v1 import diagnostics_pb2, jobs_pb2
@@ -56,12 +61,13 @@ def _error_status(code: int, message: str, violations=()) -> diagnostics_pb2.Err
 
 class JobManager:
     def __init__(self, store: jobstore.JobStore, executor, config, *, retention_seconds: float,
-                 max_unfinished_jobs: int):
+                 max_unfinished_jobs: int, max_jobs_per_owner: int | None = None):
         self._store = store
         self._executor = executor
         self._config = config
         self._retention = retention_seconds
         self._max_unfinished = max_unfinished_jobs
+        self._max_per_owner = max_jobs_per_owner or max_unfinished_jobs
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._running: dict[str, asyncio.Task] = {}
         self._cancel_requested: set[str] = set()
@@ -103,11 +109,18 @@ class JobManager:
 
     # -- the verbs -------------------------------------------------------------------
 
-    def submit(self, request: jobs_pb2.SubmitJobRequest, owner: str = "") -> jobs_pb2.Job:
+    def _record(self, job_id: str, owner: str) -> jobstore.JobRecord:
+        """The owner's job, or NotFound (also for another owner's job)."""
+        record = self._store.get(job_id)
+        if record is None or record.owner != owner:
+            raise NotFound(f"no job {job_id!r}")
+        return record
+
+    def submit(self, request: jobs_pb2.SubmitJobRequest, owner: str = ANONYMOUS) -> jobs_pb2.Job:
         if not request.items:
             raise InvalidArgument.field("items", "at least one item is required")
         if request.request_id:
-            existing = self._store.by_request_id(request.request_id)
+            existing = self._store.by_request_id(request.request_id, owner)
             if existing is not None:
                 return self.describe(existing)
         if len(request.items) == 1:
@@ -118,19 +131,21 @@ class JobManager:
         if self._store.count_unfinished() >= self._max_unfinished:
             raise LimitExceeded(f"{self._max_unfinished} jobs are already waiting or running; retry later",
                                 retry_after_seconds=5.0)
+        if self._store.count_unfinished(owner) >= self._max_per_owner:
+            raise LimitExceeded(f"max_jobs_per_owner: you already have {self._max_per_owner} jobs waiting or "
+                                "running; retry when some finish", retry_after_seconds=5.0)
         record, created = self._store.create(request.SerializeToString(), len(request.items),
                                              request.request_id or None, owner)
         if created:
             self._queue.put_nowait(record.job_id)
         return self.describe(record)
 
-    def get(self, job_id: str, include_results: bool = False) -> jobs_pb2.Job:
-        record = self._store.get(job_id)
-        if record is None:
-            raise NotFound(f"no job {job_id!r}")
-        return self.describe(record, include_results)
+    def get(self, job_id: str, include_results: bool = False, owner: str = ANONYMOUS) -> jobs_pb2.Job:
+        return self.describe(self._record(job_id, owner), include_results)
 
-    def list(self, state: int, page_size: int, page_token: str) -> tuple[list[jobs_pb2.Job], str]:
+    def list(self, state: int, page_size: int, page_token: str,
+             owner: str = ANONYMOUS) -> tuple[list[jobs_pb2.Job], str]:
+        """The owner's jobs only, newest first."""
         if page_size < 0 or page_size > 1000:
             raise InvalidArgument.field("page_size", f"must be in [0, 1000], got {page_size}")
         if state and state not in STATE_NAMES:
@@ -140,14 +155,12 @@ class JobManager:
         except ValueError:
             raise InvalidArgument.field("page_token", "is not a token this server issued") from None
         limit = page_size or 50
-        records = self._store.list(STATE_NAMES.get(state), limit, before)
+        records = self._store.list(STATE_NAMES.get(state), limit, before, owner=owner)
         token = str(records[-1].sequence) if len(records) == limit else ""
         return [self.describe(r) for r in records], token
 
-    async def cancel(self, job_id: str) -> jobs_pb2.Job:
-        record = self._store.get(job_id)
-        if record is None:
-            raise NotFound(f"no job {job_id!r}")
+    async def cancel(self, job_id: str, owner: str = ANONYMOUS) -> jobs_pb2.Job:
+        record = self._record(job_id, owner)
         if record.done:
             return self.describe(record)
         self._cancel_requested.add(job_id)
@@ -159,7 +172,9 @@ class JobManager:
             self._finish_cancelled(job_id)
         return self.describe(self._store.get(job_id))
 
-    async def wait(self, job_id: str, timeout: float, include_results: bool) -> jobs_pb2.Job:
+    async def wait(self, job_id: str, timeout: float, include_results: bool,
+                   owner: str = ANONYMOUS) -> jobs_pb2.Job:
+        self._record(job_id, owner)
         queue = self._subscribe(job_id)
         try:
             deadline = time.monotonic() + timeout
@@ -171,20 +186,21 @@ class JobManager:
                     await asyncio.wait_for(queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
-            return self.get(job_id, include_results)
+            return self.get(job_id, include_results, owner)
         finally:
             self._unsubscribe(job_id, queue)
 
-    async def watch(self, job_id: str):
+    async def watch(self, job_id: str, owner: str = ANONYMOUS):
         """Yield the job now, at each progress event, and finally done with results."""
+        self._record(job_id, owner)
         queue = self._subscribe(job_id)
         try:
-            job = self.get(job_id)
+            job = self.get(job_id, owner=owner)
             while not self._store.get(job_id).done:
                 yield job
                 await queue.get()
-                job = self.get(job_id)
-            yield self.get(job_id, include_results=True)
+                job = self.get(job_id, owner=owner)
+            yield self.get(job_id, include_results=True, owner=owner)
         finally:
             self._unsubscribe(job_id, queue)
 

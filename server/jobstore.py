@@ -21,10 +21,9 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded"
 UNFINISHED = (QUEUED, RUNNING)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
+_COLUMNS = """
     job_id        TEXT PRIMARY KEY,
-    request_id    TEXT UNIQUE,
+    request_id    TEXT,
     owner         TEXT NOT NULL DEFAULT '',
     state         TEXT NOT NULL,
     item_count    INTEGER NOT NULL,
@@ -37,8 +36,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     started       REAL,
     finished      REAL,
     sequence      INTEGER NOT NULL
-);
+"""
+# Request ids are unique per owner: one caller's id never names another's job.
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, sequence);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, sequence);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (owner, request_id);
 """
 
 
@@ -75,7 +78,31 @@ class JobStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
+        self._db.executescript(f"CREATE TABLE IF NOT EXISTS jobs ({_COLUMNS});" + _INDEXES)
+
+    def _migrate(self) -> None:
+        """Bring a database from before job owners up to date: one without the owner
+        column gets it (its jobs become the anonymous owner's), and one whose request_id
+        was unique across all callers is rebuilt with it unique per owner instead."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if not columns:
+            return  # a new database
+        if "owner" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        if not any(row["origin"] == "u" for row in self._db.execute("PRAGMA index_list(jobs)")):
+            return
+        names = ", ".join(line.split()[0] for line in _COLUMNS.strip().splitlines())
+        try:
+            self._db.executescript(
+                f"BEGIN IMMEDIATE; CREATE TABLE jobs_migrated ({_COLUMNS});"
+                f"INSERT INTO jobs_migrated ({names}) SELECT {names} FROM jobs;"
+                "DROP TABLE jobs; ALTER TABLE jobs_migrated RENAME TO jobs;" + _INDEXES + "COMMIT;"
+            )
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -116,14 +143,16 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         return self._row(self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
 
-    def by_request_id(self, request_id: str) -> JobRecord | None:
-        row = self._db.execute("SELECT * FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
+    def by_request_id(self, request_id: str, owner: str = "") -> JobRecord | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE owner = ? AND request_id = ?",
+                               (owner, request_id)).fetchone()
         return self._row(row)
 
     def create(self, request: bytes, item_count: int, request_id: str | None, owner: str = "") -> tuple[JobRecord, bool]:
-        """Insert a queued job; with a request_id seen before, return that job and False."""
+        """Insert a queued job; with a request_id this owner used before, return that
+        job and False."""
         if request_id:
-            existing = self.by_request_id(request_id)
+            existing = self.by_request_id(request_id, owner)
             if existing is not None:
                 return existing, False
         job_id = uuid.uuid4().hex
@@ -136,7 +165,7 @@ class JobStore:
             )
         except sqlite3.IntegrityError:  # a concurrent submit with the same request_id won
             self.request_path(job_id).unlink(missing_ok=True)
-            return self.by_request_id(request_id), False
+            return self.by_request_id(request_id, owner), False
         return self.get(job_id), True
 
     def update(self, job_id: str, **fields) -> JobRecord:
@@ -162,8 +191,13 @@ class JobStore:
         return self.update(job_id, state=state, failed_items=failed_items, error_code=error_code,
                            error_message=error_message, finished=time.time())
 
-    def list(self, state: str | None = None, limit: int = 50, before_sequence: int | None = None) -> list[JobRecord]:
+    def list(self, state: str | None = None, limit: int = 50, before_sequence: int | None = None,
+             owner: str | None = None) -> list[JobRecord]:
+        """Newest first; only `owner`'s jobs when one is given."""
         query, args = "SELECT * FROM jobs WHERE 1 = 1", []
+        if owner is not None:
+            query += " AND owner = ?"
+            args.append(owner)
         if state:
             query += " AND state = ?"
             args.append(state)
@@ -180,8 +214,12 @@ class JobStore:
         ).fetchall()
         return [self._row(row) for row in rows]
 
-    def count_unfinished(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", UNFINISHED).fetchone()[0]
+    def count_unfinished(self, owner: str | None = None) -> int:
+        """Queued or running jobs, of everyone or of `owner`."""
+        if owner is None:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", UNFINISHED).fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?) AND owner = ?",
+                                (*UNFINISHED, owner)).fetchone()[0]
 
     def count_by_state(self) -> dict[str, int]:
         """Jobs per state, read on a connection of its own: callable from any thread

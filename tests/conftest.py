@@ -67,9 +67,7 @@ def client(server):
         yield c
 
 
-@pytest.fixture
-def make_server():
-    """Start extra servers with their own settings; all are stopped after the test."""
+def _servers():
     started = []
 
     def make(**config):
@@ -79,3 +77,15 @@ def make_server():
     yield make
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def make_server():
+    """Start extra servers with their own settings; all are stopped after the test."""
+    yield from _servers()
+
+
+@pytest.fixture(scope="module")
+def make_module_server():
+    """As `make_server`, for a server that the tests of one module share."""
+    yield from _servers()
