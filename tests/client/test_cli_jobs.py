@@ -196,3 +196,20 @@ def test_solve_exact_and_sparsity(server, tmp_path, capsys):
     code, _, stderr = _run(capsys, "solve", "exact", "--problem", tmp_path / "p.npz", "--p", "0",
                            "--target", server.target)
     assert code == 2 and stderr.startswith("monge: INVALID_ARGUMENT: p: ") and stderr.count("\n") == 1
+
+
+def test_plain_progress_bar_without_tqdm(monkeypatch, capsys):
+    from monge.client.cli_batch import ProgressBar
+
+    monkeypatch.setitem(__import__("sys").modules, "tqdm", None)  # as if tqdm were not installed
+    bar = ProgressBar(4, enabled=True)
+    bar.update(1, "item 0: iteration 10")
+    bar.update(4, "succeeded")
+    bar.close()
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\r") == 3
+    assert "batch [" + "#" * 30 + "] 4/4 succeeded" in err
+    quiet = ProgressBar(4, enabled=False)
+    quiet.update(4, "succeeded")
+    quiet.close()
+    assert capsys.readouterr().err == ""
