@@ -4,11 +4,15 @@
         [--tls-cert C --tls-key K] [--token-file F]     TLS and bearer tokens (or MONGE_TOKENS)
     monge info [--target HOST:PORT]                     what a server runs on
     monge health [--target HOST:PORT]                   exit 0 when SERVING
-    monge solve sinkhorn --x X.npy --y Y.npy [...]      one solve through a server
+    monge solve sinkhorn|exact|sparsity --x X.npy ...   one solve through a server (cli_solve.py)
+    monge batch FILES... [--solver S] [--out DIR]       many problems as one job (cli_batch.py)
+    monge jobs list|get|watch|cancel ...                the server's jobs (cli_jobs.py)
     monge fedwad create|party|status|cancel ...         federated Wasserstein (fedwad_cli.py)
 
 Commands that reach a server take --tls-ca FILE (trust these CAs; turns on TLS) and
 --token-file FILE (or the MONGE_TOKEN variable) for the bearer token.
+
+A call the server refuses prints one line, `monge: CODE: field: message`, and exits 2.
 """
 
 from __future__ import annotations
@@ -19,11 +23,9 @@ import logging
 import os
 import sys
 
-import numpy as np
-
 from monge.client.errors import MongeError
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+from monge.client.cli_common import DEFAULT_TARGET, connection, remote
 
 
 def _serve(args) -> int:
@@ -62,24 +64,6 @@ def _serve(args) -> int:
     except (ValueError, OSError) as error:  # bad settings, unreadable TLS or token files
         raise SystemExit(f"monge: {error}") from None
     return 0
-
-
-def connection(args) -> dict:
-    """Client keyword arguments from --tls-ca and --token-file (or MONGE_TOKEN)."""
-    from monge.client.channel import read_token_file
-
-    token = os.environ.get("MONGE_TOKEN") or None
-    if getattr(args, "token_file", None):
-        try:
-            token = read_token_file(args.token_file)
-        except (OSError, ValueError) as error:
-            raise SystemExit(f"monge: cannot read --token-file: {error}") from None
-    return {"root_certificates": getattr(args, "tls_ca", None), "token": token}
-
-
-def add_connection_arguments(parser) -> None:
-    parser.add_argument("--tls-ca", help="PEM file of the CA(s) to trust; turns on TLS")
-    parser.add_argument("--token-file", help="file holding the bearer token (default: $MONGE_TOKEN)")
 
 
 def _info(args) -> int:
@@ -132,46 +116,6 @@ def _as_dict(obj):
     return dataclasses.asdict(obj)
 
 
-def _load(path: str | None, what: str):
-    if path is None:
-        return None
-    try:
-        return np.load(path)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"monge: cannot read {what} from {path}: {error}") from None
-
-
-def _solve_sinkhorn(args) -> int:
-    from monge.client import Client
-
-    x, y = _load(args.x, "--x"), _load(args.y, "--y")
-    cost_matrix = _load(args.cost_matrix, "--cost-matrix")
-    if cost_matrix is None and (x is None or y is None):
-        raise SystemExit("monge: give --x and --y, or --cost-matrix")
-    reg_m = None
-    if args.reg_m:
-        reg_m = args.reg_m[0] if len(args.reg_m) == 1 else tuple(args.reg_m)
-    with Client(args.target, **connection(args)) as client:
-        r = client.sinkhorn(
-            x, y, _load(args.a, "--a"), _load(args.b, "--b"),
-            cost_matrix=cost_matrix, cost=args.cost, epsilon=args.epsilon,
-            threshold=args.threshold, reg_m=reg_m, max_iterations=args.max_iterations,
-            return_plan=args.plan, timeout=args.timeout,
-        )
-    d = r.diagnostics
-    print(f"cost <P,C>      {r.cost:.10g}")
-    print(f"objective       {r.objective:.10g}")
-    print(f"status          {d.status} ({d.iterations} iterations, marginal error {r.marginal_error:.3g})")
-    print(f"solve time      {d.solve_seconds:.3f} s")
-    if args.out:
-        arrays = {"f": r.f, "g": r.g, "cost": np.float64(r.cost), "objective": np.float64(r.objective),
-                  "marginal_error": np.float64(r.marginal_error), "iterations": np.int64(d.iterations),
-                  "converged": np.bool_(d.converged)}
-        if r.plan is not None:
-            arrays["plan"] = r.plan
-        np.savez(args.out, **arrays)
-        print(f"saved           {args.out}")
-    return 0 if d.converged else 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,11 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="unfinished jobs one token may have before RESOURCE_EXHAUSTED")
     serve.set_defaults(run=_serve)
 
-    def remote(p):
-        p.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
-        p.add_argument("--timeout", type=float, default=600.0, help="seconds")
-        add_connection_arguments(p)
-
     info = commands.add_parser("info", help="show the server's version, backend and devices")
     remote(info)
     info.add_argument("--json", action="store_true")
@@ -220,26 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--service", default="", help="service name (default: the whole server)")
     health.set_defaults(run=_health)
 
-    solve = commands.add_parser("solve", help="solve one problem through a server")
-    solvers = solve.add_subparsers(dest="solver", required=True)
-    sk = solvers.add_parser("sinkhorn", help="entropic OT (balanced, or unbalanced with --reg-m)")
-    remote(sk)
-    sk.add_argument("--x", help="source points, .npy (n, d)")
-    sk.add_argument("--y", help="target points, .npy (m, d)")
-    sk.add_argument("--a", help="source weights, .npy (n,)")
-    sk.add_argument("--b", help="target weights, .npy (m,)")
-    sk.add_argument("--cost-matrix", help="cost matrix .npy (n, m), instead of points")
-    sk.add_argument("--cost", default="sqeuclidean", choices=["sqeuclidean", "euclidean"])
-    sk.add_argument("--epsilon", type=float, default=0.05, help="entropic weight, in cost units")
-    sk.add_argument("--threshold", type=float, default=1e-6)
-    sk.add_argument("--max-iterations", type=int, default=10_000)
-    sk.add_argument("--reg-m", type=float, nargs="+", help="KL marginal penalty (one, or source and target)")
-    sk.add_argument("--plan", action="store_true", help="also fetch the dense plan")
-    sk.add_argument("--out", help="save the result to this .npz")
-    sk.set_defaults(run=_solve_sinkhorn)
-
+    from monge.client import cli_batch, cli_jobs, cli_solve
     from monge.client.fedwad_cli import register as register_fedwad
 
+    cli_solve.register(commands, remote)
+    cli_jobs.register(commands, remote)
+    cli_batch.register(commands, remote)
     register_fedwad(commands, DEFAULT_TARGET)
     return parser
 
@@ -249,8 +174,13 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except MongeError as error:
-        print(f"monge: {error}", file=sys.stderr)
+        from monge.client.cli_common import error_line
+
+        print(f"monge: {error_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("monge: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

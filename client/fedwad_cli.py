@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from monge.client.cli import add_connection_arguments, connection
+from monge.client.cli_common import add_connection_arguments, connection
 
 
 def _load(path: str | None, what: str):

@@ -1,0 +1,185 @@
+"""What the `monge` subcommands share: reading problems, writing results, one-line errors.
+
+A problem file is an .npz with arrays `x` and `y` (points, (n, d) and (m, d)) and
+optionally `a`, `b` (weights), or `cost` (an (n, m) matrix) instead of the points.
+A result file is an .npz of the result's numbers and arrays; a sparse plan is saved as
+`plan_rows`, `plan_cols`, `plan_values` and `plan_shape` (coordinates), a dense one as `plan`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from monge.client.errors import MongeError
+from monge.client.results import ExactTransportResult, SinkhornResult, SparsityConstrainedResult
+
+PROBLEM_KEYS = ("x", "y", "a", "b", "cost")
+
+
+class InputError(Exception):
+    """A local file that cannot be used; the message is one line for the user."""
+
+
+def load_array(path: str | None, what: str):
+    """An .npy argument (None when not given); SystemExit with one line if unreadable."""
+    if path is None:
+        return None
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"monge: cannot read {what} from {path}: {error}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """The arrays of one problem, as the client's calls take them."""
+
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+    a: np.ndarray | None = None
+    b: np.ndarray | None = None
+    cost_matrix: np.ndarray | None = None
+
+    def arrays(self) -> dict:
+        return {"x": self.x, "y": self.y, "a": self.a, "b": self.b, "cost_matrix": self.cost_matrix}
+
+
+def load_problem(path: str) -> Problem:
+    """The problem in an .npz file; InputError naming what is wrong."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(4)
+    except OSError as error:
+        raise InputError(f"cannot read: {error.strerror or error}") from None
+    if magic != b"PK\x03\x04":
+        raise InputError("not an .npz archive (expected arrays x, y[, a, b] or cost)")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+    except Exception as error:  # noqa: BLE001 - a corrupt archive raises zipfile, OS or value errors
+        raise InputError(f"cannot read: {type(error).__name__}: {error}") from None
+    unknown = sorted(set(arrays) - set(PROBLEM_KEYS))
+    if unknown:
+        raise InputError(f"unexpected arrays {unknown}; a problem has x, y[, a, b] or cost")
+    if "cost" in arrays and ("x" in arrays or "y" in arrays):
+        raise InputError("give points (x, y) or a cost matrix (cost), not both")
+    if "cost" not in arrays and not ("x" in arrays and "y" in arrays):
+        raise InputError("needs arrays x and y, or cost")
+    return Problem(arrays.get("x"), arrays.get("y"), arrays.get("a"), arrays.get("b"), arrays.get("cost"))
+
+
+def problem_from_args(args) -> Problem:
+    """`--problem P.npz`, or `--x/--y/--a/--b/--cost-matrix` .npy files."""
+    if args.problem:
+        if any(getattr(args, k) is not None for k in ("x", "y", "a", "b", "cost_matrix")):
+            raise SystemExit("monge: give --problem, or --x/--y/--a/--b/--cost-matrix, not both")
+        try:
+            return load_problem(args.problem)
+        except InputError as error:
+            raise SystemExit(f"monge: {args.problem}: {error}") from None
+    problem = Problem(load_array(args.x, "--x"), load_array(args.y, "--y"), load_array(args.a, "--a"),
+                      load_array(args.b, "--b"), load_array(args.cost_matrix, "--cost-matrix"))
+    if problem.cost_matrix is None and (problem.x is None or problem.y is None):
+        raise SystemExit("monge: give --x and --y, or --cost-matrix, or --problem")
+    return problem
+
+
+def error_line(error: MongeError, strip_field_prefix: str = "") -> str:
+    """A failed call as one line: `CODE: field: description; ...` (or `CODE: message`).
+    `strip_field_prefix` drops a prefix such as `items[2].sinkhorn.` from field names."""
+    if error.violations:
+        detail = "; ".join(f"{v.field.removeprefix(strip_field_prefix)}: {v.description}"
+                           for v in error.violations)
+    else:
+        detail = error.message
+    return f"{error.code.name}: {' '.join(detail.split())}"
+
+
+def summary(result) -> str:
+    """One line for a result: its cost and how the solve went."""
+    d = result.diagnostics
+    if isinstance(result, ExactTransportResult):
+        distance = "" if result.distance is None else f", distance {result.distance:.10g}"
+        return (f"cost {result.cost:.10g}{distance}, {d.status} ({result.method}), "
+                f"marginal error {result.marginal_error:.3g}, {result.plan.nnz} nonzeros")
+    if isinstance(result, SparsityConstrainedResult):
+        return (f"cost {result.cost:.10g}, {d.status} after {d.iterations} iterations, "
+                f"marginal error {result.marginal_error:.3g}, "
+                f"at most {result.max_nonzeros_per_column} nonzeros per column")
+    return (f"cost {result.cost:.10g}, {d.status} after {d.iterations} iterations, "
+            f"marginal error {result.marginal_error:.3g}")
+
+
+def _sparse(arrays: dict, plan) -> None:
+    arrays.update(plan_rows=np.asarray(plan.row), plan_cols=np.asarray(plan.col),
+                  plan_values=np.asarray(plan.data), plan_shape=np.asarray(plan.shape, dtype=np.int64))
+
+
+def result_arrays(result) -> dict:
+    """The arrays saved for a result (see the module docstring)."""
+    d = result.diagnostics
+    arrays = {"cost": np.float64(result.cost), "marginal_error": np.float64(result.marginal_error),
+              "iterations": np.int64(d.iterations), "converged": np.bool_(d.converged),
+              "status": np.str_(d.status), "solve_seconds": np.float64(d.solve_seconds)}
+    if isinstance(result, SinkhornResult):
+        arrays.update(f=result.f, g=result.g, objective=np.float64(result.objective))
+        if result.plan is not None:
+            arrays["plan"] = result.plan
+    elif isinstance(result, ExactTransportResult):
+        arrays["method"] = np.str_(result.method)
+        if result.distance is not None:
+            arrays["distance"] = np.float64(result.distance)
+        if result.f is not None:
+            arrays.update(f=result.f, g=result.g)
+        _sparse(arrays, result.plan)
+    elif isinstance(result, SparsityConstrainedResult):
+        arrays.update(objective=np.float64(result.objective), dual_objective=np.float64(result.dual_objective),
+                      max_nonzeros_per_column=np.int64(result.max_nonzeros_per_column))
+        if result.alpha is not None:
+            arrays["alpha"] = result.alpha
+        if result.beta is not None:
+            arrays["beta"] = result.beta
+        _sparse(arrays, result.plan)
+    else:
+        raise TypeError(f"no file format for {type(result).__name__}")
+    return arrays
+
+
+def save_result(path, result) -> None:
+    """Write a result as .npz; InputError with one line if the file cannot be written."""
+    try:
+        np.savez(path, **result_arrays(result))
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error}") from None
+
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def remote(p, timeout: float | None = 600.0) -> None:
+    """The options every command that calls a server takes."""
+    p.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
+    p.add_argument("--timeout", type=float, default=timeout,
+                   help="seconds" + (f" (default {timeout:g})" if timeout else " (default: no limit)"))
+    add_connection_arguments(p)
+
+
+def connection(args) -> dict:
+    """Client keyword arguments from --tls-ca and --token-file (or MONGE_TOKEN)."""
+    from monge.client.channel import read_token_file
+
+    token = os.environ.get("MONGE_TOKEN") or None
+    if getattr(args, "token_file", None):
+        try:
+            token = read_token_file(args.token_file)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"monge: cannot read --token-file: {error}") from None
+    return {"root_certificates": getattr(args, "tls_ca", None), "token": token}
+
+
+def add_connection_arguments(parser) -> None:
+    parser.add_argument("--tls-ca", help="PEM file of the CA(s) to trust; turns on TLS")
+    parser.add_argument("--token-file", help="file holding the bearer token (default: $MONGE_TOKEN)")

@@ -1,0 +1,135 @@
+"""`monge solve ...`: one problem through a server, answered at once.
+
+    monge solve sinkhorn --x X.npy --y Y.npy [--epsilon 0.05] [--method sns] [--out R.npz]
+    monge solve exact --x X.npy --y Y.npy [--cost euclidean | --p P] [--out R.npz]
+    monge solve sparsity --x X.npy --y Y.npy [--k 2] [--gamma 1.0] [--out R.npz]
+
+Each takes points (`--x`, `--y`, optional weights `--a`, `--b`), a `--cost-matrix`, or a
+`--problem P.npz` (arrays x, y[, a, b] or cost). Exit 0 when the solve converged, 3 when
+it returned without converging, 2 when the server refused it.
+"""
+
+from __future__ import annotations
+
+from monge.client.cli_common import InputError, problem_from_args, save_result, connection
+from monge.client.results import ExactTransportResult, SparsityConstrainedResult
+
+
+def _report(args, result) -> int:
+    d = result.diagnostics
+    print(f"cost <P,C>      {result.cost:.10g}")
+    if isinstance(result, ExactTransportResult):
+        if result.distance is not None:
+            print(f"distance        {result.distance:.10g}")
+        print(f"method          {result.method}")
+    else:
+        print(f"objective       {result.objective:.10g}")
+    iterations = "" if isinstance(result, ExactTransportResult) else f"{d.iterations} iterations, "
+    print(f"status          {d.status} ({iterations}marginal error {result.marginal_error:.3g})")
+    if isinstance(result, ExactTransportResult):
+        print(f"plan            {result.plan.shape[0]} x {result.plan.shape[1]}, {result.plan.nnz} nonzeros")
+    if isinstance(result, SparsityConstrainedResult):
+        print(f"plan            {result.plan.shape[0]} x {result.plan.shape[1]}, {result.plan.nnz} nonzeros, "
+              f"at most {result.max_nonzeros_per_column} per column")
+    if getattr(result, "newton", None) is not None:
+        n = result.newton
+        print(f"newton          {n.sinkhorn_iterations} Sinkhorn sweeps, {n.newton_iterations} Newton steps")
+    print(f"solve time      {d.solve_seconds:.3f} s")
+    if args.out:
+        try:
+            save_result(args.out, result)
+        except InputError as error:
+            raise SystemExit(f"monge: {error}") from None
+        print(f"saved           {args.out}")
+    return 0 if d.converged else 3
+
+
+def _sinkhorn(args) -> int:
+    from monge.client import Client
+
+    problem = problem_from_args(args)
+    reg_m = None
+    if args.reg_m:
+        reg_m = args.reg_m[0] if len(args.reg_m) == 1 else tuple(args.reg_m)
+    with Client(args.target, **connection(args)) as client:
+        result = client.sinkhorn(
+            **problem.arrays(), cost=args.cost, epsilon=args.epsilon, threshold=args.threshold,
+            reg_m=reg_m, max_iterations=args.max_iterations, return_plan=args.plan, method=args.method,
+            timeout=args.timeout,
+        )
+    return _report(args, result)
+
+
+def _exact(args) -> int:
+    from monge.client import Client
+
+    problem = problem_from_args(args)
+    with Client(args.target, **connection(args)) as client:
+        result = client.exact_transport(
+            **problem.arrays(), cost=args.cost, p=args.p, method=args.method,
+            max_iterations=args.max_iterations, timeout=args.timeout,
+        )
+    return _report(args, result)
+
+
+def _sparsity(args) -> int:
+    from monge.client import Client
+
+    problem = problem_from_args(args)
+    with Client(args.target, **connection(args)) as client:
+        result = client.sparsity_constrained(
+            **problem.arrays(), cost=args.cost, k=args.k, gamma=args.gamma, formulation=args.formulation,
+            threshold=args.threshold, max_iterations=args.max_iterations, timeout=args.timeout,
+        )
+    return _report(args, result)
+
+
+def _inputs(p) -> None:
+    p.add_argument("--x", help="source points, .npy (n, d)")
+    p.add_argument("--y", help="target points, .npy (m, d)")
+    p.add_argument("--a", help="source weights, .npy (n,)")
+    p.add_argument("--b", help="target weights, .npy (m,)")
+    p.add_argument("--cost-matrix", help="cost matrix .npy (n, m), instead of points")
+    p.add_argument("--problem", help="the whole problem in one .npz (arrays x, y[, a, b] or cost)")
+    p.add_argument("--out", help="save the result to this .npz")
+
+
+def register(commands, remote) -> None:
+    """Add `solve` and its solvers to the `monge` parser's subparsers; `remote(p)` adds
+    the server address and timeout options."""
+    solve = commands.add_parser("solve", help="solve one problem through a server")
+    solvers = solve.add_subparsers(dest="solver", required=True)
+
+    sk = solvers.add_parser("sinkhorn", help="entropic OT (balanced, or unbalanced with --reg-m)")
+    remote(sk)
+    _inputs(sk)
+    sk.add_argument("--cost", default="sqeuclidean", choices=["sqeuclidean", "euclidean"])
+    sk.add_argument("--epsilon", type=float, default=0.05, help="entropic weight, in cost units")
+    sk.add_argument("--threshold", type=float, default=1e-6)
+    sk.add_argument("--max-iterations", type=int, default=10_000)
+    sk.add_argument("--reg-m", type=float, nargs="+", help="KL marginal penalty (one, or source and target)")
+    sk.add_argument("--method", default="auto", choices=["auto", "kernel", "log", "sns"],
+                    help="Sinkhorn iterations, or sns (Sinkhorn-Newton-Sparse, balanced only)")
+    sk.add_argument("--plan", action="store_true", help="also fetch the dense plan")
+    sk.set_defaults(run=_sinkhorn)
+
+    ex = solvers.add_parser("exact", help="exact (unregularised) OT: network simplex, or sorting in 1-D")
+    remote(ex)
+    _inputs(ex)
+    ex.add_argument("--cost", choices=["sqeuclidean", "euclidean"],
+                    help="sqeuclidean (default, distance W2) or euclidean (W1)")
+    ex.add_argument("--p", type=float, help="W_p with cost |x - y|^p (instead of --cost)")
+    ex.add_argument("--method", default="auto", choices=["auto", "network_simplex", "sorting_1d"])
+    ex.add_argument("--max-iterations", type=int, help="network simplex pivot cap")
+    ex.set_defaults(run=_exact)
+
+    sp = solvers.add_parser("sparsity", help="quadratic OT with at most k nonzeros per plan column")
+    remote(sp)
+    _inputs(sp)
+    sp.add_argument("--cost", default="sqeuclidean", choices=["sqeuclidean", "euclidean"])
+    sp.add_argument("--k", type=int, default=2, help="nonzeros allowed per column")
+    sp.add_argument("--gamma", type=float, default=1.0, help="quadratic regularisation weight")
+    sp.add_argument("--formulation", default="semi_dual", choices=["semi_dual", "dual"])
+    sp.add_argument("--threshold", type=float, default=1e-8)
+    sp.add_argument("--max-iterations", type=int, default=10_000)
+    sp.set_defaults(run=_sparsity)
