@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from monge.v1 import diagnostics_pb2 as _diagnostics_pb2
 from monge.v1 import exact_pb2 as _exact_pb2
+from monge.v1 import pfode_pb2 as _pfode_pb2
 from monge.v1 import sinkhorn_pb2 as _sinkhorn_pb2
 from monge.v1 import sparsity_constrained_pb2 as _sparsity_constrained_pb2
 from google.protobuf.internal import containers as _containers
@@ -30,26 +31,38 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobItem(_message.Message):
-    __slots__ = ("sinkhorn", "exact_transport", "sparsity_constrained")
+    __slots__ = ("sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model")
     SINKHORN_FIELD_NUMBER: _ClassVar[int]
     EXACT_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     SPARSITY_CONSTRAINED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_PROBABILITY_FLOW_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FLOW_LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SCORE_MODEL_FIELD_NUMBER: _ClassVar[int]
     sinkhorn: _sinkhorn_pb2.SinkhornRequest
     exact_transport: _exact_pb2.ExactTransportRequest
     sparsity_constrained: _sparsity_constrained_pb2.SparsityConstrainedTransportRequest
-    def __init__(self, sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornRequest, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportRequest, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportRequest, _Mapping]] = ...) -> None: ...
+    sample_probability_flow: _pfode_pb2.SampleProbabilityFlowRequest
+    probability_flow_log_likelihood: _pfode_pb2.ProbabilityFlowLogLikelihoodRequest
+    train_score_model: _pfode_pb2.TrainScoreModelRequest
+    def __init__(self, sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornRequest, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportRequest, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportRequest, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowRequest, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodRequest, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelRequest, _Mapping]] = ...) -> None: ...
 
 class JobItemResult(_message.Message):
-    __slots__ = ("status", "sinkhorn", "exact_transport", "sparsity_constrained")
+    __slots__ = ("status", "sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SINKHORN_FIELD_NUMBER: _ClassVar[int]
     EXACT_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     SPARSITY_CONSTRAINED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_PROBABILITY_FLOW_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FLOW_LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SCORE_MODEL_FIELD_NUMBER: _ClassVar[int]
     status: _diagnostics_pb2.ErrorStatus
     sinkhorn: _sinkhorn_pb2.SinkhornResponse
     exact_transport: _exact_pb2.ExactTransportResponse
     sparsity_constrained: _sparsity_constrained_pb2.SparsityConstrainedTransportResponse
-    def __init__(self, status: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornResponse, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportResponse, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportResponse, _Mapping]] = ...) -> None: ...
+    sample_probability_flow: _pfode_pb2.SampleProbabilityFlowResponse
+    probability_flow_log_likelihood: _pfode_pb2.ProbabilityFlowLogLikelihoodResponse
+    train_score_model: _pfode_pb2.TrainScoreModelResponse
+    def __init__(self, status: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornResponse, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportResponse, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportResponse, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowResponse, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodResponse, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelResponse, _Mapping]] = ...) -> None: ...
 
 class JobProgress(_message.Message):
     __slots__ = ("item", "iteration", "error", "loss", "elapsed_seconds", "items_done")

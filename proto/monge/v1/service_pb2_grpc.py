@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from monge.v1 import exact_pb2 as monge_dot_v1_dot_exact__pb2
+from monge.v1 import pfode_pb2 as monge_dot_v1_dot_pfode__pb2
 from monge.v1 import service_pb2 as monge_dot_v1_dot_service__pb2
 from monge.v1 import sinkhorn_pb2 as monge_dot_v1_dot_sinkhorn__pb2
 from monge.v1 import sparsity_constrained_pb2 as monge_dot_v1_dot_sparsity__constrained__pb2
@@ -58,6 +59,16 @@ class SolverServiceStub:
                 request_serializer=monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportRequest.SerializeToString,
                 response_deserializer=monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportResponse.FromString,
                 _registered_method=True)
+        self.SampleProbabilityFlow = channel.unary_unary(
+                '/monge.v1.SolverService/SampleProbabilityFlow',
+                request_serializer=monge_dot_v1_dot_pfode__pb2.SampleProbabilityFlowRequest.SerializeToString,
+                response_deserializer=monge_dot_v1_dot_pfode__pb2.SampleProbabilityFlowResponse.FromString,
+                _registered_method=True)
+        self.ProbabilityFlowLogLikelihood = channel.unary_unary(
+                '/monge.v1.SolverService/ProbabilityFlowLogLikelihood',
+                request_serializer=monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodRequest.SerializeToString,
+                response_deserializer=monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodResponse.FromString,
+                _registered_method=True)
 
 
 class SolverServiceServicer:
@@ -92,6 +103,20 @@ class SolverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SampleProbabilityFlow(self, request, context):
+        """Samples of a diffusion model by its probability-flow ODE (optionally their log-likelihoods).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProbabilityFlowLogLikelihood(self, request, context):
+        """Log-likelihoods of given points under a diffusion model's probability-flow ODE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SolverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +139,16 @@ def add_SolverServiceServicer_to_server(servicer, server):
                     servicer.SparsityConstrainedTransport,
                     request_deserializer=monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportRequest.FromString,
                     response_serializer=monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportResponse.SerializeToString,
+            ),
+            'SampleProbabilityFlow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SampleProbabilityFlow,
+                    request_deserializer=monge_dot_v1_dot_pfode__pb2.SampleProbabilityFlowRequest.FromString,
+                    response_serializer=monge_dot_v1_dot_pfode__pb2.SampleProbabilityFlowResponse.SerializeToString,
+            ),
+            'ProbabilityFlowLogLikelihood': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProbabilityFlowLogLikelihood,
+                    request_deserializer=monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodRequest.FromString,
+                    response_serializer=monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +260,60 @@ class SolverService:
             '/monge.v1.SolverService/SparsityConstrainedTransport',
             monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportRequest.SerializeToString,
             monge_dot_v1_dot_sparsity__constrained__pb2.SparsityConstrainedTransportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SampleProbabilityFlow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monge.v1.SolverService/SampleProbabilityFlow',
+            monge_dot_v1_dot_pfode__pb2.SampleProbabilityFlowRequest.SerializeToString,
+            monge_dot_v1_dot_pfode__pb2.SampleProbabilityFlowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProbabilityFlowLogLikelihood(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monge.v1.SolverService/ProbabilityFlowLogLikelihood',
+            monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodRequest.SerializeToString,
+            monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodResponse.FromString,
             options,
             channel_credentials,
             insecure,
