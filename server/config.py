@@ -22,6 +22,7 @@ class ServerConfig:
     max_message_bytes: largest request or response, both directions.
     max_dense_elements: largest n * m for which a dense cost matrix or plan is built.
     max_iterations: largest iteration cap a request may ask for.
+    max_samples: most samples (or points) one probability-flow request may ask for.
     grace_seconds: how long in-flight calls may finish after SIGTERM/SIGINT.
     workers: worker processes; None means one per GPU, or one CPU worker.
     queue_limit: solver calls waiting for a worker before RESOURCE_EXHAUSTED.
@@ -48,6 +49,7 @@ class ServerConfig:
     max_message_bytes: int = 512 * MIB
     max_dense_elements: int = 100_000_000
     max_iterations: int = 1_000_000
+    max_samples: int = 10_000_000
     grace_seconds: float = 10.0
     workers: int | None = None
     queue_limit: int = 64

@@ -10,16 +10,17 @@ import dataclasses
 import importlib
 from typing import Any
 
-from monge.v1 import exact_pb2, sinkhorn_pb2, sparsity_constrained_pb2
+from monge.v1 import exact_pb2, pfode_pb2, sinkhorn_pb2, sparsity_constrained_pb2
 
 
 @dataclasses.dataclass(frozen=True)
 class SolverCall:
     """`module` defines parse(request, config) -> call, run(call, stop, progress) -> result
-    and encode_response(result) -> response; `rpc` is the unary method's name."""
+    and encode_response(result) -> response; `rpc` is the unary method's name, or None
+    for a call offered only as a job item."""
 
     name: str
-    rpc: str
+    rpc: str | None
     request_type: Any
     response_type: Any
     module: str
@@ -42,5 +43,12 @@ CALLS: dict[str, SolverCall] = {
                    sparsity_constrained_pb2.SparsityConstrainedTransportRequest,
                    sparsity_constrained_pb2.SparsityConstrainedTransportResponse,
                    "monge.server.sparsity_call"),
+        SolverCall("sample_probability_flow", "SampleProbabilityFlow", pfode_pb2.SampleProbabilityFlowRequest,
+                   pfode_pb2.SampleProbabilityFlowResponse, "monge.server.pfode_call"),
+        SolverCall("probability_flow_log_likelihood", "ProbabilityFlowLogLikelihood",
+                   pfode_pb2.ProbabilityFlowLogLikelihoodRequest, pfode_pb2.ProbabilityFlowLogLikelihoodResponse,
+                   "monge.server.pfode_likelihood_call"),
+        SolverCall("train_score_model", None, pfode_pb2.TrainScoreModelRequest, pfode_pb2.TrainScoreModelResponse,
+                   "monge.server.pfode_train_call"),
     )
 }

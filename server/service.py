@@ -44,7 +44,7 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
             jax_version=importlib.metadata.version("jax"),
             backend=devices[0].platform if devices else "",
             devices=devices,
-            solvers=[*(c.rpc for c in CALLS.values()), "FedWad"],
+            solvers=[*(c.rpc for c in CALLS.values() if c.rpc), "FedWad"],
             max_message_bytes=self._config.max_message_bytes,
             workers=workers,
             cluster=self._config.cluster or "",
@@ -61,3 +61,11 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
     @rpc
     async def SparsityConstrainedTransport(self, request, context):
         return await self.call("sparsity_constrained", request)
+
+    @rpc
+    async def SampleProbabilityFlow(self, request, context):
+        return await self.call("sample_probability_flow", request)
+
+    @rpc
+    async def ProbabilityFlowLogLikelihood(self, request, context):
+        return await self.call("probability_flow_log_likelihood", request)

@@ -1,0 +1,114 @@
+"""ProbabilityFlowLogLikelihoodRequest -> validated call -> `pfode.log_likelihood` -> response.
+
+The model is parsed as for sampling (`pfode_call.parse_model`); the points must have the
+model's dimension, and t_end must carry noise (the score is undefined at sigma = 0).
+One compiled solve: `stop` is honoured before it starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from monge.client.tensors import encode
+from monge.server import validation as v
+from monge.server.config import ServerConfig
+from monge.server.pfode_call import (
+    MAX_LIKELIHOOD_STEPS,
+    LikelihoodSpec,
+    ModelSpec,
+    check_likelihood_end,
+    check_probe_memory,
+    diagnostics,
+    float_dtype,
+    parse_likelihood_options,
+    parse_model,
+    seed,
+)
+from monge.v1 import pfode_pb2 as pb
+
+DEFAULT_MAX_STEPS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class LikelihoodCall:
+    model: ModelSpec
+    points: np.ndarray  # (n, d), in `dtype`
+    options: LikelihoodSpec
+    seed: int
+    dtype: np.dtype
+    max_steps: int
+
+
+def parse(request: pb.ProbabilityFlowLogLikelihoodRequest, config: ServerConfig) -> LikelihoodCall:
+    errors = v.Violations()
+    points = None
+    with errors.check():
+        points = v.float_tensor(request, "points", ndim=2)
+        if points is None:
+            errors.add("points", "is required (n, d)")
+    dtype = None
+    with errors.check():
+        dtype = float_dtype(request.dtype, "dtype", points.dtype if points is not None else np.float64)
+    with errors.check():
+        seed(request.seed, "seed")
+    max_steps = DEFAULT_MAX_STEPS
+    if request.HasField("max_steps"):
+        with errors.check():
+            max_steps = v.integer_in_range(request.max_steps, "max_steps", 1, MAX_LIKELIHOOD_STEPS)
+    model = parse_model(request, config, errors)
+    if points.shape[1] != model.dim:
+        errors.add("points", f"have dimension {points.shape[1]} but the model has dimension {model.dim}")
+    if points.shape[0] > config.max_samples:
+        errors.add("points", f"{points.shape[0]:,} points are over this server's limit of {config.max_samples:,}")
+    options = parse_likelihood_options(
+        request.options if request.HasField("options") else None, "options.", errors, model.dim
+    )
+    check_likelihood_end(model, "model.", errors)
+    check_probe_memory(options, points.shape[0], model.dim, "options.divergence", config, errors)
+    errors.raise_if_any()
+    return LikelihoodCall(model, points.astype(dtype, copy=False), options, int(request.seed), dtype, max_steps)
+
+
+def run(call: LikelihoodCall, stop, progress=None):
+    """Integrate on this process's JAX device. Not interruptible: `stop` is checked first."""
+    import jax
+
+    from monge.solvers.pfode import log_likelihood
+
+    if stop.is_set():
+        return None, 0.0
+    started = time.perf_counter()
+    source, schedule, prior = call.model.build()
+    tolerances = {k: val for k, val in (("rtol", call.options.rtol), ("atol", call.options.atol)) if val is not None}
+    out = log_likelihood(
+        source, schedule, call.points, divergence=call.options.build(), key=jax.random.key(call.seed),
+        prior=prior, t_start=call.model.t_start, t_end=call.model.t_end, max_steps=call.max_steps,
+        dtype=call.dtype, **tolerances,
+    )
+    result = {
+        name: np.asarray(getattr(out, name))
+        for name in ("log_prob", "stderr", "prior_log_prob", "latents", "nfe", "status")
+    } | {"message": out.message}
+    if progress is not None:
+        progress(iteration=int(result["nfe"]))
+    return result, time.perf_counter() - started
+
+
+def encode_response(result) -> pb.ProbabilityFlowLogLikelihoodResponse:
+    out, seconds = result
+    if out is None:
+        return pb.ProbabilityFlowLogLikelihoodResponse(diagnostics=diagnostics(None, "", seconds))
+    return pb.ProbabilityFlowLogLikelihoodResponse(
+        log_likelihood=encode(out["log_prob"]),
+        standard_error=encode(out["stderr"]),
+        prior_log_likelihood=encode(out["prior_log_prob"]),
+        latents=encode(out["latents"]),
+        nfe=int(out["nfe"]),
+        diagnostics=diagnostics(int(out["status"]), out["message"], seconds),
+    )
+
+
+__all__ = ["LikelihoodCall", "parse", "run", "encode_response"]

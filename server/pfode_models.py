@@ -1,0 +1,97 @@
+"""Trained score models on disk, under `<data_dir>/models/<model_id>/`.
+
+Each model is a folder with `weights.npz` (the built-in MLP's flat weight dict, plain
+arrays: loaded with `allow_pickle=False`) and `model.json` (architecture, prediction
+type, how it was trained). A folder is written under a temporary name and renamed into
+place, so a model id either names a complete model or nothing. Ids are 32 lower-case hex
+digits and are checked before they touch a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shutil
+import time
+import uuid
+
+import numpy as np
+
+FORMAT = 1
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredModel:
+    """A built-in MLP with its weights: what a request's `mlp` source also describes."""
+
+    dim: int
+    hidden: tuple[int, ...]
+    time_embedding_dim: int
+    prediction: str  # a key of monge.solvers.pfode.PREDICTIONS
+    weights: dict[str, np.ndarray]
+
+
+class ModelNotFound(LookupError):
+    """No model with this id (or a malformed id); the message says which."""
+
+
+def _root(data_dir) -> pathlib.Path:
+    return pathlib.Path(data_dir) / "models"
+
+
+def valid_id(model_id: str) -> bool:
+    return bool(_ID.fullmatch(model_id))
+
+
+def save(data_dir, model: StoredModel, metadata: dict) -> str:
+    """Store the model and return its new id."""
+    root = _root(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    model_id = uuid.uuid4().hex
+    staging = root / f".{model_id}.partial"
+    staging.mkdir()
+    try:
+        with open(staging / "weights.npz", "wb") as f:
+            np.savez(f, **{name: np.asarray(w) for name, w in model.weights.items()})
+        description = {
+            "format": FORMAT,
+            "architecture": "mlp",
+            "dim": model.dim,
+            "hidden": list(model.hidden),
+            "time_embedding_dim": model.time_embedding_dim,
+            "prediction": model.prediction,
+            "created": time.time(),
+            **metadata,
+        }
+        (staging / "model.json").write_text(json.dumps(description, indent=1))
+        os.rename(staging, root / model_id)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return model_id
+
+
+def load(data_dir, model_id: str) -> StoredModel:
+    """The stored model, or ModelNotFound."""
+    if not valid_id(model_id):
+        raise ModelNotFound(f"{model_id!r} is not a model id (32 lower-case hex digits)")
+    folder = _root(data_dir) / model_id
+    try:
+        description = json.loads((folder / "model.json").read_text())
+        with np.load(folder / "weights.npz", allow_pickle=False) as stored:
+            weights = {name: stored[name] for name in stored.files}
+    except FileNotFoundError:
+        raise ModelNotFound(f"no trained model {model_id} on this server") from None
+    if description.get("format") != FORMAT or description.get("architecture") != "mlp":
+        raise ModelNotFound(f"model {model_id} was stored in a format this server does not read")
+    return StoredModel(
+        dim=int(description["dim"]),
+        hidden=tuple(int(h) for h in description["hidden"]),
+        time_embedding_dim=int(description["time_embedding_dim"]),
+        prediction=str(description["prediction"]),
+        weights=weights,
+    )
