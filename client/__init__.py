@@ -25,9 +25,13 @@ from monge.client.results import (
     Diagnostics,
     ExactTransportResult,
     NewtonStatistics,
+    ProbabilityFlowDiagnostics,
+    ProbabilityFlowLikelihood,
+    ProbabilityFlowSamples,
     ServerInfo,
     SinkhornResult,
     SparsityConstrainedResult,
+    TrainedScoreModel,
 )
 
 __all__ = [
@@ -48,10 +52,14 @@ __all__ = [
     "MongeError",
     "NewtonStatistics",
     "NotFoundError",
+    "ProbabilityFlowDiagnostics",
+    "ProbabilityFlowLikelihood",
+    "ProbabilityFlowSamples",
     "ResourceExhaustedError",
     "ServerInfo",
     "SinkhornResult",
     "SparsityConstrainedResult",
+    "TrainedScoreModel",
     "UnauthenticatedError",
     "UnavailableError",
     "requests",

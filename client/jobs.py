@@ -7,13 +7,23 @@ import dataclasses
 import grpc
 
 from monge.client import errors
-from monge.client.results import ExactTransportResult, SinkhornResult, SparsityConstrainedResult
+from monge.client.results import (
+    ExactTransportResult,
+    ProbabilityFlowLikelihood,
+    ProbabilityFlowSamples,
+    SinkhornResult,
+    SparsityConstrainedResult,
+    TrainedScoreModel,
+)
 from monge.v1 import jobs_pb2
 
 _RESULT_TYPES = {
     "sinkhorn": SinkhornResult,
     "exact_transport": ExactTransportResult,
     "sparsity_constrained": SparsityConstrainedResult,
+    "sample_probability_flow": ProbabilityFlowSamples,
+    "probability_flow_log_likelihood": ProbabilityFlowLikelihood,
+    "train_score_model": TrainedScoreModel,
 }
 _DONE = ("succeeded", "failed", "cancelled")
 

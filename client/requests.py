@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from monge.client.tensors import encode
-from monge.v1 import exact_pb2, sinkhorn_pb2, sparsity_constrained_pb2
+from monge.v1 import exact_pb2, pfode_pb2, sinkhorn_pb2, sparsity_constrained_pb2, tensor_pb2
 
 _COSTS = {
     "sqeuclidean": sinkhorn_pb2.COST_FUNCTION_SQEUCLIDEAN,
@@ -128,4 +128,210 @@ def sparsity_constrained(
         max_iterations=max_iterations,
     )
     _set_arrays(request, x=x, y=y, a=a, b=b, cost_matrix=cost_matrix)
+    return request
+
+
+# -- probability-flow ODEs ----------------------------------------------------------------
+
+
+def _enum_names(enum_type) -> dict[str, int]:
+    """{"heun": ODE_SAMPLER_HEUN, ...}: value names without the type prefix, lower case."""
+    prefix = enum_type.Name(0).removesuffix("UNSPECIFIED")
+    return {name.removeprefix(prefix).lower(): number for name, number in enum_type.items() if number != 0}
+
+
+_SCHEDULES = _enum_names(pfode_pb2.NoiseSchedule)
+_TIME_GRIDS = _enum_names(pfode_pb2.TimeGrid)
+_SAMPLERS = _enum_names(pfode_pb2.OdeSampler)
+_PREDICTIONS = _enum_names(pfode_pb2.PredictionType)
+_PRIORS = _enum_names(pfode_pb2.LatentPrior)
+_DIVERGENCES = _enum_names(pfode_pb2.DivergenceEstimator)
+_DTYPES = {"float32": tensor_pb2.DTYPE_FLOAT32, "float64": tensor_pb2.DTYPE_FLOAT64}
+
+
+def _dtype(value) -> int:
+    if value is None:
+        return tensor_pb2.DTYPE_UNSPECIFIED
+    return _choice("dtype", np.dtype(value).name, _DTYPES)
+
+
+def schedule(kind: str = "vp", **parameters: float) -> pfode_pb2.DiffusionSchedule:
+    """A noising schedule: "vp" (beta_min, beta_max), "ve" (sigma_min, sigma_max) or
+    "edm" (sigma_min, sigma_max, rho); parameters left out take the server's defaults."""
+    message = pfode_pb2.DiffusionSchedule(kind=_choice("schedule", kind, _SCHEDULES))
+    for name, value in parameters.items():
+        if value is not None:
+            setattr(message, name, float(value))
+    return message
+
+
+def _as_schedule(value) -> pfode_pb2.DiffusionSchedule:
+    return schedule(value) if isinstance(value, str) else value
+
+
+def gaussian_mixture(means, covariances, weights=None) -> pfode_pb2.GaussianMixture:
+    """An analytic source: means (K, d), covariances (K, d, d), weights (K,) summing to one
+    (uniform when None)."""
+    message = pfode_pb2.GaussianMixture()
+    _set_arrays(message, means=means, covariances=covariances, weights=weights)
+    return message
+
+
+def gaussian(mean, covariance) -> pfode_pb2.GaussianMixture:
+    """A single Gaussian N(mean, covariance) as a one-component mixture."""
+    return gaussian_mixture(np.asarray(mean)[None], np.asarray(covariance)[None])
+
+
+def mlp_model(weights: dict, *, hidden, prediction: str, dim: int | None = None,
+              time_embedding_dim: int = 16) -> pfode_pb2.MlpScoreModel:
+    """Weights for the built-in MLP ("layers.i.w", "layers.i.b"; see MlpScoreModel) with
+    its sizes and what its output means ("score", "noise", "data" or "velocity"). `dim`
+    defaults to the length of the last bias."""
+    hidden = [int(h) for h in hidden]
+    if dim is None:
+        last = weights.get(f"layers.{len(hidden)}.b")
+        if last is None:
+            raise ValueError(f"dim: give it, or include the weight layers.{len(hidden)}.b")
+        dim = int(np.shape(last)[0])
+    return pfode_pb2.MlpScoreModel(
+        dim=dim, hidden=hidden, time_embedding_dim=time_embedding_dim,
+        prediction=_choice("prediction", prediction, _PREDICTIONS),
+        weights={name: encode(_as_float(w)) for name, w in weights.items()},
+    )
+
+
+def probability_flow_model(source, *, schedule="vp", prior: str = "noise", t_start: float | None = None,
+                           t_end: float | None = None) -> pfode_pb2.ProbabilityFlowModel:
+    """The model sampled or evaluated. `source`: a `gaussian_mixture(...)`/`gaussian(...)`,
+    an `mlp_model(...)`, a trained model id (str), or a `TrainedScoreModel` (by its id);
+    `schedule`: a name or a `schedule(...)`."""
+    message = pfode_pb2.ProbabilityFlowModel(prior=_choice("prior", prior, _PRIORS))
+    message.schedule.CopyFrom(_as_schedule(schedule))
+    if isinstance(source, pfode_pb2.GaussianMixture):
+        message.gaussian_mixture.CopyFrom(source)
+    elif isinstance(source, pfode_pb2.MlpScoreModel):
+        message.mlp.CopyFrom(source)
+    elif isinstance(source, str):
+        message.trained_model_id = source
+    elif isinstance(getattr(source, "model_id", None), str):
+        message.trained_model_id = source.model_id
+    else:
+        raise TypeError(f"source: expected gaussian_mixture(...), mlp_model(...) or a model id, "
+                        f"got {type(source).__name__}")
+    if t_start is not None:
+        message.t_start = float(t_start)
+    if t_end is not None:
+        message.t_end = float(t_end)
+    return message
+
+
+def _likelihood_options(divergence, num_probes, rtol, atol) -> pfode_pb2.LogLikelihoodOptions:
+    options = pfode_pb2.LogLikelihoodOptions(divergence=_choice("divergence", divergence, _DIVERGENCES))
+    for name, value in (("num_probes", num_probes), ("rtol", rtol), ("atol", atol)):
+        if value is not None:
+            setattr(options, name, value)
+    return options
+
+
+def sample_probability_flow(
+    source,
+    *,
+    num_samples: int,
+    schedule="vp",
+    sampler: str = "heun",
+    steps: int | None = None,
+    nfe: int | None = None,
+    time_grid: str | None = None,
+    seed: int = 0,
+    dtype="float32",
+    rtol: float | None = None,
+    atol: float | None = None,
+    prior: str = "noise",
+    t_start: float | None = None,
+    t_end: float | None = None,
+    return_trajectory: bool = False,
+    log_likelihood: str | bool | None = None,
+    num_probes: int | None = None,
+    likelihood_rtol: float | None = None,
+    likelihood_atol: float | None = None,
+) -> pfode_pb2.SampleProbabilityFlowRequest:
+    """A SampleProbabilityFlowRequest; see `Client.sample_probability_flow`."""
+    if steps is not None and nfe is not None:
+        raise ValueError("give steps or nfe, not both")
+    request = pfode_pb2.SampleProbabilityFlowRequest(
+        model=probability_flow_model(source, schedule=schedule, prior=prior, t_start=t_start, t_end=t_end),
+        sampler=_choice("sampler", sampler, _SAMPLERS),
+        num_samples=num_samples, seed=seed, dtype=_dtype(dtype), return_trajectory=return_trajectory,
+    )
+    if time_grid is not None:
+        request.time_grid = _choice("time_grid", time_grid, _TIME_GRIDS)
+    if steps is not None:
+        request.steps = steps
+    if nfe is not None:
+        request.nfe = nfe
+    if rtol is not None:
+        request.rtol = rtol
+    if atol is not None:
+        request.atol = atol
+    if log_likelihood:
+        divergence = "exact" if log_likelihood is True else log_likelihood
+        request.log_likelihood.CopyFrom(_likelihood_options(divergence, num_probes, likelihood_rtol, likelihood_atol))
+    return request
+
+
+def probability_flow_log_likelihood(
+    source,
+    points,
+    *,
+    schedule="vp",
+    divergence: str = "exact",
+    num_probes: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int = 0,
+    dtype=None,
+    prior: str = "noise",
+    t_start: float | None = None,
+    t_end: float | None = None,
+    max_steps: int | None = None,
+) -> pfode_pb2.ProbabilityFlowLogLikelihoodRequest:
+    """A ProbabilityFlowLogLikelihoodRequest; see `Client.probability_flow_log_likelihood`."""
+    request = pfode_pb2.ProbabilityFlowLogLikelihoodRequest(
+        model=probability_flow_model(source, schedule=schedule, prior=prior, t_start=t_start, t_end=t_end),
+        options=_likelihood_options(divergence, num_probes, rtol, atol),
+        seed=seed, dtype=_dtype(dtype),
+    )
+    _set_arrays(request, points=points)
+    if max_steps is not None:
+        request.max_steps = max_steps
+    return request
+
+
+def train_score_model(
+    samples,
+    *,
+    hidden=(128, 128),
+    time_embedding_dim: int = 16,
+    prediction: str = "noise",
+    schedule="vp",
+    steps: int = 2000,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    t_min: float | None = None,
+    t_max: float | None = None,
+    report_every: int = 100,
+    seed: int = 0,
+) -> pfode_pb2.TrainScoreModelRequest:
+    """A TrainScoreModelRequest (a job item); see `Client.train_score_model`."""
+    request = pfode_pb2.TrainScoreModelRequest(
+        hidden=[int(h) for h in hidden], time_embedding_dim=time_embedding_dim,
+        prediction=_choice("prediction", prediction, _PREDICTIONS),
+        steps=steps, batch_size=batch_size, learning_rate=learning_rate, report_every=report_every, seed=seed,
+    )
+    request.schedule.CopyFrom(_as_schedule(schedule))
+    _set_arrays(request, samples=samples)
+    if t_min is not None:
+        request.t_min = t_min
+    if t_max is not None:
+        request.t_max = t_max
     return request

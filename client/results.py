@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from monge.client.tensors import decode
-from monge.v1 import diagnostics_pb2, exact_pb2, tensor_pb2
+from monge.v1 import diagnostics_pb2, exact_pb2, pfode_pb2, tensor_pb2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +173,133 @@ class SparsityConstrainedResult:
             alpha=decode(r.alpha, "alpha") if r.HasField("alpha") else None,
             beta=decode(r.beta, "beta") if r.HasField("beta") else None,
             support_iterations=r.support_iterations,
+            diagnostics=Diagnostics.from_proto(r.diagnostics),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbabilityFlowDiagnostics:
+    """How a probability-flow integration went."""
+
+    status: str  # success, max_steps, nonfinite, solver_failed, cancelled
+    message: str
+    ok: bool
+    solve_seconds: float
+
+    @classmethod
+    def from_proto(cls, d: pfode_pb2.ProbabilityFlowDiagnostics) -> "ProbabilityFlowDiagnostics":
+        name = pfode_pb2.SampleStatus.Name(d.status).removeprefix("SAMPLE_STATUS_").lower()
+        return cls(name, d.message, d.ok, d.solve_seconds)
+
+
+def _optional(message, field):
+    return decode(getattr(message, field), field) if message.HasField(field) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbabilityFlowSamples:
+    """Samples (num_samples, d) at t_end; `nfe` score evaluations over `steps` grid steps
+    (`times`); `trajectory` (steps + 1, num_samples, d), `log_likelihood` and its
+    standard error (num_samples,) when asked for, else None."""
+
+    samples: np.ndarray
+    nfe: int
+    steps: int
+    times: np.ndarray
+    trajectory: np.ndarray | None
+    log_likelihood: np.ndarray | None
+    log_likelihood_stderr: np.ndarray | None
+    diagnostics: ProbabilityFlowDiagnostics
+
+    @property
+    def ok(self) -> bool:
+        return self.diagnostics.ok
+
+    @property
+    def message(self) -> str:
+        return self.diagnostics.message
+
+    @classmethod
+    def from_proto(cls, r) -> "ProbabilityFlowSamples":
+        return cls(
+            samples=_optional(r, "samples"),
+            nfe=r.nfe,
+            steps=r.steps,
+            times=_optional(r, "times"),
+            trajectory=_optional(r, "trajectory"),
+            log_likelihood=_optional(r, "log_likelihood"),
+            log_likelihood_stderr=_optional(r, "log_likelihood_standard_error"),
+            diagnostics=ProbabilityFlowDiagnostics.from_proto(r.diagnostics),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbabilityFlowLikelihood:
+    """log p_{t_end}(points) (n,), its standard error (zeros for the exact divergence),
+    the prior's part, the points pushed back to t_start, and the evaluations used."""
+
+    log_likelihood: np.ndarray
+    standard_error: np.ndarray
+    prior_log_likelihood: np.ndarray
+    latents: np.ndarray
+    nfe: int
+    diagnostics: ProbabilityFlowDiagnostics
+
+    @property
+    def ok(self) -> bool:
+        return self.diagnostics.ok
+
+    @classmethod
+    def from_proto(cls, r) -> "ProbabilityFlowLikelihood":
+        return cls(
+            log_likelihood=_optional(r, "log_likelihood"),
+            standard_error=_optional(r, "standard_error"),
+            prior_log_likelihood=_optional(r, "prior_log_likelihood"),
+            latents=_optional(r, "latents"),
+            nfe=r.nfe,
+            diagnostics=ProbabilityFlowDiagnostics.from_proto(r.diagnostics),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedScoreModel:
+    """A score model trained on the server. Sample from it by passing it (or `model_id`)
+    as the source; `upload()` gives the weights as an `mlp_model` source for another
+    server. `model_id` is empty when training diverged (nothing was stored)."""
+
+    model_id: str
+    weights: dict[str, np.ndarray]
+    dim: int
+    hidden: tuple[int, ...]
+    time_embedding_dim: int
+    prediction: str  # score, noise, data or velocity
+    losses: np.ndarray  # mean loss of each block of report_every steps
+    final_loss: float
+    diagnostics: Diagnostics
+
+    @property
+    def ok(self) -> bool:
+        """True when training ran all its steps with finite losses (the model is stored)."""
+        return self.diagnostics.status == "max_iterations" and bool(self.model_id)
+
+    def upload(self) -> pfode_pb2.MlpScoreModel:
+        from monge.client import requests
+
+        return requests.mlp_model(self.weights, hidden=self.hidden, prediction=self.prediction, dim=self.dim,
+                                  time_embedding_dim=self.time_embedding_dim)
+
+    @classmethod
+    def from_proto(cls, r) -> "TrainedScoreModel":
+        m = r.model
+        return cls(
+            model_id=r.model_id,
+            weights={name: decode(t, f"model.weights[{name}]") for name, t in sorted(m.weights.items())},
+            dim=m.dim,
+            hidden=tuple(m.hidden),
+            time_embedding_dim=m.time_embedding_dim,
+            prediction=pfode_pb2.PredictionType.Name(m.prediction).removeprefix("PREDICTION_TYPE_").lower(),
+            losses=_optional(r, "losses"),
+            final_loss=r.final_loss,
             diagnostics=Diagnostics.from_proto(r.diagnostics),
         )
 
