@@ -291,7 +291,7 @@ class Client:
         and return at once. Follow it with `watch` (progress carries `iteration` and
         `loss`); `result(job)` gives a `TrainedScoreModel` whose `model_id` later
         sampling requests may name as their source. Cancelling stops training at the
-        next report.
+        next report. Training runs in the samples' dtype: send float32 for speed.
         """
         request = requests.train_score_model(
             samples, hidden=hidden, time_embedding_dim=time_embedding_dim, prediction=prediction,
