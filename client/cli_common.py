@@ -3,7 +3,8 @@
 A problem file is an .npz with arrays `x` and `y` (points, (n, d) and (m, d)) and
 optionally `a`, `b` (weights), or `cost` (an (n, m) matrix) instead of the points.
 A result file is an .npz of the result's numbers and arrays; a sparse plan is saved as
-`plan_rows`, `plan_cols`, `plan_values` and `plan_shape` (coordinates), a dense one as `plan`.
+`plan_rows`, `plan_cols`, `plan_values` and `plan_shape` (coordinates), a dense one as `plan`;
+a trained score model's weights as `weights.layers.0.w`, ...
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import os
 import numpy as np
 
 from monge.client.errors import MongeError
-from monge.client.results import ExactTransportResult, SinkhornResult, SparsityConstrainedResult
+from monge.client.results import (
+    ExactTransportResult,
+    ProbabilityFlowLikelihood,
+    ProbabilityFlowSamples,
+    SinkhornResult,
+    SparsityConstrainedResult,
+    TrainedScoreModel,
+)
 
 PROBLEM_KEYS = ("x", "y", "a", "b", "cost")
 
@@ -101,6 +109,16 @@ def error_line(error: MongeError, strip_field_prefix: str = "") -> str:
 def summary(result) -> str:
     """One line for a result: its cost and how the solve went."""
     d = result.diagnostics
+    if isinstance(result, ProbabilityFlowSamples):
+        shape = "" if result.samples is None else f"{result.samples.shape[0]} samples of dimension " \
+                                                  f"{result.samples.shape[1]}, "
+        return f"{shape}{result.nfe} score evaluations, {d.status}"
+    if isinstance(result, ProbabilityFlowLikelihood):
+        count = "" if result.log_likelihood is None else f"{result.log_likelihood.shape[0]} log-likelihoods, "
+        return f"{count}{result.nfe} evaluations, {d.status}"
+    if isinstance(result, TrainedScoreModel):
+        return (f"model {result.model_id or '(not stored)'}, final loss {result.final_loss:.6g}, "
+                f"{d.status} after {d.iterations} steps")
     if isinstance(result, ExactTransportResult):
         distance = "" if result.distance is None else f", distance {result.distance:.10g}"
         return (f"cost {result.cost:.10g}{distance}, {d.status} ({result.method}), "
@@ -118,8 +136,31 @@ def _sparse(arrays: dict, plan) -> None:
                   plan_values=np.asarray(plan.data), plan_shape=np.asarray(plan.shape, dtype=np.int64))
 
 
+def _probability_flow_arrays(result) -> dict:
+    d = result.diagnostics
+    if isinstance(result, TrainedScoreModel):
+        arrays = {"model_id": np.str_(result.model_id), "final_loss": np.float64(result.final_loss),
+                  "iterations": np.int64(d.iterations), "status": np.str_(d.status),
+                  "solve_seconds": np.float64(d.solve_seconds), "prediction": np.str_(result.prediction),
+                  "hidden": np.asarray(result.hidden, dtype=np.int64),
+                  "time_embedding_dim": np.int64(result.time_embedding_dim)}
+        if result.losses is not None:
+            arrays["losses"] = result.losses
+        arrays.update({f"weights.{name}": w for name, w in result.weights.items()})
+        return arrays
+    arrays = {"nfe": np.int64(result.nfe), "status": np.str_(d.status), "ok": np.bool_(d.ok),
+              "solve_seconds": np.float64(d.solve_seconds)}
+    names = (("samples", "times", "trajectory", "log_likelihood", "log_likelihood_stderr")
+             if isinstance(result, ProbabilityFlowSamples)
+             else ("log_likelihood", "standard_error", "prior_log_likelihood", "latents"))
+    arrays.update({name: getattr(result, name) for name in names if getattr(result, name) is not None})
+    return arrays
+
+
 def result_arrays(result) -> dict:
     """The arrays saved for a result (see the module docstring)."""
+    if isinstance(result, (ProbabilityFlowSamples, ProbabilityFlowLikelihood, TrainedScoreModel)):
+        return _probability_flow_arrays(result)
     d = result.diagnostics
     arrays = {"cost": np.float64(result.cost), "marginal_error": np.float64(result.marginal_error),
               "iterations": np.int64(d.iterations), "converged": np.bool_(d.converged),
