@@ -106,12 +106,13 @@ def test_uploaded_mlp_weights_sample_as_in_process(client):
 # -- log-likelihoods ---------------------------------------------------------------------
 
 
-def test_log_likelihood_of_points_is_the_gaussian_density(client):
-    rng = np.random.default_rng(4)
-    points = rng.multivariate_normal(MEAN, COV, size=16)
-    exact = _noised_gaussian(1e-3).logpdf(points)  # t_end = 1e-3, VP's default
-    source = requests.gaussian(MEAN, COV)
+def _likelihood_problem():
+    points = np.random.default_rng(4).multivariate_normal(MEAN, COV, size=16)
+    return requests.gaussian(MEAN, COV), points, _noised_gaussian(1e-3).logpdf(points)  # VP's t_end
 
+
+def test_log_likelihood_of_points_is_the_gaussian_density(client):
+    source, points, exact = _likelihood_problem()
     # The exact prior at t_start: only the integration errs (rtol 1e-6).
     r = client.probability_flow_log_likelihood(source, points, prior="marginal")
     assert r.ok and r.log_likelihood.shape == (16,) and r.nfe > 0
@@ -121,7 +122,10 @@ def test_log_likelihood_of_points_is_the_gaussian_density(client):
     # The usual N(0, I) prior misses the true noised law at t = 1 slightly: within 1%.
     noise = client.probability_flow_log_likelihood(source, points)
     np.testing.assert_allclose(noise.log_likelihood, exact, rtol=1e-2)
-    # Hutchinson: within a few of its own standard errors.
+
+
+def test_hutchinson_log_likelihood_is_within_its_standard_errors(client):
+    source, points, exact = _likelihood_problem()
     h = client.probability_flow_log_likelihood(source, points, prior="marginal", divergence="hutchinson",
                                                num_probes=16, seed=1)
     assert h.ok and np.all(h.standard_error > 0)
