@@ -390,8 +390,8 @@ def model_interval(model: ModelSpec) -> tuple[float, float]:
     return (start if model.t_start is None else model.t_start), (end if model.t_end is None else model.t_end)
 
 
-def parse_likelihood_options(message: pb.LogLikelihoodOptions | None, prefix: str, errors: v.Violations,
-                             dim: int) -> LikelihoodSpec:
+def parse_likelihood_options(message: pb.LogLikelihoodOptions | None, prefix: str,
+                             errors: v.Violations) -> LikelihoodSpec:
     message = message if message is not None else pb.LogLikelihoodOptions()
     divergence = "exact"
     with errors.check():
@@ -527,7 +527,7 @@ def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig) -> Sam
                                   f"sigma(t_end) > 0; t_end = {end} has no noise")
     likelihood = None
     if request.HasField("log_likelihood"):
-        likelihood = parse_likelihood_options(request.log_likelihood, "log_likelihood.", errors, d)
+        likelihood = parse_likelihood_options(request.log_likelihood, "log_likelihood.", errors)
         check_likelihood_end(model, "model.", errors)
         check_probe_memory(likelihood, num_samples, d, "log_likelihood.divergence", config, errors)
     errors.raise_if_any()

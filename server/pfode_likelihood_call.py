@@ -64,7 +64,7 @@ def parse(request: pb.ProbabilityFlowLogLikelihoodRequest, config: ServerConfig)
     if points.shape[0] > config.max_samples:
         errors.add("points", f"{points.shape[0]:,} points are over this server's limit of {config.max_samples:,}")
     options = parse_likelihood_options(
-        request.options if request.HasField("options") else None, "options.", errors, model.dim
+        request.options if request.HasField("options") else None, "options.", errors
     )
     check_likelihood_end(model, "model.", errors)
     check_probe_memory(options, points.shape[0], model.dim, "options.divergence", config, errors)
