@@ -24,6 +24,7 @@ KIND = "sinkhorn_batch"
 BATCHED_METHODS = ("auto", "kernel", "log")
 _LENGTH = struct.Struct("<Q")
 # Larger problems keep a device busy on their own; batching them only adds padding.
+# Batches pad to powers of two: coarse buckets put more concurrent requests together.
 MAX_BATCHED_ELEMENTS = 1024 * 1024
 
 
@@ -50,15 +51,15 @@ def unframe(data: bytes) -> list[bytes]:
 
 def batch_key(call: SinkhornCall) -> tuple | None:
     """Requests with the same key can share one vmapped program; None: not batchable."""
-    from monge.solvers.sinkhorn import size_bucket
+    from monge.solvers.sinkhorn import power_of_two_bucket as bucket
 
     n, m = call.shape
-    if call.method not in BATCHED_METHODS or size_bucket(n) * size_bucket(m) > MAX_BATCHED_ELEMENTS:
+    if call.method not in BATCHED_METHODS or bucket(n) * bucket(m) > MAX_BATCHED_ELEMENTS:
         return None
     source = call.cost_matrix if call.cost_matrix is not None else call.x
     dimension = None if call.cost_matrix is not None else call.x.shape[1]
     return (
-        call.cost, dimension, source.dtype.str, size_bucket(n), size_bucket(m),
+        call.cost, dimension, source.dtype.str, bucket(n), bucket(m),
         call.epsilon, call.threshold, call.reg_m, call.max_iterations,
         "log" if call.method == "log" else "kernel",
     )
@@ -74,7 +75,7 @@ def run_batch(payload: bytes, limits, stop, progress=None) -> bytes:
 
     from monge.server.chunked import chunk_for_size
     from monge.solvers.loop import Status
-    from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve_batch
+    from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, power_of_two_bucket, solve_batch
 
     requests = [sinkhorn_pb2.SinkhornRequest.FromString(item) for item in unframe(payload)]
     calls = [sinkhorn_call.parse(request, limits) for request in requests]
@@ -105,7 +106,7 @@ def run_batch(payload: bytes, limits, stop, progress=None) -> bytes:
             max_iterations=min(chunk, budget),
             method="log" if first.method == "log" else "kernel",
         )
-        for index, output in enumerate(solve_batch(problems, config, starts)):
+        for index, output in enumerate(solve_batch(problems, config, starts, bucket=power_of_two_bucket)):
             if done[index]:
                 continue
             iterations[index] += int(output.iterations)

@@ -162,6 +162,8 @@ def run(call: SinkhornCall, stop, progress=None):
         return _run_sns(call, stop, progress)
     from monge.solvers.sinkhorn import sinkhorn
 
+    original_shape = call.shape
+    call = padded_to_bucket(call)
     dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
     zeros = (np.zeros(call.shape[0], dtype), np.zeros(call.shape[1], dtype))
 
@@ -184,9 +186,42 @@ def run(call: SinkhornCall, stop, progress=None):
         solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
         progress=progress, first_chunk=chunk_for_size(call.shape[0] * call.shape[1]), grow=False,
     )
-    plan = np.asarray(output.plan()) if call.return_plan else None
+    n, m = original_shape
+    plan = np.asarray(output.plan())[:n, :m] if call.return_plan else None
     output = _to_numpy(output)
+    output["f"], output["g"] = output["f"][:n], output["g"][:m]
     return output, plan, time.perf_counter() - started
+
+
+# Above this many padded elements a shape's compile time is small beside its solve.
+MAX_PADDED_ELEMENTS = 16 * 1024 * 1024
+
+
+def padded_to_bucket(call: SinkhornCall) -> SinkhornCall:
+    """The same problem with zero-weight points added up to the size buckets, so that
+    requests of arbitrary sizes share a handful of compiled programs. Zero-weight points
+    carry no mass: potentials, cost and plan on the real points are unchanged."""
+    from monge.solvers.sinkhorn import size_bucket
+
+    n, m = call.shape
+    rows, cols = size_bucket(n), size_bucket(m)
+    if (rows, cols) == (n, m) or rows * cols > MAX_PADDED_ELEMENTS:
+        return call
+    dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
+
+    def weights(w, size, padded):
+        w = np.full(size, 1.0 / size, dtype) if w is None else w
+        return np.pad(w, (0, padded - size))
+
+    def points(p, padded):
+        return None if p is None else np.pad(p, ((0, padded - len(p)), (0, 0)))
+
+    matrix = call.cost_matrix
+    return dataclasses.replace(
+        call, x=points(call.x, rows), y=points(call.y, cols),
+        cost_matrix=None if matrix is None else np.pad(matrix, ((0, rows - n), (0, cols - m))),
+        a=weights(call.a, n, rows), b=weights(call.b, m, cols),
+    )
 
 
 def _run_sns(call: SinkhornCall, stop, progress):

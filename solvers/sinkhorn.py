@@ -589,11 +589,21 @@ def _make_problem(x, y, a, b, cost_matrix, cost):
 
 
 def size_bucket(size: int) -> int:
-    """Round a size up to a few buckets (powers of two, then multiples of 1024) so that
-    arbitrary request sizes reuse a compiled program; zero-weight padding is free."""
-    if size <= 1024:
-        return max(16, 1 << (size - 1).bit_length())
-    return -(-size // 1024) * 1024
+    """Round a size up to a few buckets so that arbitrary request sizes reuse a compiled
+    program: 16, then 2**k and 1.5 * 2**k (at most 50% padding per side). Padded points
+    carry zero weight, so they change no answer; they cost compute in proportion."""
+    bucket = 16
+    while bucket < size:
+        half_step = bucket + bucket // 2  # 16 -> 24 -> 32 -> 48 -> 64 ...
+        if bucket & (bucket - 1) == 0 and half_step >= size:
+            return half_step
+        bucket = half_step if bucket & (bucket - 1) == 0 else (bucket // 3) * 4
+    return bucket
+
+
+def power_of_two_bucket(size: int) -> int:
+    """Coarser buckets (16, 32, 64, ...): fewer distinct shapes, more padding."""
+    return max(16, 1 << (size - 1).bit_length())
 
 
 def _pad_problem(problem: OTProblem, n: int, m: int) -> OTProblem:
@@ -617,6 +627,7 @@ def solve_batch(
     problems: Sequence[OTProblem],
     config: SinkhornConfig,
     init: Sequence[tuple | None] | None = None,
+    bucket=size_bucket,
 ) -> list[SinkhornOutput]:
     """Solve many problems of different sizes; results come back in the caller's order.
 
@@ -624,7 +635,8 @@ def solve_batch(
     points to shape buckets and solved with one vmapped program per bucket. Under
     vmap a branch on a traced value runs both sides, so "auto" is resolved to the
     (stabilised) kernel iterations here; pass method="log" to force log iterations.
-    Warm starts, if given, are per problem (None for a cold start).
+    Warm starts, if given, are per problem (None for a cold start). `bucket` maps a
+    size to its padded size (`size_bucket`, or the coarser `power_of_two_bucket`).
     """
     if config.method == "auto" and not config.online:
         config = dataclasses.replace(config, method="kernel")
@@ -633,7 +645,7 @@ def solve_batch(
         geometry = problem.geometry
         n, m = problem.shape
         dim = None if geometry.matrix is not None else geometry.x.shape[1]
-        key = (geometry.cost, dim, jnp.dtype(geometry.dtype).name, size_bucket(n), size_bucket(m))
+        key = (geometry.cost, dim, jnp.dtype(geometry.dtype).name, bucket(n), bucket(m))
         groups.setdefault(key, []).append(index)
     results: list[SinkhornOutput | None] = [None] * len(problems)
     for (_, _, _, n, m), indices in groups.items():
