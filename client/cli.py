@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--queue-limit", type=int, default=64, help="calls waiting before RESOURCE_EXHAUSTED")
     serve.add_argument("--data-dir", help="job database, results, compile cache (default ~/.local/share/monge)")
     serve.add_argument("--cluster", help="Dask scheduler address (tcp://HOST:8786) to scale out")
-    serve.add_argument("--max-batch", type=int, default=32,
-                       help="concurrent small Sinkhorn calls merged into one vmapped call (1: off)")
+    serve.add_argument("--max-batch", type=int, default=None,
+                       help="concurrent small Sinkhorn calls merged into one vmapped call "
+                            "(1: off; default 32 on GPU workers, off on CPU)")
     serve.add_argument("--batch-delay-ms", type=float, default=2.0,
                        help="longest an idle server holds a call to batch it")
     serve.add_argument("--metrics-port", type=int, default=None,

@@ -21,6 +21,9 @@ from monge.server.errors import LimitExceeded
 from monge.v1 import sinkhorn_pb2
 
 
+AUTO_MAX_BATCH = 32
+
+
 @dataclasses.dataclass(eq=False)
 class _Waiting:
     payload: bytes
@@ -35,9 +38,12 @@ class DynamicBatcher:
     """Wraps an executor (local pool or Dask) with the same interface: `run`,
     `capacity`, `queue_depth`, `describe`, `start`, `close`."""
 
-    def __init__(self, executor, config, *, max_batch: int, max_delay: float,
+    def __init__(self, executor, config, *, max_batch: int | None, max_delay: float,
                  on_batch: Callable[[int], None] | None = None):
-        if max_batch < 1 or max_delay < 0:
+        """`max_batch` None: AUTO_MAX_BATCH when the workers have accelerators, else 1
+        (off): on CPU a vmapped batch computes no faster than its calls one by one, and
+        it pads and waits for the slowest member (see benchmarks/RESULTS.md)."""
+        if (max_batch is not None and max_batch < 1) or max_delay < 0:
             raise ValueError("max_batch must be at least 1 and max_delay at least 0")
         self._executor = executor
         self._config = config
@@ -54,6 +60,13 @@ class DynamicBatcher:
 
     async def start(self) -> None:
         await self._executor.start()
+        if self._max_batch is None:
+            platforms = {d["platform"] for w in self._executor.describe() for d in w["devices"]}
+            self._max_batch = AUTO_MAX_BATCH if platforms - {"cpu"} else 1
+
+    @property
+    def max_batch(self) -> int | None:
+        return self._max_batch
 
     async def close(self) -> None:
         for entries in self._waiting.values():

@@ -33,7 +33,8 @@ class ServerConfig:
     job_retention_seconds: how long finished jobs and their results are kept.
     max_unfinished_jobs: queued or running jobs before submissions get RESOURCE_EXHAUSTED.
     max_batch_size: most concurrent small Sinkhorn requests merged into one vmapped
-        call (dynamic batching); 1 turns batching off.
+        call (dynamic batching); 1 turns batching off; None: 32 when the workers have
+        GPUs, off on CPU-only workers (where batching does not pay).
     max_batch_delay_seconds: longest an idle server holds a request to batch it.
     metrics_port: serve Prometheus metrics over HTTP on this port (same host); None: off.
     max_jobs_per_owner: queued or running jobs of one owner (token) before its
@@ -59,7 +60,7 @@ class ServerConfig:
     cluster: str | None = None
     job_retention_seconds: float = 7 * 24 * 3600.0
     max_unfinished_jobs: int = 10_000
-    max_batch_size: int = 32
+    max_batch_size: int | None = None
     max_batch_delay_seconds: float = 0.002
     metrics_port: int | None = None
     max_jobs_per_owner: int = 1_000
@@ -80,7 +81,7 @@ class ServerConfig:
             raise ValueError("max_message_bytes must be at least 1 MiB")
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers must be at least 1")
-        if self.max_batch_size < 1 or self.max_batch_delay_seconds < 0:
+        if (self.max_batch_size is not None and self.max_batch_size < 1) or self.max_batch_delay_seconds < 0:
             raise ValueError("max_batch_size must be at least 1, max_batch_delay_seconds at least 0")
         if self.queue_limit < 1 or self.max_attempts < 1:
             raise ValueError("queue_limit and max_attempts must be at least 1")

@@ -95,3 +95,8 @@ def test_errors_are_counted_by_code(server, client):
     samples = server.running.metrics.requests.collect()[0].samples
     assert any(s.labels == {"method": "Sinkhorn", "code": "INVALID_ARGUMENT"} and s.value >= 1
                for s in samples)
+
+
+def test_batching_is_off_by_default_on_cpu_workers(server):
+    platforms = {d["platform"] for w in server.running.executor.describe() for d in w["devices"]}
+    assert server.running.executor.max_batch == (1 if platforms == {"cpu"} else 32)
