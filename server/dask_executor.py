@@ -1,0 +1,388 @@
+"""Send solver calls to a Dask distributed cluster instead of local worker processes.
+
+`DaskExecutor` has the interface of `workers.WorkerPool` (start/close, capacity,
+queue_depth, describe, `await run(kind, payload, progress)`), so the servicers and the
+job manager do not know which one they use. What travels to the cluster is our own
+module-level function `run_call` (pickled by reference, so the workers need monge
+installed) with the request bytes; what comes back is a `worker.Outcome`. Dask does the
+scheduling:
+
+- a worker that dies mid-call has its calls rescheduled on another worker by the
+  scheduler (up to its `distributed.scheduler.allowed-failures`, after which the call
+  fails with KilledWorker, answered here as INTERNAL); a call that raised (a worker
+  without monge, say) is retried `max_attempts - 1` times through `retries=`;
+- calls ask for `resources={"GPU": 1}` when the cluster's workers advertise GPUs, so
+  each GPU runs one call at a time;
+- a cancelled call has its future cancelled (the scheduler releases it) and a
+  `distributed.Event` named after the call set, which the running call polls between
+  chunks of iterations, so its worker is freed at the next chunk;
+- progress and "started"/"ended" notices come back as Dask events on a topic of this
+  executor (`Worker.log_event`, `Client.subscribe_topic`): that is how the executor knows
+  which worker runs what, for `monge info` and for the queue bound.
+
+A `WorkerPlugin` configures JAX once in every worker process, as soon as it joins
+(float64 on request, the persistent compilation cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import numbers
+import os
+import pathlib
+import uuid
+from typing import Callable
+
+import distributed
+from distributed.client import FutureCancelledError
+
+from monge.server.errors import LimitExceeded, TaskFailed
+from monge.server.worker import Outcome, configure_jax, devices, execute
+
+log = logging.getLogger("monge.server")
+
+_REFRESH_SECONDS = 2.0
+_CANCEL_EVENT_SECONDS = 30.0  # how long a cancel flag is kept for a call that never ends
+
+
+def _cancel_event_name(task_id: str) -> str:
+    return f"monge-cancel-{task_id}"
+
+
+# -- what runs on the Dask workers ---------------------------------------------------
+
+
+def _configure(cache_dir: str | None) -> None:
+    """configure_jax, falling back to this machine's own data dir when the server's
+    cache folder cannot be created here (a worker on another machine)."""
+    try:
+        configure_jax(cache_dir)
+    except OSError:
+        from monge.server.config import default_data_dir
+
+        fallback = str(pathlib.Path(default_data_dir()) / "jax-cache")
+        log.warning("cannot use the compile cache %s on this worker; using %s", cache_dir, fallback)
+        configure_jax(fallback)
+
+
+class JaxSetup(distributed.WorkerPlugin):
+    """Configures JAX in each worker process when it joins (off the worker's event loop:
+    importing JAX takes seconds and the worker must keep answering heartbeats)."""
+
+    name = "monge-jax"
+
+    def __init__(self, cache_dir: str | None):
+        self.cache_dir = cache_dir
+
+    async def setup(self, worker) -> None:
+        await asyncio.to_thread(_configure, self.cache_dir)
+
+
+async def worker_facts(cache_dir: str | None) -> dict:
+    """Run on each worker by `Client.run`: its pid and JAX devices, for `monge info`."""
+
+    def facts():
+        _configure(cache_dir)
+        return dict(pid=os.getpid(), devices=devices())
+
+    return await asyncio.to_thread(facts)
+
+
+class _ClusterStopFlag:
+    """`is_set()` when the server set this call's cancel Event; asked between chunks."""
+
+    def __init__(self, task_id: str):
+        self._name = _cancel_event_name(task_id)
+        self._event: distributed.Event | None = None
+
+    def is_set(self) -> bool:
+        if self._event is None:
+            self._event = distributed.Event(self._name)  # through this worker's client
+        try:
+            return self._event.is_set()
+        except Exception:  # noqa: BLE001 - the scheduler is unreachable: keep solving
+            log.warning("could not read the cancel flag %s", self._name, exc_info=True)
+            return False
+
+
+def _plain(value):
+    """Progress fields as msgpack-able numbers (a solver may report a NumPy scalar)."""
+    if isinstance(value, (bool, numbers.Integral)):
+        return int(value)
+    if isinstance(value, str):
+        return value
+    return float(value)
+
+
+def run_call(kind: str, payload: bytes, task_id: str, topic: str, limits, cache_dir: str | None):
+    """The Dask task: one solver call, request bytes in, (worker address, Outcome) out."""
+    worker = distributed.get_worker()
+    _configure(cache_dir)
+
+    def notify(event: str, **fields):
+        worker.log_event(topic, dict(task=task_id, event=event, address=worker.address,
+                                     fields={k: _plain(v) for k, v in fields.items()}))
+
+    notify("start")
+    try:
+        outcome = execute(kind, payload, _ClusterStopFlag(task_id), lambda **f: notify("progress", **f), limits)
+    finally:
+        notify("end")
+    return worker.address, outcome
+
+
+# -- the server side -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class _Call:
+    task_id: str
+    kind: str
+    progress: Callable[[dict], None] | None
+    future: distributed.Future | None = None
+    address: str | None = None  # the worker running it, once it started
+
+
+@dataclasses.dataclass(eq=False)
+class _ClusterWorker:
+    index: int
+    address: str
+    nthreads: int
+    resources: dict
+    pid: int | None = None
+    devices: list = dataclasses.field(default_factory=list)
+    tasks_done: int = 0
+
+
+class DaskExecutor:
+    """`await executor.run(kind, payload)` -> response bytes, computed on a Dask cluster;
+    raises TaskFailed or LimitExceeded like the local pool."""
+
+    def __init__(self, limits, *, cache_dir: str | None = None, address: str | None = None,
+                 queue_limit: int | None = None, max_attempts: int | None = None):
+        self._limits = limits
+        self._address = address or limits.cluster
+        self._queue_limit = queue_limit if queue_limit is not None else limits.queue_limit
+        self._max_attempts = max_attempts if max_attempts is not None else limits.max_attempts
+        self._cache_dir = cache_dir
+        self._topic = f"monge-calls-{uuid.uuid4().hex}"
+        self._client: distributed.Client | None = None
+        self._calls: dict[str, _Call] = {}
+        self._running: dict[str, str] = {}  # task id -> worker address, from the workers' notices
+        self._cancelled: set[str] = set()  # task ids whose cancel Event is set
+        self._workers: dict[str, _ClusterWorker] = {}
+        self._indices = iter(range(1 << 30))
+        self._background: set[asyncio.Task] = set()
+        self._refresher: asyncio.Task | None = None
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self, timeout: float = 180.0) -> None:
+        self._client = await distributed.Client(self._address, asynchronous=True, set_as_default=False,
+                                                timeout=min(timeout, 30.0))
+        self._client.subscribe_topic(self._topic, self._on_event)
+        await self._client.register_plugin(JaxSetup(self._cache_dir))
+        try:
+            await self._client.wait_for_workers(1, timeout=timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            await self._client.close()
+            raise TimeoutError(f"no Dask worker joined {self._address} within {timeout:.0f} s") from None
+        await self._refresh()
+        self._refresher = asyncio.create_task(self._refresh_forever())
+        log.info("using the Dask cluster at %s: %d worker(s), %d call(s) at once%s", self._address,
+                 len(self._workers), self.capacity, " (one per GPU)" if self._gpu else "")
+
+    async def close(self, timeout: float = 10.0) -> None:
+        self._closing = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+        calls = list(self._calls.values())
+        for call in calls:
+            self._cancel(call)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)
+        # Give the cancelled calls a moment to notice their flags, then drop the flags.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(timeout, 5.0)
+        while self._running and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for task_id in list(self._cancelled):
+            await self._clear_cancel(task_id)
+        if self._client is not None:
+            await self._client.close()
+
+    # -- what callers use ------------------------------------------------------------
+
+    @property
+    def _gpu(self) -> bool:
+        return any(w.resources.get("GPU", 0) > 0 for w in self._workers.values())
+
+    @property
+    def capacity(self) -> int:
+        """Calls that can run at once: one per advertised GPU, else one per worker thread."""
+        if self._gpu:
+            return sum(int(w.resources.get("GPU", 0)) for w in self._workers.values())
+        return sum(w.nthreads for w in self._workers.values())
+
+    @property
+    def queue_depth(self) -> int:
+        """Calls sent to the cluster that no worker has started yet."""
+        return sum(1 for task_id in self._calls if task_id not in self._running)
+
+    def describe(self) -> list[dict]:
+        busy = set(self._running.values())
+        return [
+            dict(index=w.index, pid=w.pid, devices=w.devices, ready=w.pid is not None,
+                 busy=w.address in busy, tasks_done=w.tasks_done, address=w.address)
+            for w in self._workers.values()
+        ]
+
+    async def run(self, kind: str, payload: bytes, progress: Callable[[dict], None] | None = None) -> bytes:
+        if self._closing:
+            raise LimitExceeded("the server is shutting down", retry_after_seconds=5.0)
+        if self.queue_depth >= self._queue_limit:
+            raise LimitExceeded(
+                f"the solver queue is full ({self._queue_limit} waiting); retry shortly",
+                retry_after_seconds=1.0,
+            )
+        call = _Call(uuid.uuid4().hex, kind, progress)
+        self._calls[call.task_id] = call
+        try:
+            call.future = self._client.submit(
+                run_call, kind, payload, call.task_id, self._topic, self._limits, self._cache_dir,
+                key=f"monge-{kind}-{call.task_id}", pure=False, retries=self._max_attempts - 1,
+                resources={"GPU": 1} if self._gpu else None,
+            )
+            outcome = await self._outcome(call)
+        except asyncio.CancelledError:
+            self._cancel(call)
+            raise
+        finally:
+            self._calls.pop(call.task_id, None)
+        if not outcome.ok:
+            raise TaskFailed(outcome)
+        return outcome.response
+
+    async def _outcome(self, call: _Call) -> Outcome:
+        """Wait for the call; failures of the cluster become an Outcome with a status."""
+        try:
+            address, outcome = await call.future
+        except FutureCancelledError as error:  # not us: the cluster dropped it
+            log.error("the Dask cluster cancelled call %s: %s", call.task_id, error)
+            return Outcome(code=14, message="the Dask cluster dropped this call (was its scheduler "
+                                            "restarted?); retry")
+        except distributed.KilledWorker as error:
+            log.error("call %s: %s", call.task_id, error)
+            return Outcome(code=13, message="the Dask workers running this call died too many times; "
+                                            "giving up")
+        except Exception as error:  # noqa: BLE001 - the task itself raised on the worker
+            error_id = uuid.uuid4().hex[:12]
+            log.error("internal error %s: call %s failed on the Dask cluster", error_id, call.task_id,
+                      exc_info=error)
+            return Outcome(code=13, message=f"internal error (id {error_id}); see the server log")
+        worker = self._workers.get(address)
+        if worker is not None:
+            worker.tasks_done += 1
+        return outcome
+
+    def _cancel(self, call: _Call) -> None:
+        """Release the call's future and raise its cancel flag; the running call stops at
+        its next chunk."""
+        if call.future is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._stop(call))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _stop(self, call: _Call) -> None:
+        try:
+            # The flag first: the call may have started without our hearing of it yet.
+            self._cancelled.add(call.task_id)
+            await distributed.Event(_cancel_event_name(call.task_id), client=self._client).set()
+            await call.future.cancel(reason="cancelled by the caller")
+        except Exception:  # noqa: BLE001 - a lost scheduler drops the call anyway
+            log.warning("could not cancel call %s on the cluster", call.task_id, exc_info=True)
+            return
+        # A call that never starts sends no "end": drop its flag after a while regardless.
+        asyncio.get_running_loop().call_later(_CANCEL_EVENT_SECONDS, self._forget_cancel, call.task_id)
+
+    def _forget_cancel(self, task_id: str) -> None:
+        if task_id in self._cancelled and not self._closing:
+            task = asyncio.get_running_loop().create_task(self._clear_cancel(task_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _clear_cancel(self, task_id: str) -> None:
+        if task_id not in self._cancelled:
+            return
+        self._cancelled.discard(task_id)
+        try:
+            await distributed.Event(_cancel_event_name(task_id), client=self._client).clear()
+        except Exception:  # noqa: BLE001 - the scheduler forgets it when it restarts
+            log.debug("could not clear the cancel flag of %s", task_id, exc_info=True)
+
+    # -- notices from the workers, on the event loop ---------------------------------
+
+    def _on_event(self, event) -> None:
+        _, message = event
+        task_id, kind = message["task"], message["event"]
+        if kind == "start":
+            self._running[task_id] = message["address"]
+        elif kind == "progress":
+            call = self._calls.get(task_id)
+            if call is not None and call.progress is not None:
+                call.progress(message["fields"])
+        elif kind == "end":
+            if self._running.get(task_id) == message["address"]:
+                del self._running[task_id]
+            if task_id in self._cancelled and not self._closing:
+                self._forget_cancel(task_id)
+
+    # -- the cluster's workers -------------------------------------------------------
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_REFRESH_SECONDS)
+            try:
+                await self._refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the client reconnects; try again later
+                log.warning("could not refresh the Dask worker list", exc_info=True)
+
+    async def _refresh(self) -> None:
+        """Follow workers joining and leaving; ask new ones for their pid and devices."""
+        identity = await self._client.scheduler.identity()
+        listed = identity["workers"]
+        for address in [a for a in self._workers if a not in listed]:
+            del self._workers[address]
+            log.warning("Dask worker %s left the cluster", address)
+            for task_id, where in list(self._running.items()):
+                if where == address:  # the scheduler runs it again elsewhere
+                    del self._running[task_id]
+        for address, facts in listed.items():
+            if address not in self._workers:
+                self._workers[address] = _ClusterWorker(next(self._indices), address, facts["nthreads"],
+                                                        dict(facts.get("resources") or {}))
+            else:
+                self._workers[address].resources = dict(facts.get("resources") or {})
+        unknown = [w.address for w in self._workers.values() if w.pid is None]
+        if unknown:
+            try:
+                answers = await self._client.run(worker_facts, self._cache_dir, workers=unknown, on_error="return")
+            except Exception:  # noqa: BLE001 - a worker left meanwhile; ask again next time
+                log.debug("could not ask %s for their devices", unknown, exc_info=True)
+                return
+            for address, answer in answers.items():
+                worker = self._workers.get(address)
+                if worker is None:
+                    continue
+                if isinstance(answer, BaseException):
+                    log.warning("Dask worker %s could not describe itself: %r", address, answer)
+                    continue
+                worker.pid, worker.devices = answer["pid"], answer["devices"]
+                log.info("Dask worker %s ready (pid %d, %s)", address, worker.pid,
+                         ", ".join(f"{d['platform']}:{d['id']}" for d in worker.devices))
