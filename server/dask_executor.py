@@ -18,7 +18,7 @@ scheduling:
   chunks of iterations, so its worker is freed at the next chunk;
 - progress and "started"/"ended" notices come back as Dask events on a topic of this
   executor (`Worker.log_event`, `Client.subscribe_topic`): that is how the executor knows
-  which worker runs what, for `monge info` and for the queue bound.
+  which worker runs what, for `monge info`.
 
 A `WorkerPlugin` configures JAX once in every worker process, as soon as it joins
 (float64 on request, the persistent compilation cache).
@@ -229,8 +229,9 @@ class DaskExecutor:
 
     @property
     def queue_depth(self) -> int:
-        """Calls sent to the cluster that no worker has started yet."""
-        return sum(1 for task_id in self._calls if task_id not in self._running)
+        """Calls waiting for a free slot: those beyond what the cluster runs at once (the
+        workers' "started" notices lag, so a call sent to an idle worker is not counted)."""
+        return max(0, len(self._calls) - self.capacity)
 
     def describe(self) -> list[dict]:
         busy = set(self._running.values())
