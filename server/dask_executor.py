@@ -45,6 +45,7 @@ log = logging.getLogger("monge.server")
 
 _REFRESH_SECONDS = 2.0
 _CANCEL_EVENT_SECONDS = 30.0  # how long a cancel flag is kept for a call that never ends
+_RECONNECT_SECONDS = 30.0  # how long a lost call waits for the scheduler to come back
 
 
 def _cancel_event_name(task_id: str) -> str:
@@ -142,7 +143,6 @@ class _Call:
     kind: str
     progress: Callable[[dict], None] | None
     future: distributed.Future | None = None
-    address: str | None = None  # the worker running it, once it started
 
 
 @dataclasses.dataclass(eq=False)
@@ -177,23 +177,39 @@ class DaskExecutor:
         self._background: set[asyncio.Task] = set()
         self._refresher: asyncio.Task | None = None
         self._closing = False
+        self._stale = False  # the connection was lost since we last subscribed
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, timeout: float = 180.0) -> None:
-        self._client = await distributed.Client(self._address, asynchronous=True, set_as_default=False,
-                                                timeout=min(timeout, 30.0))
-        self._client.subscribe_topic(self._topic, self._on_event)
-        await self._client.register_plugin(JaxSetup(self._cache_dir))
+        await self._connect(timeout=min(timeout, 30.0))
         try:
             await self._client.wait_for_workers(1, timeout=timeout)
         except (TimeoutError, asyncio.TimeoutError):
             await self._client.close()
             raise TimeoutError(f"no Dask worker joined {self._address} within {timeout:.0f} s") from None
         await self._refresh()
-        self._refresher = asyncio.create_task(self._refresh_forever())
+        self._refresher = asyncio.create_task(self._watch_forever())
         log.info("using the Dask cluster at %s: %d worker(s), %d call(s) at once%s", self._address,
                  len(self._workers), self.capacity, " (one per GPU)" if self._gpu else "")
+
+    async def _connect(self, timeout: float) -> None:
+        """A client of the scheduler, subscribed to our topic, with the JAX plugin in place
+        (again after a scheduler restart: a new scheduler knows neither)."""
+        if self._client is not None:
+            await self._client.close()
+        self._client = await distributed.Client(self._address, asynchronous=True, set_as_default=False,
+                                                timeout=timeout)
+        self._stale = False
+        await self._subscribe()
+
+    async def _subscribe(self) -> None:
+        self._client.subscribe_topic(self._topic, self._on_event)
+        await self._client.register_plugin(JaxSetup(self._cache_dir))
+
+    @property
+    def _connected(self) -> bool:
+        return self._client is not None and self._client.status == "running"
 
     async def close(self, timeout: float = 10.0) -> None:
         self._closing = True
@@ -209,10 +225,11 @@ class DaskExecutor:
         deadline = loop.time() + min(timeout, 5.0)
         while self._running and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for task_id in list(self._cancelled):
-            await self._clear_cancel(task_id)
+        if self._connected:
+            for task_id in list(self._cancelled):
+                await self._clear_cancel(task_id)
         if self._client is not None:
-            await self._client.close()
+            await self._client.close(timeout=timeout)
 
     # -- what callers use ------------------------------------------------------------
 
@@ -249,15 +266,29 @@ class DaskExecutor:
                 f"the solver queue is full ({self._queue_limit} waiting); retry shortly",
                 retry_after_seconds=1.0,
             )
+        if not self._connected:
+            raise LimitExceeded(f"the Dask scheduler at {self._address} is unreachable; retry shortly",
+                                retry_after_seconds=5.0)
         call = _Call(uuid.uuid4().hex, kind, progress)
         self._calls[call.task_id] = call
         try:
-            call.future = self._client.submit(
-                run_call, kind, payload, call.task_id, self._topic, self._limits, self._cache_dir,
-                key=f"monge-{kind}-{call.task_id}", pure=False, retries=self._max_attempts - 1,
-                resources={"GPU": 1} if self._gpu else None,
-            )
-            outcome = await self._outcome(call)
+            for attempt in range(1, self._max_attempts + 1):
+                call.future = self._client.submit(
+                    run_call, kind, payload, call.task_id, self._topic, self._limits, self._cache_dir,
+                    key=f"monge-{kind}-{call.task_id}-{attempt}", pure=False, retries=self._max_attempts - 1,
+                    resources={"GPU": 1} if self._gpu else None,
+                )
+                outcome = await self._outcome(call)
+                if outcome is not None:
+                    break
+                # The scheduler connection was lost and the call with it: send it again
+                # once the client is back (a new scheduler has none of our state).
+                if attempt == self._max_attempts or not await self._reconnected(_RECONNECT_SECONDS):
+                    outcome = Outcome(code=14, message=f"lost the Dask scheduler at {self._address} "
+                                                       f"{attempt} time(s) while running this call; retry")
+                    break
+                log.warning("call %s lost with the scheduler connection; sending it again (attempt %d of %d)",
+                            call.task_id, attempt + 1, self._max_attempts)
         except asyncio.CancelledError:
             self._cancel(call)
             raise
@@ -267,14 +298,14 @@ class DaskExecutor:
             raise TaskFailed(outcome)
         return outcome.response
 
-    async def _outcome(self, call: _Call) -> Outcome:
-        """Wait for the call; failures of the cluster become an Outcome with a status."""
+    async def _outcome(self, call: _Call) -> Outcome | None:
+        """Wait for the call; failures of the cluster become an Outcome with a status, and
+        None means the scheduler connection was lost (the call may be sent again)."""
         try:
             address, outcome = await call.future
         except FutureCancelledError as error:  # not us: the cluster dropped it
             log.error("the Dask cluster cancelled call %s: %s", call.task_id, error)
-            return Outcome(code=14, message="the Dask cluster dropped this call (was its scheduler "
-                                            "restarted?); retry")
+            return None
         except distributed.KilledWorker as error:
             log.error("call %s: %s", call.task_id, error)
             return Outcome(code=13, message="the Dask workers running this call died too many times; "
@@ -299,6 +330,8 @@ class DaskExecutor:
         task.add_done_callback(self._background.discard)
 
     async def _stop(self, call: _Call) -> None:
+        if not self._connected:
+            return  # the scheduler dropped the call with the connection
         try:
             # The flag first: the call may have started without our hearing of it yet.
             self._cancelled.add(call.task_id)
@@ -344,15 +377,46 @@ class DaskExecutor:
 
     # -- the cluster's workers -------------------------------------------------------
 
-    async def _refresh_forever(self) -> None:
+    async def _reconnected(self, timeout: float) -> bool:
+        """Wait for the client to be connected again, then subscribe again."""
+        self._stale = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._connected and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        await self._resubscribe()
+        return self._connected
+
+    async def _resubscribe(self) -> None:
+        """After a lost connection the scheduler (perhaps a new one) has forgotten our topic
+        and plugin; the client reconnects by itself but does not tell them again."""
+        if self._connected and self._stale:
+            self._stale = False
+            log.warning("reconnected to the Dask scheduler at %s", self._address)
+            await self._subscribe()
+
+    async def _watch_forever(self) -> None:
+        """Notice lost connections at once; refresh the worker list every few seconds."""
+        loop = asyncio.get_running_loop()
+        next_refresh = loop.time() + _REFRESH_SECONDS
         while True:
-            await asyncio.sleep(_REFRESH_SECONDS)
+            await asyncio.sleep(0.1)
             try:
-                await self._refresh()
+                if self._client.status == "closed":  # it gave up reconnecting: start again
+                    log.warning("reconnecting to the Dask scheduler at %s", self._address)
+                    await self._connect(timeout=_RECONNECT_SECONDS)
+                elif not self._connected:
+                    self._stale = True
+                else:
+                    await self._resubscribe()
+                    if loop.time() >= next_refresh:
+                        next_refresh = loop.time() + _REFRESH_SECONDS
+                        await self._refresh()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the client reconnects; try again later
-                log.warning("could not refresh the Dask worker list", exc_info=True)
+                log.warning("trouble with the Dask scheduler at %s", self._address, exc_info=True)
+                await asyncio.sleep(_REFRESH_SECONDS)
 
     async def _refresh(self) -> None:
         """Follow workers joining and leaving; ask new ones for their pid and devices."""

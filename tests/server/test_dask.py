@@ -161,3 +161,45 @@ def test_killed_worker_does_not_lose_the_job(cluster, dask_client):
     survivors = {w.address: w for w in dask_client.info().workers}
     assert busy[0].address not in survivors
     assert any(w.tasks_done > 0 for w in survivors.values())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dask(*args) -> "subprocess.Popen":
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "dask", *args, "--no-dashboard"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_job_survives_a_scheduler_restart(make_server):
+    """The scheduler (and with it its worker) is killed mid-job; a new one starts on the
+    same address: the server reconnects, sends the call again, and the job completes."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    processes = [_dask("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1])]
+    processes.append(_dask("worker", address, "--nthreads", "1", "--no-nanny"))
+    try:
+        server = make_server(cluster=address, grace_seconds=1.0)
+        with Client(server.target, timeout=60) as c:
+            job = c.submit(_slow_request(seed=8, iterations=5_000))
+            _wait_until(lambda: c.job(job).progress.get("iteration", 0) > 0)
+            for process in processes:
+                process.kill()
+                process.wait()
+            processes.append(_dask("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]))
+            processes.append(_dask("worker", address, "--nthreads", "1", "--no-nanny"))
+            info = c.wait(job, timeout=60)
+            assert info.state == "succeeded", info
+            assert info.results[0].value.iterations == 5_000
+            assert [w.pid for w in c.info().workers] == [processes[-1].pid]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
