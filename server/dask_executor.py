@@ -112,7 +112,7 @@ def _plain(value):
     """Progress fields as msgpack-able numbers (a solver may report a NumPy scalar)."""
     if isinstance(value, (bool, numbers.Integral)):
         return int(value)
-    if isinstance(value, str):
+    if value is None or isinstance(value, str):
         return value
     return float(value)
 
@@ -154,6 +154,7 @@ class _ClusterWorker:
     pid: int | None = None
     devices: list = dataclasses.field(default_factory=list)
     tasks_done: int = 0
+    asked: bool = False  # for its pid and devices
 
 
 class DaskExecutor:
@@ -336,7 +337,7 @@ class DaskExecutor:
             # The flag first: the call may have started without our hearing of it yet.
             self._cancelled.add(call.task_id)
             await distributed.Event(_cancel_event_name(call.task_id), client=self._client).set()
-            await call.future.cancel(reason="cancelled by the caller")
+            await call.future.cancel()
         except Exception:  # noqa: BLE001 - a lost scheduler drops the call anyway
             log.warning("could not cancel call %s on the cluster", call.task_id, exc_info=True)
             return
@@ -353,6 +354,7 @@ class DaskExecutor:
         if task_id not in self._cancelled:
             return
         self._cancelled.discard(task_id)
+        self._running.pop(task_id, None)  # a cancelled call has ended by now
         try:
             await distributed.Event(_cancel_event_name(task_id), client=self._client).clear()
         except Exception:  # noqa: BLE001 - the scheduler forgets it when it restarts
@@ -428,13 +430,15 @@ class DaskExecutor:
             for task_id, where in list(self._running.items()):
                 if where == address:  # the scheduler runs it again elsewhere
                     del self._running[task_id]
+        for task_id in [t for t in self._running if t not in self._calls and t not in self._cancelled]:
+            del self._running[task_id]  # its "end" notice was lost with a connection
         for address, facts in listed.items():
             if address not in self._workers:
                 self._workers[address] = _ClusterWorker(next(self._indices), address, facts["nthreads"],
                                                         dict(facts.get("resources") or {}))
             else:
                 self._workers[address].resources = dict(facts.get("resources") or {})
-        unknown = [w.address for w in self._workers.values() if w.pid is None]
+        unknown = [w.address for w in self._workers.values() if not w.asked]
         if unknown:
             try:
                 answers = await self._client.run(worker_facts, self._cache_dir, workers=unknown, on_error="return")
@@ -445,6 +449,7 @@ class DaskExecutor:
                 worker = self._workers.get(address)
                 if worker is None:
                     continue
+                worker.asked = True
                 if isinstance(answer, BaseException):
                     log.warning("Dask worker %s could not describe itself: %r", address, answer)
                     continue
