@@ -32,6 +32,7 @@ import logging
 import numbers
 import os
 import pathlib
+import time
 import uuid
 from typing import Callable
 
@@ -39,7 +40,7 @@ import distributed
 from distributed.client import FutureCancelledError
 
 from monge.server.errors import LimitExceeded, TaskFailed
-from monge.server.worker import Outcome, configure_jax, devices, execute
+from monge.server.worker import Outcome, compile_count, configure_jax, devices, execute
 
 log = logging.getLogger("monge.server")
 
@@ -118,7 +119,8 @@ def _plain(value):
 
 
 def run_call(kind: str, payload: bytes, task_id: str, topic: str, limits, cache_dir: str | None):
-    """The Dask task: one solver call, request bytes in, (worker address, Outcome) out."""
+    """The Dask task: one solver call, request bytes in; out: the worker's address, the
+    `Outcome` (with the XLA compilations it caused) and the seconds it computed."""
     worker = distributed.get_worker()
     _configure(cache_dir)
 
@@ -127,11 +129,13 @@ def run_call(kind: str, payload: bytes, task_id: str, topic: str, limits, cache_
                                      fields={k: _plain(v) for k, v in fields.items()}))
 
     notify("start")
+    started, compiled_before = time.perf_counter(), compile_count()
     try:
         outcome = execute(kind, payload, _ClusterStopFlag(task_id), lambda **f: notify("progress", **f), limits)
     finally:
         notify("end")
-    return worker.address, outcome
+    outcome = dataclasses.replace(outcome, compiles=compile_count() - compiled_before)
+    return worker.address, outcome, time.perf_counter() - started
 
 
 # -- the server side -----------------------------------------------------------------
@@ -143,6 +147,7 @@ class _Call:
     kind: str
     progress: Callable[[dict], None] | None
     future: distributed.Future | None = None
+    submitted: float = dataclasses.field(default_factory=time.monotonic)
 
 
 @dataclasses.dataclass(eq=False)
@@ -179,6 +184,8 @@ class DaskExecutor:
         self._refresher: asyncio.Task | None = None
         self._closing = False
         self._stale = False  # the connection was lost since we last subscribed
+        # on_task_done(kind, queued_seconds, compute_seconds, outcome): for metrics.
+        self.on_task_done: Callable[[str, float, float, Outcome], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -303,7 +310,7 @@ class DaskExecutor:
         """Wait for the call; failures of the cluster become an Outcome with a status, and
         None means the scheduler connection was lost (the call may be sent again)."""
         try:
-            address, outcome = await call.future
+            address, outcome, computed = await call.future
         except FutureCancelledError as error:  # not us: the cluster dropped it
             log.error("the Dask cluster cancelled call %s: %s", call.task_id, error)
             return None
@@ -319,6 +326,9 @@ class DaskExecutor:
         worker = self._workers.get(address)
         if worker is not None:
             worker.tasks_done += 1
+        if self.on_task_done is not None:
+            queued = time.monotonic() - call.submitted - computed  # with the trips to and from the cluster
+            self.on_task_done(call.kind, queued, computed, outcome)
         return outcome
 
     def _cancel(self, call: _Call) -> None:

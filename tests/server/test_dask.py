@@ -1,12 +1,15 @@
 """The server on a real Dask cluster (`--cluster`): a LocalCluster with two worker
 processes, the real gRPC server and the real client."""
 
+import concurrent.futures
 import os
 import signal
 import time
+import urllib.request
 
 import grpc
 import numpy as np
+import ot
 import pytest
 
 from monge.client import Client, requests
@@ -95,6 +98,32 @@ def test_batch_job_completes_on_the_cluster(dask_client):
     assert sum(w.tasks_done for w in dask_client.info().workers) == before + 4
 
 
+def test_concurrent_calls_are_batched_on_the_cluster(cluster, make_server):
+    """Dynamic batching in front of the cluster: concurrent small Sinkhorn calls go to a
+    Dask worker as one vmapped call, each gets its own answer, and the metrics hear of
+    the worker's compute time."""
+    server = make_server(cluster=cluster.scheduler_address, max_batch_size=8, max_batch_delay_seconds=0.5,
+                         metrics_port=0)
+    rng = np.random.default_rng(9)
+    problems = [(rng.normal(size=(20 + i, 2)), rng.normal(size=(30 - i, 2)) + 0.7) for i in range(4)]
+
+    def solve(problem):
+        with Client(server.target, timeout=60) as c:
+            return c.sinkhorn(*problem, epsilon=0.2, threshold=1e-10)
+
+    with concurrent.futures.ThreadPoolExecutor(len(problems)) as pool:
+        results = list(pool.map(solve, problems))
+    for (x, y), result in zip(problems, results):
+        reference = ot.sinkhorn2(ot.unif(len(x)), ot.unif(len(y)), ot.dist(x, y), 0.2, stopThr=1e-13,
+                                 numItermax=100_000)
+        assert result.converged and result.cost == pytest.approx(reference, rel=1e-7)
+    sizes = server.running.metrics.batch_size.collect()[0].samples
+    assert next(s.value for s in sizes if s.name.endswith("_count")) < 4, "the calls were not merged"
+    scraped = urllib.request.urlopen(
+        f"http://127.0.0.1:{server.running.metrics_port}/metrics", timeout=10).read().decode()
+    assert 'monge_compute_seconds_count{solver="sinkhorn_batch"}' in scraped
+
+
 def test_cancel_frees_the_dask_worker(cluster, dask_client):
     job = dask_client.submit(_slow_request(seed=3, iterations=1_000_000))
     _wait_until(lambda: dask_client.job(job).progress.get("iteration", 0) > 0)
@@ -109,7 +138,8 @@ def test_cancel_frees_the_dask_worker(cluster, dask_client):
 
 
 def test_full_queue_is_resource_exhausted(cluster, make_server):
-    server = make_server(cluster=cluster.scheduler_address, queue_limit=1, grace_seconds=1.0)
+    # Batching off: the slow calls must not be merged into one batch.
+    server = make_server(cluster=cluster.scheduler_address, queue_limit=1, grace_seconds=1.0, max_batch_size=1)
     with Client(server.target) as c, grpc.insecure_channel(server.target) as channel:
         stub = service_pb2_grpc.SolverServiceStub(channel)
         futures = [stub.Sinkhorn.future(_slow_request(seed=i, iterations=1_000_000), timeout=60) for i in range(2)]
@@ -131,7 +161,7 @@ def _executing(dask_worker):
 def test_workers_with_gpu_resources_run_one_call_each(gpu_cluster, make_server):
     """Workers started with `--resources GPU=1` (here CPU workers that claim one): calls
     ask for a GPU, so a two-thread worker still runs one call at a time."""
-    server = make_server(cluster=gpu_cluster.scheduler_address, grace_seconds=1.0)
+    server = make_server(cluster=gpu_cluster.scheduler_address, grace_seconds=1.0, max_batch_size=1)
     assert server.running.executor.capacity == 1
     with Client(server.target, timeout=60) as c, \
             distributed.Client(gpu_cluster.scheduler_address, set_as_default=False) as dask:
