@@ -109,13 +109,21 @@ class _ClusterStopFlag:
             return False
 
 
-def _plain(value):
-    """Progress fields as msgpack-able numbers (a solver may report a NumPy scalar)."""
-    if isinstance(value, (bool, numbers.Integral)):
-        return int(value)
-    if value is None or isinstance(value, str):
-        return value
-    return float(value)
+def _plain(fields: dict) -> dict:
+    """Progress fields as msgpack-able numbers (a solver may report a NumPy or JAX
+    scalar); a field that is not a number or a string is left out."""
+    plain = {}
+    for name, value in fields.items():
+        if value is None or isinstance(value, str):
+            plain[name] = value
+        elif isinstance(value, (bool, numbers.Integral)):
+            plain[name] = int(value)
+        else:
+            try:
+                plain[name] = float(value)
+            except (TypeError, ValueError):
+                continue
+    return plain
 
 
 def run_call(kind: str, payload: bytes, task_id: str, topic: str, limits, cache_dir: str | None):
@@ -125,8 +133,7 @@ def run_call(kind: str, payload: bytes, task_id: str, topic: str, limits, cache_
     _configure(cache_dir)
 
     def notify(event: str, **fields):
-        worker.log_event(topic, dict(task=task_id, event=event, address=worker.address,
-                                     fields={k: _plain(v) for k, v in fields.items()}))
+        worker.log_event(topic, dict(task=task_id, event=event, address=worker.address, fields=_plain(fields)))
 
     notify("start")
     started, compiled_before = time.perf_counter(), compile_count()
