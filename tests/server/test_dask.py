@@ -4,6 +4,8 @@ processes, the real gRPC server and the real client."""
 import concurrent.futures
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -201,35 +203,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dask(*args) -> "subprocess.Popen":
-    import subprocess
-    import sys
+class _Processes:
+    """`dask scheduler` and `dask worker` processes of a test, killed at its end (after
+    its servers stopped, when requested before `make_server`)."""
 
-    return subprocess.Popen([sys.executable, "-m", "dask", *args, "--no-dashboard"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def __init__(self):
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.started: list[subprocess.Popen] = []
 
+    def start(self, *args) -> subprocess.Popen:
+        self.started.append(subprocess.Popen([sys.executable, "-m", "dask", *args, "--no-dashboard"],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return self.started[-1]
 
-def test_job_survives_a_scheduler_restart(make_server):
-    """The scheduler (and with it its worker) is killed mid-job; a new one starts on the
-    same address: the server reconnects, sends the call again, and the job completes."""
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    processes = [_dask("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1])]
-    processes.append(_dask("worker", address, "--nthreads", "1", "--no-nanny"))
-    try:
-        server = make_server(cluster=address, grace_seconds=1.0)
-        with Client(server.target, timeout=60) as c:
-            job = c.submit(_slow_request(seed=8, iterations=5_000))
-            _wait_until(lambda: c.job(job).progress.get("iteration", 0) > 0)
-            for process in processes:
-                process.kill()
-                process.wait()
-            processes.append(_dask("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]))
-            processes.append(_dask("worker", address, "--nthreads", "1", "--no-nanny"))
-            info = c.wait(job, timeout=60)
-            assert info.state == "succeeded", info
-            assert info.results[0].value.iterations == 5_000
-            assert [w.pid for w in c.info().workers] == [processes[-1].pid]
-    finally:
-        for process in processes:
+    def scheduler(self) -> subprocess.Popen:
+        return self.start("scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1])
+
+    def worker(self) -> subprocess.Popen:
+        return self.start("worker", self.address, "--nthreads", "1", "--no-nanny")
+
+    def kill_all(self) -> None:
+        for process in self.started:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def dask_processes():
+    processes = _Processes()
+    yield processes
+    processes.kill_all()
+
+
+def test_job_survives_a_scheduler_restart(dask_processes, make_server):
+    """The scheduler (and with it its worker) is killed mid-job; a new one starts on the
+    same address: the server reconnects, sends the call again, and the job completes."""
+    dask_processes.scheduler()
+    dask_processes.worker()
+    server = make_server(cluster=dask_processes.address, grace_seconds=1.0)
+    with Client(server.target, timeout=60) as c:
+        job = c.submit(_slow_request(seed=8, iterations=2_000))
+        _wait_until(lambda: c.job(job).progress.get("iteration", 0) > 0)
+        dask_processes.kill_all()
+        dask_processes.scheduler()
+        worker = dask_processes.worker()
+        info = c.wait(job, timeout=60)
+        assert info.state == "succeeded", info
+        assert info.results[0].value.iterations == 2_000
+        _wait_until(lambda: [w.pid for w in c.info().workers] == [worker.pid], timeout=10.0)
