@@ -181,7 +181,7 @@ def test_workers_with_gpu_resources_run_one_call_each(gpu_cluster, make_server):
 
 def test_killed_worker_does_not_lose_the_job(cluster, dask_client):
     """Runs last in this module: the nanny replaces the killed worker process."""
-    iterations = 20_000
+    iterations = 8_000
     job = dask_client.submit(_slow_request(seed=4, iterations=iterations))
     _wait_until(lambda: dask_client.job(job).progress.get("iteration", 0) > 0)
     busy = [w for w in dask_client.info().workers if w.busy]
@@ -190,9 +190,8 @@ def test_killed_worker_does_not_lose_the_job(cluster, dask_client):
     info = dask_client.wait(job, timeout=60)
     assert info.state == "succeeded", info
     assert info.results[0].value.iterations == iterations
-    survivors = {w.address: w for w in dask_client.info().workers}
-    assert busy[0].address not in survivors
-    assert any(w.tasks_done > 0 for w in survivors.values())
+    _wait_until(lambda: busy[0].address not in {w.address for w in dask_client.info().workers}, timeout=10.0)
+    assert sum(w.tasks_done for w in dask_client.info().workers) == 1  # done by a survivor
 
 
 def _free_port() -> int:
