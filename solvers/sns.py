@@ -17,11 +17,16 @@ steps once Sinkhorn has reached the slow linear phase:
   contraction rate predicts how many sweeps remain; Newton starts only when that
   prediction exceeds `switch_iterations` twice in a row. Fast Sinkhorn problems never
   switch, so they cost what plain Sinkhorn costs;
-- the Hessian keeps the `kept_per_row` largest entries of every row of P (P is
-  nearly sparse near the optimum, the paper's observation), stored as (n, K) values
-  and column indices; the diagonal keeps the exact row and column sums, which makes
-  the truncated matrix diagonally dominant, hence positive semi-definite, and the
-  shift (H + delta I) makes it definite;
+- the Hessian keeps, per row of P, the largest entries holding all but
+  `dropped_mass` of the row's mass, at most `kept_per_row` of them (P is nearly sparse
+  near the optimum, the paper's observation), stored as (n, K) values and column
+  indices, chosen by a per-row threshold bisection (lax.top_k on CPU took ~0.2 s for
+  500 x 500) and re-chosen only when the kept entries no longer hold the rows' mass.
+  Measured on the random assignment problem: dropping even 1e-12 of a row's mass can
+  stall Newton (the tiny entries are the weak links that set the small eigenvalues),
+  so the default dropped_mass is 0 (keep the cap's K largest). The diagonal keeps the
+  exact row and column sums, which makes the truncated matrix diagonally dominant,
+  hence positive semi-definite, and the shift (H + delta I) makes it definite;
 - the Newton system is solved by Jacobi-preconditioned conjugate gradients, the
   product computed by gathers and segment sums (jit-compiled; BCOO was slower);
 - the step length halves until an Armijo test on L holds or the L1 gradient norm
@@ -53,8 +58,10 @@ class SNSConfig:
     threshold: stop when the L1 marginal error (rows + columns) is at most this.
     switch_iterations: switch to Newton when the observed Sinkhorn rate predicts more
         than this many remaining sweeps (twice in a row).
-    kept_per_row: entries of each row of P kept in the sparsified Hessian; None picks
-        min(m, max(32, ceil(m / 16))).
+    kept_per_row: cap on the entries of each row of P kept in the sparsified Hessian;
+        None picks min(m, max(16, ceil(m / 32))).
+    dropped_mass: fraction of each row's mass the sparsified Hessian may drop, in
+        [0, 1); 0 keeps the kept_per_row largest entries.
     hessian_shift: delta in (H + delta I), relative to the largest marginal.
     max_iterations: cap on Sinkhorn sweeps plus Newton steps.
     inner_iterations: Sinkhorn sweeps per block between error checks.
@@ -66,6 +73,7 @@ class SNSConfig:
     threshold: float = 1e-6
     switch_iterations: float = 200.0
     hessian_shift: float = 1e-10
+    dropped_mass: float = 0.0
     kept_per_row: int | None = dataclasses.field(default=None, metadata=dict(static=True))
     max_iterations: int = dataclasses.field(default=10_000, metadata=dict(static=True))
     inner_iterations: int = dataclasses.field(default=10, metadata=dict(static=True))
@@ -75,6 +83,12 @@ class SNSConfig:
     def __post_init__(self):
         for name in ("epsilon", "threshold", "switch_iterations", "hessian_shift"):
             _check_positive_if_concrete(name, getattr(self, name))
+        try:
+            dropped = float(self.dropped_mass)
+        except (TypeError, jax.errors.ConcretizationTypeError):
+            dropped = 0.0  # traced: validated where it was concrete
+        if not 0.0 <= dropped < 1.0:
+            raise ValueError(f"dropped_mass must be in [0, 1), got {dropped}")
         if self.kept_per_row is not None and self.kept_per_row < 1:
             raise ValueError(f"kept_per_row must be at least 1, got {self.kept_per_row}")
         for name in ("max_iterations", "inner_iterations", "max_cg_iterations", "max_halvings"):
@@ -114,20 +128,27 @@ jax.tree_util.register_dataclass(
 )
 jax.tree_util.register_dataclass(
     SNSConfig,
-    data_fields=["epsilon", "threshold", "switch_iterations", "hessian_shift"],
+    data_fields=["epsilon", "threshold", "switch_iterations", "hessian_shift",
+                 "dropped_mass"],
     meta_fields=["kept_per_row", "max_iterations", "inner_iterations",
                  "max_cg_iterations", "max_halvings"],
 )
 
 
 def default_kept_per_row(m: int) -> int:
-    return min(m, max(32, math.ceil(m / 16)))
+    return min(m, max(16, math.ceil(m / 32)))
 
 
 class _State(NamedTuple):
     f: jax.Array
     g: jax.Array
     error: jax.Array  # L1 marginal error at (f, g)
+    row: jax.Array  # P 1 at (f, g)
+    col: jax.Array  # P^T 1 at (f, g)
+    index: jax.Array  # (n, K) int32: the sparsity pattern of the Hessian's P block
+    count: jax.Array  # (n,) int32: slots of `index` in use
+    pattern_drop: jax.Array  # largest relative row mass outside the pattern when chosen
+    kept_mean: jax.Array  # mean kept entries per row when the pattern was last chosen
     newton: jax.Array  # bool: the next step is a Newton step
     slow_blocks: jax.Array  # consecutive Sinkhorn blocks predicting a long run
     sinkhorn_iterations: jax.Array
@@ -141,7 +162,7 @@ def _log(w):
 
 
 @jax.jit
-def _solve(problem: OTProblem, config: SNSConfig) -> SNSOutput:
+def _solve(problem: OTProblem, config: SNSConfig, init=None) -> SNSOutput:
     cost = problem.geometry.cost_matrix()
     dtype = cost.dtype
     n, m = cost.shape
@@ -151,6 +172,7 @@ def _solve(problem: OTProblem, config: SNSConfig) -> SNSOutput:
     epsilon = jnp.asarray(config.epsilon, dtype)
     threshold = jnp.asarray(config.threshold, dtype)
     shift = jnp.asarray(config.hessian_shift, dtype) * jnp.maximum(a.max(), b.max())
+    dropped_mass = jnp.asarray(config.dropped_mass, dtype)
     block = config.inner_iterations
 
     def log_plan(f, g):
@@ -164,34 +186,111 @@ def _solve(problem: OTProblem, config: SNSConfig) -> SNSOutput:
         _, row, col = marginals(f, g)
         return jnp.sum(jnp.abs(row - a)) + jnp.sum(jnp.abs(col - b))
 
-    # -- Sinkhorn block ------------------------------------------------------------
-    def sweep(_, fg):
+    # -- Sinkhorn phase ------------------------------------------------------------
+    # Scaling iterations on a kernel built around the current potentials, as monge's
+    # stabilised Sinkhorn: one exp pass when the phase starts, then two mat-vecs per
+    # sweep, the error (one more mat-vec) once per block. The phase runs block after
+    # block until the threshold, the switch rule, the iteration cap, or scalings that
+    # leave exp(+-B) (then they are absorbed into the potentials and the next phase
+    # rebuilds the kernel). A first block that over- or underflows (a kernel row that
+    # underflowed, e.g. at f = g = 0 and small epsilon) is redone with log-domain
+    # sweeps, which cannot.
+    bound = 0.25 * math.log(float(jnp.finfo(dtype).max))
+    hi, lo = math.exp(bound), math.exp(-bound)
+
+    def observe(prev_error, error, slow_blocks):
+        # Per-sweep contraction observed over the block, and the sweeps it predicts
+        # until the threshold; a rate >= 1 (stalled) also counts as slow.
+        rate = (error / prev_error) ** (1.0 / block)
+        remaining = jnp.where(
+            rate < 1.0, jnp.log(threshold / error) / jnp.log(jnp.maximum(rate, 1e-300)), jnp.inf
+        )
+        slow = jnp.isfinite(prev_error) & (remaining > config.switch_iterations)
+        return jnp.where(slow, slow_blocks + 1, 0)
+
+    def log_sweep(_, fg):
         f, g = fg
         f = -epsilon * logsumexp(log_b[None, :] + (g[None, :] - cost) / epsilon, axis=1)
         g = -epsilon * logsumexp(log_a[:, None] + (f[:, None] - cost) / epsilon, axis=0)
         return f, g
 
-    def sinkhorn_block(s: _State) -> _State:
-        f, g = jax.lax.fori_loop(0, block, sweep, (s.f, s.g))
-        error = marginal_error(f, g)
-        # Per-sweep contraction observed over the block, and the sweeps it predicts
-        # until the threshold; a rate >= 1 (stalled) also counts as slow.
-        rate = (error / s.error) ** (1.0 / block)
-        remaining = jnp.where(
-            rate < 1.0, jnp.log(threshold / error) / jnp.log(jnp.maximum(rate, 1e-300)), jnp.inf
-        )
-        slow = jnp.isfinite(s.error) & (remaining > config.switch_iterations)
-        slow_blocks = jnp.where(slow, s.slow_blocks + 1, 0)
+    def sinkhorn_phase(s: _State) -> _State:
+        kernel = jnp.exp((s.f[:, None] + s.g[None, :] - cost) / epsilon)
+        budget = config.max_iterations - s.sinkhorn_iterations - s.newton_iterations
+
+        def sweep(_, uv):
+            _, v = uv
+            u = 1.0 / (kernel @ (b * v))
+            # (a u)^T K, not K^T (a u): XLA on CPU transposes K for the latter.
+            return u, 1.0 / ((a * u) @ kernel)
+
+        def more(c):
+            _, _, error, _, slow_blocks, sweeps, ok = c
+            return ok & (error > threshold) & (slow_blocks < 2) & (sweeps < budget)
+
+        def kernel_block(c):
+            u0, v0, prev_error, row0, slow0, sweeps, _ = c
+            u, v = jax.lax.fori_loop(0, block, sweep, (u0, v0))
+            # The columns hold exactly after the last v-update; the rows are the error.
+            row = a * u * (kernel @ (b * v))
+            error = jnp.sum(jnp.abs(row - a))
+            ok = (jnp.isfinite(error) & jnp.all((u > lo) & (u < hi))
+                  & jnp.all((v > lo) & (v < hi)))
+            slow = observe(prev_error, error, slow0)
+            keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+            return (keep(u, u0), keep(v, v0), keep(error, prev_error), keep(row, row0),
+                    keep(slow, slow0), sweeps + jnp.where(ok, block, 0).astype(jnp.int32), ok)
+
+        ones_f, ones_g = jnp.ones_like(s.f), jnp.ones_like(s.g)
+        u, v, error, row, slow_blocks, sweeps, _ = jax.lax.while_loop(
+            more, kernel_block,
+            (ones_f, ones_g, s.error, s.row, s.slow_blocks, jnp.zeros((), jnp.int32),
+             jnp.bool_(True)))
+        f, g = s.f + epsilon * jnp.log(u), s.g + epsilon * jnp.log(v)
+
+        def log_block():
+            f, g = jax.lax.fori_loop(0, block, log_sweep, (s.f, s.g))
+            _, row, col = marginals(f, g)
+            error = jnp.sum(jnp.abs(row - a)) + jnp.sum(jnp.abs(col - b))
+            return (f, g, error, row, col, observe(s.error, error, s.slow_blocks),
+                    jnp.int32(block))
+
+        f, g, error, row, col, slow_blocks, sweeps = jax.lax.cond(
+            sweeps > 0, lambda: (f, g, error, row, b, slow_blocks, sweeps), log_block)
         return s._replace(
-            f=f, g=g, error=error, newton=slow_blocks >= 2, slow_blocks=slow_blocks,
-            sinkhorn_iterations=s.sinkhorn_iterations + block,
+            f=f, g=g, error=error, row=row, col=col, newton=slow_blocks >= 2,
+            slow_blocks=slow_blocks, sinkhorn_iterations=s.sinkhorn_iterations + sweeps,
         )
 
     # -- Newton step ---------------------------------------------------------------
     def newton_step(s: _State) -> _State:
-        plan, row, col = marginals(s.f, s.g)
+        row, col = s.row, s.col
         grad_f, grad_g = a - row, b - col
-        values, index = jax.lax.top_k(plan, kept)  # (n, K): the sparsified Hessian
+        row_safe = jnp.where(row > 0, row, 1.0)
+
+        # The pattern is chosen by a pass over the dense plan and kept while it still
+        # holds the rows' mass: near the optimum P changes little between Newton steps,
+        # and its values on a fixed pattern are a gather (O(n K)), not a pass.
+        def gathered():
+            cost_kept = jnp.take_along_axis(cost, s.index, axis=1)
+            log_kept = (log_a[:, None] + log_b[s.index]
+                        + (s.f[:, None] + s.g[s.index] - cost_kept) / epsilon)
+            used = jnp.arange(kept)[None, :] < s.count[:, None]
+            return jnp.where(used, jnp.exp(log_kept), 0.0)
+
+        def relative_drop(values):
+            return jnp.max(jnp.where(row > 0, 1.0 - values.sum(1) / row_safe, 0.0))
+
+        def choose():
+            values, index, count = _sparsify(
+                jnp.exp(log_plan(s.f, s.g)), row, kept, dropped_mass)
+            return values, index, count, relative_drop(values), jnp.mean(count.astype(dtype))
+
+        stale = gathered()
+        refresh = relative_drop(stale) > 10.0 * jnp.maximum(s.pattern_drop, dropped_mass)
+        values, index, count, pattern_drop, kept_mean = jax.lax.cond(
+            refresh, choose,
+            lambda: (stale, s.index, s.count, s.pattern_drop, s.kept_mean))
         flat_index = index.reshape(-1)
         diag_f, diag_g = row + shift, col + shift
 
@@ -222,25 +321,27 @@ def _solve(problem: OTProblem, config: SNSConfig) -> SNSOutput:
             # may grow there); near machine precision L stops changing in float64,
             # and a decrease of the marginal error accepts the step instead.
             ok = (value_t >= value + 1e-4 * t * slope) | (err < s.error)
-            return err, ok & jnp.isfinite(err)
+            return err, row_t, col_t, ok & jnp.isfinite(err)
 
         def keep_halving(carry):
-            t, _, ok, tries = carry
+            *_, ok, tries = carry
             return ~ok & (tries < config.max_halvings)
 
         def halve(carry):
-            t, _, _, tries = carry
-            err, ok = trial(t / 2)
-            return t / 2, err, ok, tries + 1
+            t, *_, tries = carry
+            return (t / 2, *trial(t / 2), tries + 1)
 
-        err1, ok1 = trial(jnp.ones((), dtype))
-        t, err, accepted, _ = jax.lax.while_loop(
-            keep_halving, halve, (jnp.ones((), dtype), err1, ok1, 0)
+        one = jnp.ones((), dtype)
+        t, err, row_t, col_t, accepted, _ = jax.lax.while_loop(
+            keep_halving, halve, (one, *trial(one), 0)
         )
         return s._replace(
             f=jnp.where(accepted, s.f + t * df, s.f),
             g=jnp.where(accepted, s.g + t * dg, s.g),
             error=jnp.where(accepted, err, s.error),
+            row=jnp.where(accepted, row_t, s.row),
+            col=jnp.where(accepted, col_t, s.col),
+            index=index, count=count, pattern_drop=pattern_drop, kept_mean=kept_mean,
             # No decrease: back to a Sinkhorn block, which re-earns the switch.
             newton=accepted,
             slow_blocks=jnp.where(accepted, s.slow_blocks, 0),
@@ -250,30 +351,44 @@ def _solve(problem: OTProblem, config: SNSConfig) -> SNSOutput:
         )
 
     def step(s: _State) -> _State:
-        return jax.lax.cond(s.newton, newton_step, sinkhorn_block, s)
+        return jax.lax.cond(s.newton, newton_step, sinkhorn_phase, s)
 
     zero = jnp.zeros((), jnp.int32)
+    if init is None:
+        f0, g0 = jnp.zeros((n,), dtype), jnp.zeros((m,), dtype)
+    else:
+        f0, g0 = (jnp.asarray(v, dtype) for v in init)
     init = _State(
-        f=jnp.zeros((n,), dtype), g=jnp.zeros((m,), dtype),
-        error=jnp.full((), jnp.inf, dtype), newton=jnp.zeros((), bool), slow_blocks=zero,
+        f=f0, g=g0,
+        error=jnp.full((), jnp.inf, dtype), row=jnp.zeros((n,), dtype),
+        col=jnp.zeros((m,), dtype), index=jnp.zeros((n, kept), jnp.int32),
+        count=jnp.zeros((n,), jnp.int32), pattern_drop=jnp.zeros((), dtype),
+        kept_mean=jnp.zeros((), dtype), newton=jnp.zeros((), bool), slow_blocks=zero,
         sinkhorn_iterations=zero, newton_iterations=zero, cg_iterations=zero,
         newton_failures=zero,
     )
-    # One driver step is a Sinkhorn block or a Newton step; the cap is in sweeps.
+    # One driver step is a Sinkhorn phase (many sweeps on one kernel) or a Newton step;
+    # the cap counts sweeps plus Newton steps, and a spent budget reports error 0 so
+    # that the driver returns (the status below is read off the true error).
+    def exhausted(s):
+        return s.sinkhorn_iterations + s.newton_iterations >= config.max_iterations
+
     loop = run_until_converged(
-        step, lambda s: s.error, init, threshold=threshold,
-        max_iterations=max(1, -(-config.max_iterations // block)), inner_iterations=1,
+        step, lambda s: jnp.where(exhausted(s), jnp.zeros((), dtype), s.error), init,
+        threshold=threshold, max_iterations=config.max_iterations, inner_iterations=1,
     )
     s = loop.state
     plan = jnp.exp(log_plan(s.f, s.g))
     transport_cost = jnp.sum(plan * cost)
-    ref = a[:, None] * b[None, :]
-    ratio = jnp.where(plan > 0, plan / jnp.where(ref > 0, ref, 1.0), 1.0)
-    kl = jnp.sum(jnp.where(plan > 0, plan * jnp.log(ratio), 0.0) - plan + ref)
-    error = jnp.sum(jnp.abs(plan.sum(1) - a)) + jnp.sum(jnp.abs(plan.sum(0) - b))
+    # KL(P | a b^T) = sum P log(P / (a b^T)) - sum P + 1, and log(P / (a b^T)) is
+    # (f_i + g_j - C_ij) / epsilon: no second pass of logarithms.
+    row_mass, col_mass = plan.sum(1), plan.sum(0)
+    kl = (jnp.dot(row_mass, s.f) + jnp.dot(col_mass, s.g) - transport_cost) / epsilon \
+        - jnp.sum(row_mass) + jnp.sum(a) * jnp.sum(b)
+    error = jnp.sum(jnp.abs(row_mass - a)) + jnp.sum(jnp.abs(col_mass - b))
     status = jnp.where(
-        jnp.isfinite(transport_cost) | (loop.status != Status.CONVERGED),
-        loop.status, Status.DIVERGED,
+        ~jnp.isfinite(s.error) | ~jnp.isfinite(transport_cost), Status.DIVERGED,
+        jnp.where(s.error <= threshold, Status.CONVERGED, Status.MAX_ITERATIONS),
     ).astype(jnp.int32)
     return SNSOutput(
         f=s.f,
@@ -291,6 +406,50 @@ def _solve(problem: OTProblem, config: SNSConfig) -> SNSOutput:
         newton_failures=s.newton_failures,
         kept_per_row=kept,
     )
+
+
+def _sparsify(plan, row, cap, dropped_mass, bisections=20):
+    """Each row's smallest set of largest entries holding all but `dropped_mass` of the
+    row's mass, at most `cap` of them, as (n, cap) values and column indices (unused
+    slots have value 0).
+
+    No sort and no `lax.top_k` (measured here: top_k of a 500 x 500 matrix takes about
+    0.2 s on CPU, more than a whole SNS solve should): a bisection on each row's
+    threshold t_i = row_i * exp(s_i) finds the boundary of "the entries below t_i hold
+    at most dropped_mass * row_i, or more than cap entries lie above t_i" (one pass
+    over P per step), and a cumulative sum places the entries above it.
+    """
+    n, m = plan.shape
+    dtype = plan.dtype
+    scale = jnp.where(row > 0, row, 1.0)[:, None]
+    # All entries below dropped_mass * row / m hold at most dropped_mass * row: the
+    # predicate holds at lo. Above the row sum nothing is kept and everything is
+    # dropped: it fails at hi (for a nonempty row).
+    tiny = jnp.finfo(dtype).tiny
+    lo = jnp.full((n,), jnp.log(jnp.maximum(dropped_mass, tiny)) - math.log(m) - 1.0, dtype)
+    hi = jnp.full((n,), 1e-3, dtype)
+
+    def bisect(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        above = plan >= scale * jnp.exp(mid)[:, None]
+        dropped = jnp.sum(jnp.where(above, 0.0, plan), axis=1)
+        count = jnp.sum(above, axis=1)
+        holds = (dropped <= dropped_mass * row) | (count > cap)
+        return jnp.where(holds, mid, lo), jnp.where(holds, hi, mid)
+
+    _, hi = jax.lax.fori_loop(0, bisections, bisect, (lo, hi))
+    # At hi the predicate fails, so at most cap entries lie above the threshold.
+    above = plan >= scale * jnp.exp(hi)[:, None]
+    position = jnp.cumsum(above, axis=1) - 1
+    slot = jnp.where(above, position, cap)  # out of range: dropped by the scatter
+    rows = jnp.broadcast_to(jnp.arange(n)[:, None], (n, m))
+    cols = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32)[None, :], (n, m))
+    index = jnp.zeros((n, cap), jnp.int32).at[rows, slot].set(cols, mode="drop")
+    count = jnp.sum(above, axis=1)
+    used = jnp.arange(cap)[None, :] < count[:, None]
+    values = jnp.where(used, jnp.take_along_axis(plan, index, axis=1), 0.0)
+    return values, index, count.astype(jnp.int32)
 
 
 def _pcg(matvec, rhs, diagonal, rtol, max_iterations):
@@ -329,11 +488,21 @@ def _pcg(matvec, rhs, diagonal, rtol, max_iterations):
     return x, iterations
 
 
-def solve(problem: OTProblem, config: SNSConfig) -> SNSOutput:
+def solve(problem: OTProblem, config: SNSConfig, init=None) -> SNSOutput:
     """SNS for a balanced problem; jit-compiled, one program per shape, dtype and
-    static config fields. Checks the problem's values first while they are concrete."""
+    static config fields. Checks the problem's values first while they are concrete.
+
+    init: optional potentials (f, g) to start from, e.g. a previous output's f and g:
+    a solve cut into chunks of `max_iterations` continues where the last one stopped
+    (each chunk re-earns the switch to Newton, two Sinkhorn blocks, as the state of
+    the switch rule is not carried over)."""
     _check_problem(problem)
-    return _solve(problem, config)
+    if init is not None:
+        n, m = problem.geometry.shape
+        f, g = init
+        if jnp.shape(f) != (n,) or jnp.shape(g) != (m,):
+            raise ValueError(f"init must be potentials of shapes ({n},) and ({m},)")
+    return _solve(problem, config, init)
 
 
 def _check_problem(problem: OTProblem):
@@ -362,6 +531,8 @@ def sns(
     max_iterations: int = 10_000,
     kept_per_row: int | None = None,
     switch_iterations: float = 200.0,
+    dropped_mass: float = 0.0,
+    init=None,
 ) -> SNSOutput:
     """Convenience entry with `sinkhorn`'s keywords (balanced only); the service's
     `sinkhorn(..., method="sns")` maps here."""
@@ -372,5 +543,6 @@ def sns(
     config = SNSConfig(
         epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
         kept_per_row=kept_per_row, switch_iterations=switch_iterations,
+        dropped_mass=dropped_mass,
     )
-    return solve(problem, config)
+    return solve(problem, config, init)

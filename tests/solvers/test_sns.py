@@ -78,9 +78,37 @@ def test_bad_parameters_name_the_parameter(rng):
             SNSConfig(**{name: 0.0})
     with pytest.raises(ValueError, match="^epsilon must"):
         SNSConfig(epsilon=-1.0)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="^dropped_mass must"):
+            SNSConfig(dropped_mass=bad)
     with pytest.raises(ValueError, match="^kept_per_row"):
         SNSConfig(kept_per_row=0)
     c, a, b = _problem(rng, 5, 4)
     c[0, 1] = np.inf
     with pytest.raises(ValueError, match="cost_matrix"):
         solve(OTProblem.from_matrix(c, a, b), SNSConfig())
+
+
+def test_warm_start_in_chunks_converges():
+    # The paper's problem, small, solved in chunks of 35 iterations through init=
+    # (one compiled program: the same cap and an init every time), as a cancellable
+    # caller would run it.
+    rng = np.random.default_rng(5)
+    n, eps = 40, 1.0 / 300
+    c = rng.random((n, n))
+    u = np.full(n, 1.0 / n)
+    f, g = np.zeros(n), np.zeros(n)
+    for chunk in range(1, 21):
+        out = sns(cost_matrix=c, a=u, b=u, epsilon=eps, threshold=1e-11, max_iterations=35,
+                  init=(f, g))
+        if bool(out.converged):
+            break
+        f, g = out.f, out.g
+    assert bool(out.converged) and chunk > 1
+    assert int(out.newton_iterations) > 0 or chunk > 2
+    assert float(out.marginal_error) <= 1e-11
+    # Marginals at 1e-11 pin the (strictly concave) dual optimum; the cost is then
+    # just above the unregularised optimum at this small epsilon.
+    assert ot.emd2(u, u, c) - 1e-12 <= float(out.cost) <= ot.emd2(u, u, c) + 2 * eps
+    with pytest.raises(ValueError, match="^init"):
+        sns(cost_matrix=c, a=u, b=u, epsilon=eps, init=(np.zeros(3), np.zeros(n)))
