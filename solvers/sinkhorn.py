@@ -23,7 +23,12 @@ Iterations (`SinkhornConfig.method`):
 Differentiation: `objective` (the regularised OT value) is differentiable w.r.t.
 points, weights, the cost matrix and epsilon by the envelope theorem: the solver's
 loop runs on stopped inputs and the value carries the gradient of the dual at the
-converged potentials. f, g, cost and the diagnostics are not differentiated.
+converged potentials. By default f, g, cost and the diagnostics are not
+differentiated. With `SinkhornConfig(implicit_diff=True)`, f and g (hence cost and
+the plan views) are differentiable too, w.r.t. points, cost matrix, weights, epsilon
+and reg_m, by the implicit function theorem on the optimality conditions
+(`sinkhorn_implicit`); balanced potentials then come in the gauge <a, f> = <b, g>.
+Derivatives are those of the exact solution, so solve to a tight threshold.
 
 Usage:
     problem = OTProblem(Geometry.from_points(x, y), a, b)
@@ -44,6 +49,7 @@ from jax.scipy.special import logsumexp
 
 from monge.solvers.geometry import Geometry
 from monge.solvers.loop import Status, run_until_converged, status_message
+from monge.solvers.sinkhorn_implicit import fix_gauge, implicit_potentials
 from monge.solvers.sinkhorn_ops import CostAccess, plan_sums
 
 
@@ -96,6 +102,10 @@ class SinkhornConfig:
     scaling_stages: epsilon scaling; solve first at epsilon / scaling_factor**k for
         k = scaling_stages .. 1, each to a loose tolerance, warm-starting the next.
         0 turns it off. Useful for small epsilon.
+    implicit_diff: differentiate f, g, cost and the plan by the implicit function
+        theorem (module docstring). Reverse mode then solves one (n + m) linear
+        system per gradient: a direct solve for stored costs with n + m <= 2048,
+        else matrix-free GMRES. Balanced potentials are returned with <a, f> = <b, g>.
     """
 
     epsilon: float = 0.05
@@ -108,6 +118,7 @@ class SinkhornConfig:
     online: bool = dataclasses.field(default=False, metadata=dict(static=True))
     block_size: int = dataclasses.field(default=1024, metadata=dict(static=True))
     scaling_stages: int = dataclasses.field(default=0, metadata=dict(static=True))
+    implicit_diff: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     def __post_init__(self):
         reg_m = self.reg_m
@@ -205,7 +216,7 @@ jax.tree_util.register_dataclass(
     data_fields=["epsilon", "threshold", "reg_m", "scaling_factor"],
     meta_fields=[
         "max_iterations", "inner_iterations", "method", "online", "block_size",
-        "scaling_stages",
+        "scaling_stages", "implicit_diff",
     ],
 )
 
@@ -418,7 +429,8 @@ def _solve(problem: OTProblem, config: SinkhornConfig, init=None) -> SinkhornOut
     n, m = problem.shape
     epsilon_live = jnp.asarray(config.epsilon, dtype)
     epsilon = sg(epsilon_live)
-    tau_a, tau_b = (sg(jnp.asarray(t, dtype)) for t in config.reg_m)
+    tau_a_live, tau_b_live = (jnp.asarray(t, dtype) for t in config.reg_m)
+    tau_a, tau_b = sg(tau_a_live), sg(tau_b_live)
     a, b = sg(problem.a), sg(problem.b)
     p = _Problem(a, b, _log(a), _log(b), tau_a, tau_b)
     # The loop sees stopped inputs, so reverse mode never differentiates through it.
@@ -447,11 +459,22 @@ def _solve(problem: OTProblem, config: SinkhornConfig, init=None) -> SinkhornOut
     f, g, its, status = _iterate(access, p, f, g, epsilon, threshold, config, config.max_iterations)
     iterations = iterations + its
 
+    f_live, g_live = f, g
+    if config.implicit_diff:
+        theta = (problem.a, problem.b, problem.geometry, epsilon_live, tau_a_live, tau_b_live)
+        f_live, g_live = implicit_potentials(f, g, theta, access.online, config.block_size)
+        f_live, g_live = fix_gauge(f_live, g_live, problem.a, problem.b, tau_a_live, tau_b_live)
+        f, g = sg(f_live), sg(g_live)
+
     # Diagnostics in one pass over the cost, with live inputs: the stopped values are
-    # reported, the live ones carry the envelope gradient.
+    # reported, the live ones carry the envelope gradient (and, with implicit_diff,
+    # the gradient of the potentials: the dual's derivative in f, g is zero at the
+    # optimum, so the objective's gradient is the same either way).
     live_access = CostAccess.create(problem.geometry, config.online, config.block_size)
-    rows_live, cols_live, cost_live = plan_sums(live_access, problem.a, problem.b, f, g, epsilon_live)
+    rows_live, cols_live, cost_live = plan_sums(live_access, problem.a, problem.b, f_live, g_live, epsilon_live)
     rows, cols, transport_cost = sg(rows_live), sg(cols_live), sg(cost_live)
+    if config.implicit_diff:
+        transport_cost = cost_live
     target_a, target_b = _marginal_target(a, f, tau_a), _marginal_target(b, g, tau_b)
     marginal_error = jnp.sum(jnp.abs(rows - target_a)) + jnp.sum(jnp.abs(cols - target_b))
     mass_ab = jnp.sum(a) * jnp.sum(b)
@@ -461,22 +484,22 @@ def _solve(problem: OTProblem, config: SinkhornConfig, init=None) -> SinkhornOut
     for tau, marginal, weights in ((tau_a, rows, a), (tau_b, cols, b)):
         safe_tau = jnp.where(jnp.isinf(tau), 1.0, tau)
         objective = objective + jnp.where(jnp.isinf(tau), 0.0, safe_tau * _kl(marginal, weights))
-    dual = _dual(problem.a, problem.b, f, g, tau_a, tau_b, epsilon_live, jnp.sum(rows_live))
+    dual = _dual(problem.a, problem.b, f_live, g_live, tau_a, tau_b, epsilon_live, jnp.sum(rows_live))
     objective = sg(objective) + (dual - sg(dual))
 
     finite = jnp.isfinite(transport_cost) & jnp.isfinite(objective) & jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g))
     status = jnp.where(finite | (status != Status.CONVERGED), status, Status.DIVERGED)
     status = jnp.where(finite, status, Status.DIVERGED).astype(jnp.int32)
     return SinkhornOutput(
-        f=f,
-        g=g,
+        f=f_live,
+        g=g_live,
         cost=transport_cost,
         objective=objective,
         marginal_error=marginal_error,
         iterations=iterations,
         status=status,
         problem=problem,
-        epsilon=epsilon,
+        epsilon=epsilon_live if config.implicit_diff else epsilon,
         online=access.online,
         block_size=config.block_size,
     )
@@ -567,6 +590,7 @@ def sinkhorn(
     online: bool = False,
     scaling_stages: int = 0,
     init: tuple | None = None,
+    implicit_diff: bool = False,
 ) -> SinkhornOutput:
     """Convenience entry with the client's keywords: points or a cost matrix in."""
     problem = _make_problem(x, y, a, b, cost_matrix, cost)
@@ -578,6 +602,7 @@ def sinkhorn(
         method=method,
         online=online,
         scaling_stages=scaling_stages,
+        implicit_diff=implicit_diff,
     )
     return solve(problem, config, init)
 
