@@ -224,32 +224,50 @@ def padded_to_bucket(call: SinkhornCall) -> SinkhornCall:
     )
 
 
+# SNS iterations per chunk: a warm-started chunk spends some Sinkhorn sweeps before its
+# switch rule may choose Newton again, so chunks are long; one program per shape.
+SNS_CHUNK = 2560
+_NEWTON_COUNTS = ("sinkhorn_iterations", "newton_iterations", "cg_iterations", "newton_failures")
+
+
 def _run_sns(call: SinkhornCall, stop, progress):
-    """SNS has no warm start, so it runs whole: `stop` is honoured before it starts
-    (a cancelled call then costs nothing), and `progress` hears of it once, at the end."""
+    """SNS in warm-started chunks so that `stop` is honoured between them; the Newton
+    statistics are summed over the chunks."""
+    import dataclasses
+
+    from monge.solvers.loop import Status
     from monge.solvers.sns import sns
 
     if stop.is_set():
         return _cancelled(call), None, 0.0
     started = time.perf_counter()
-    output = sns(
-        call.x, call.y, call.a, call.b,
-        cost_matrix=call.cost_matrix,
-        cost=call.cost if call.cost != "matrix" else "sqeuclidean",
-        epsilon=call.epsilon,
-        threshold=call.threshold,
-        max_iterations=call.max_iterations,
-    )
+    counts = dict.fromkeys(_NEWTON_COUNTS, 0)
+    done, init = 0, None
+    while True:
+        output = sns(
+            call.x, call.y, call.a, call.b,
+            cost_matrix=call.cost_matrix,
+            cost=call.cost if call.cost != "matrix" else "sqeuclidean",
+            epsilon=call.epsilon,
+            threshold=call.threshold,
+            max_iterations=min(SNS_CHUNK, call.max_iterations - done),
+            init=init,
+        )
+        status = int(output.status)
+        done += int(output.iterations)
+        for name in _NEWTON_COUNTS:
+            counts[name] += int(getattr(output, name))
+        if progress is not None:
+            progress(iteration=done, error=float(output.marginal_error))
+        if status != Status.MAX_ITERATIONS or done >= call.max_iterations:
+            break
+        if stop.is_set():
+            status = int(Status.CANCELLED)
+            break
+        init = (output.f, output.g)
     plan = np.asarray(output.plan()) if call.return_plan else None
-    result = _to_numpy(output) | {
-        "newton": {
-            name: int(getattr(output, name))
-            for name in ("sinkhorn_iterations", "newton_iterations", "cg_iterations",
-                         "newton_failures", "kept_per_row")
-        }
-    }
-    if progress is not None:
-        progress(iteration=int(result["iterations"]), error=float(result["marginal_error"]))
+    output = dataclasses.replace(output, iterations=done, status=status)
+    result = _to_numpy(output) | {"newton": counts | {"kept_per_row": int(output.kept_per_row)}}
     return result, plan, time.perf_counter() - started
 
 

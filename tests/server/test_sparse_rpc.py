@@ -257,3 +257,39 @@ def test_sparsity_bad_measures_and_formulation(client, server):
 def test_server_lists_the_new_solvers(client):
     solvers = client.info().solvers
     assert "ExactTransport" in solvers and "SparsityConstrainedTransport" in solvers
+
+
+class _StopAfter:
+    """A stop flag that turns on after `checks` checks (the worker's cancel flag's API)."""
+
+    def __init__(self, checks):
+        self.checks = checks
+
+    def is_set(self):
+        self.checks -= 1
+        return self.checks < 0
+
+
+def test_sns_runs_in_chunks_and_stops_between_them(monkeypatch):
+    from monge.server import sinkhorn_call
+    from monge.server.config import ServerConfig
+    from monge.v1 import sinkhorn_pb2
+
+    rng = np.random.default_rng(3)
+    n = 60
+    request = requests.sinkhorn(cost_matrix=rng.random((n, n)), epsilon=1 / 1200, threshold=1e-12,
+                                max_iterations=100_000, method="sns")
+    call = sinkhorn_call.parse(sinkhorn_pb2.SinkhornRequest.FromString(request.SerializeToString()),
+                               ServerConfig())
+    monkeypatch.setattr(sinkhorn_call, "SNS_CHUNK", 20)
+    heard = []
+    result, _, _ = sinkhorn_call.run(call, _StopAfter(2), lambda **fields: heard.append(fields))
+    assert int(result["status"]) == 3 and "cancel" in result["message"]  # Status.CANCELLED
+    assert int(result["iterations"]) == 40 and [h["iteration"] for h in heard] == [20, 40]
+    assert result["newton"]["sinkhorn_iterations"] + result["newton"]["newton_iterations"] == 40
+
+    # Chunks long enough for the switch to Newton add up to a converged solve.
+    monkeypatch.setattr(sinkhorn_call, "SNS_CHUNK", 200)
+    finished, _, _ = sinkhorn_call.run(call, _StopAfter(10**6), None)
+    assert int(finished["status"]) == 0 and float(finished["marginal_error"]) <= 1e-12
+    assert finished["newton"]["newton_iterations"] > 0
