@@ -196,9 +196,9 @@ class RuotExport:
         arrays = {name: decode(tensor, f"{field}.arrays[{name}]") for name, tensor in message.arrays.items()}
         return cls(arrays, settings_from_proto(message.settings, f"{field}.settings"), model_id, tuple(snapshots))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """One .npz: the arrays by name, `settings_json`, `model_id`, and the snapshots as
-        `snapshot_times`, `snapshot_masses` (NaN: unset) and `snapshot_points_<k>`."""
+    def file_arrays(self) -> dict[str, np.ndarray]:
+        """What `save` writes: the arrays by name, `settings_json`, `model_id`, and the
+        snapshots as `snapshot_times`, `snapshot_masses` (NaN: unset) and `snapshot_points_<k>`."""
         extra = {"settings_json": np.str_(json.dumps(self.settings)), "model_id": np.str_(self.model_id)}
         if self.snapshots:
             extra["snapshot_times"] = np.asarray([s.time for s in self.snapshots], np.float64)
@@ -207,7 +207,11 @@ class RuotExport:
         clash = set(extra) & set(self.arrays)
         if clash:
             raise ValueError(f"arrays may not be named {sorted(clash)}")
-        np.savez(path, **self.arrays, **extra)
+        return {**self.arrays, **extra}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """One .npz (see `file_arrays`); `load` reads it back."""
+        np.savez(path, **self.file_arrays())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RuotExport":
@@ -335,8 +339,10 @@ class RuotFitResult:
         from monge.client.results import Diagnostics
 
         model = RuotExport.from_proto(reply.model, model_id=reply.model_id)
-        return cls(reply.model_id, model, _array(reply, "loss_history"), tuple(reply.loss_names),
-                   dict(reply.final_losses), Diagnostics.from_proto(reply.diagnostics))
+        names = tuple(reply.loss_names)
+        final = {name: reply.final_losses[name] for name in names if name in reply.final_losses}  # in order
+        return cls(reply.model_id, model, _array(reply, "loss_history"), names, final,
+                   Diagnostics.from_proto(reply.diagnostics))
 
 
 @dataclasses.dataclass(frozen=True)

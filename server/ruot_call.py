@@ -68,9 +68,11 @@ def _finite(value: float, field: str, *, low: float = -math.inf, positive: bool 
     return float(value)
 
 
-def parse_snapshots(request, errors: v.Violations) -> list[RuotSnapshot]:
+def parse_snapshots(request) -> list[RuotSnapshot]:
     """Checked snapshots: at least two, times finite and strictly increasing, points
-    (n, d) finite floats of one dimension, masses positive. Raises what it found."""
+    (n, d) finite floats of one dimension, masses positive. InvalidArgument with every
+    violation found."""
+    errors = v.Violations()
     count = len(request.snapshots)
     if count < 2:
         errors.add("snapshots", f"needs at least two snapshots, got {count}")
@@ -185,7 +187,7 @@ def parse(request: ruot_pb2.RUOTFitRequest, config: ServerConfig) -> FitCall:
     errors = v.Violations()
     snapshots = []
     with errors.check():
-        snapshots = parse_snapshots(request, errors)
+        snapshots = parse_snapshots(request)
     given = _settings(request.settings, config, errors)
     errors.raise_if_any()
     try:

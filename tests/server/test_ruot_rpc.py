@@ -182,6 +182,7 @@ def test_bad_fit_is_refused_naming_the_field(client, make, field):
     with pytest.raises(InvalidArgumentError) as caught:
         client.submit(make())
     assert caught.value.field == f"items[0].ruot_fit.{field}", caught.value
+    assert len(caught.value.violations) == 1, caught.value
 
 
 def test_bad_queries_name_the_field_and_unknown_models_are_not_found(fitted, client):
