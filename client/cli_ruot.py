@@ -243,15 +243,18 @@ def _plot(args) -> int:
         if len(start) > args.particles:
             start = start[np.random.default_rng(0).choice(len(start), args.particles, replace=False)]
         r = client.ruot_query(model, trajectories=times, initial_points=start, seed=args.seed, timeout=args.timeout)
-    draw(exported, r, args.out)
+        # Mass and action of the whole first snapshot, not only of the trajectories drawn.
+        whole = client.ruot_query(model, mass_times=times, action=True, seed=args.seed, timeout=args.timeout)
+    draw(exported, r, whole, args.out)
     print(f"saved {args.out}: {len(exported.snapshots) or len(exported.times)} snapshots, "
-          f"{len(start)} trajectories over t = {t0:g}..{t1:g}, final mass {r.trajectories.mass[-1]:.4g}")
+          f"{len(start)} trajectories over t = {t0:g}..{t1:g}, final mass {whole.mass[-1]:.4g} "
+          f"(observed {whole.snapshot_relative_mass[-1]:.4g})")
     return 0
 
 
-def draw(exported: RuotExport, r, path: str) -> None:
-    """Snapshots and trajectories coloured by growth (first two coordinates), and mass
-    over time (predicted line, observed ratios as dots), to `path`."""
+def draw(exported: RuotExport, r, whole, path: str) -> None:
+    """Trajectories coloured by growth under the snapshots (first two coordinates), and
+    mass over time (`whole`'s mass line, observed ratios as dots), to `path`."""
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
     from matplotlib.colors import TwoSlopeNorm
@@ -265,26 +268,29 @@ def draw(exported: RuotExport, r, path: str) -> None:
         pts = np.asarray(snap.points)
         if dim == 1:
             pts = np.column_stack([pts[:, 0], np.zeros(len(pts))])
-        ax.scatter(pts[:, 0], pts[:, 1], s=6, color=color, alpha=0.35, label=f"t = {snap.time:g}", zorder=1)
+        ax.scatter(pts[:, 0], pts[:, 1], s=7, color=color, alpha=0.5, linewidths=0, label=f"t = {snap.time:g}",
+                   zorder=3)
     path_xy = traj.points[..., :2] if dim > 1 else np.stack([traj.points[..., 0], np.zeros_like(traj.weights)], -1)
     segments = np.stack([path_xy[:-1], path_xy[1:]], axis=2)  # (T-1, n, 2, 2)
     segments = segments.transpose(1, 0, 2, 3).reshape(-1, 2, 2)
     growth = traj.growth[:-1].T.reshape(-1)
     limit = float(np.max(np.abs(growth))) or 1.0
-    lines = LineCollection(segments, cmap="coolwarm", norm=TwoSlopeNorm(0.0, -limit, limit), linewidths=0.7,
-                           alpha=0.8, zorder=2)
+    lines = LineCollection(segments, cmap="coolwarm", norm=TwoSlopeNorm(0.0, -limit, limit), linewidths=0.6,
+                           alpha=0.6, zorder=2)
     lines.set_array(growth)
     ax.add_collection(lines)
     ax.autoscale()
     fig.colorbar(lines, ax=ax, label="growth rate g")
     coords = "" if dim <= 2 else f" (first two of {dim} coordinates)"
     ax.set_title(f"Var-RUOT: snapshots and trajectories{coords}")
-    ax.legend(loc="best", fontsize=8, markerscale=2)
-    mass_ax.plot(traj.times, traj.mass, color="C0", label="predicted")
+    legend = ax.legend(loc="best", fontsize=8, markerscale=2)
+    for handle in legend.legend_handles:
+        handle.set_alpha(1.0)
+    mass_ax.plot(whole.mass_times, whole.mass, color="C0", label="predicted")
     mass_ax.plot(r.snapshot_times, r.snapshot_relative_mass, "o", color="C3", label="observed")
     mass_ax.set_xlabel("time")
     mass_ax.set_ylabel("mass relative to the first snapshot")
-    mass_ax.set_title(f"mass over time (action {traj.action:.3g})")
+    mass_ax.set_title(f"mass over time (path action {whole.action:.3g})")
     mass_ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

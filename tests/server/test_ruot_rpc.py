@@ -231,3 +231,18 @@ def test_cancelling_a_fit_frees_the_worker(fitted, client, server):
     assert time.monotonic() - started < 15 and answer.action > 0
     assert client.job(job).progress["iteration"] < 1_000_000
     assert set(os.listdir(stored)) == before  # a cancelled fit stores nothing
+
+
+def test_unset_settings_take_the_papers_values_for_the_growth_penalty(tmp_path):
+    from monge.server.config import ServerConfig
+    from monge.server.ruot_call import parse
+
+    config = ServerConfig(data_dir=str(tmp_path))
+    quadratic = parse(requests.ruot_fit(snapshots()), config).config
+    assert quadratic == ruot.RuotConfig()  # alpha 2, gamma_hjb 0.0625, lr 1e-4, width 512, ...
+    paper = parse(requests.ruot_fit(snapshots(), growth="paper", growth_linear_below=0.2, sigma=0.0, clip_norm=0,
+                                    laplacian="hutchinson", laplacian_probes=3), config).config
+    assert paper == ruot.paper_config(growth=ruot.PaperGrowth(linear_below=0.2), sigma=0.0,
+                                      optimizer=ruot.OptimizerConfig(learning_rate=2e-5, clip_norm=None),
+                                      laplacian=ruot.HutchinsonLaplacian(probes=3))
+    assert (paper.alpha, paper.gamma_hjb) == (7.0, 6.25e-3)
