@@ -108,3 +108,12 @@ def test_refused_fit_is_one_line(server, tmp_path, capsys):
     assert code == 2
     assert err.strip().splitlines() == [
         "monge: INVALID_ARGUMENT: items[0].ruot_fit.snapshots: needs at least two snapshots, got 1"]
+
+
+def test_jobs_get_shows_the_fit_and_saves_its_model(fitted, server, tmp_path, capsys):
+    _, text, model_id, _ = fitted
+    job_id = re.search(r"^monge: job ([0-9a-f]{32}):", text, re.M).group(1)
+    code, out, err = _run(capsys, "jobs", "get", job_id, "--target", server.target, "--out", tmp_path)
+    assert code == 0, err
+    assert f"item 0: model {model_id}: completed after 20 steps" in out
+    assert RuotExport.load(tmp_path / "item-000.npz").model_id == model_id
