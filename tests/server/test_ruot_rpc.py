@@ -246,3 +246,11 @@ def test_unset_settings_take_the_papers_values_for_the_growth_penalty(tmp_path):
                                       optimizer=ruot.OptimizerConfig(learning_rate=2e-5, clip_norm=None),
                                       laplacian=ruot.HutchinsonLaplacian(probes=3))
     assert (paper.alpha, paper.gamma_hjb) == (7.0, 6.25e-3)
+
+
+def test_loss_terms_survive_the_trip_from_a_dask_worker():
+    pytest.importorskip("distributed")
+    from monge.server.dask_executor import _plain
+
+    fields = {"iteration": np.int64(10), "loss": np.float32(0.5), "loss_terms": {"ot": np.float32(0.25)}}
+    assert _plain(fields) == {"iteration": 10, "loss": 0.5, "loss_terms": {"ot": 0.25}}
