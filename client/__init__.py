@@ -21,6 +21,15 @@ from monge.client.errors import (
     UnavailableError,
 )
 from monge.client.fedwad import FedWadParty, FedWadSessionInfo, FedWadSessions
+from monge.client.ruot import (
+    RuotExport,
+    RuotFields,
+    RuotFitResult,
+    RuotPopulation,
+    RuotQueryResult,
+    RuotSnapshot,
+    RuotTrajectories,
+)
 from monge.client.results import (
     Diagnostics,
     ExactTransportResult,
@@ -56,6 +65,13 @@ __all__ = [
     "ProbabilityFlowLikelihood",
     "ProbabilityFlowSamples",
     "ResourceExhaustedError",
+    "RuotExport",
+    "RuotFields",
+    "RuotFitResult",
+    "RuotPopulation",
+    "RuotQueryResult",
+    "RuotSnapshot",
+    "RuotTrajectories",
     "ServerInfo",
     "SinkhornResult",
     "SparsityConstrainedResult",

@@ -23,6 +23,7 @@ from monge.client.results import (
     SparsityConstrainedResult,
     TrainedScoreModel,
 )
+from monge.client.ruot import RuotFitResult
 
 PROBLEM_KEYS = ("x", "y", "a", "b", "cost")
 
@@ -119,6 +120,10 @@ def summary(result) -> str:
     if isinstance(result, TrainedScoreModel):
         return (f"model {result.model_id or '(not stored)'}, final loss {result.final_loss:.6g}, "
                 f"{d.status} after {d.iterations} steps")
+    if isinstance(result, RuotFitResult):
+        losses = "  ".join(f"{name} {value:.4g}" for name, value in result.final_losses.items())
+        model = f"model {result.model_id}" if result.model_id else "no model stored"
+        return f"{model}: {result.status} after {d.iterations} steps in {d.solve_seconds:.1f} s; {losses}"
     if isinstance(result, ExactTransportResult):
         distance = "" if result.distance is None else f", distance {result.distance:.10g}"
         return (f"cost {result.cost:.10g}{distance}, {d.status} ({result.method}), "
@@ -158,9 +163,12 @@ def _probability_flow_arrays(result) -> dict:
 
 
 def result_arrays(result) -> dict:
-    """The arrays saved for a result (see the module docstring)."""
+    """The arrays saved for a result (see the module docstring). A Var-RUOT fit is saved
+    as its exported model (`monge.client.RuotExport.load` reads it back)."""
     if isinstance(result, (ProbabilityFlowSamples, ProbabilityFlowLikelihood, TrainedScoreModel)):
         return _probability_flow_arrays(result)
+    if isinstance(result, RuotFitResult):
+        return result.model.file_arrays()
     d = result.diagnostics
     arrays = {"cost": np.float64(result.cost), "marginal_error": np.float64(result.marginal_error),
               "iterations": np.int64(d.iterations), "converged": np.bool_(d.converged),

@@ -67,9 +67,12 @@ def progress_line(info) -> str:
     p = info.progress
     parts = [f"item {p['item']}"] if info.item_count == 1 else [f"items done {p['items_done']}/{info.item_count}",
                                                                   f"item {p['item']}"]
-    parts += [f"iteration {p['iteration']}", f"error {p['error']:.3e}"]
+    parts.append(f"iteration {p['iteration']}")
+    if not p.get("loss_terms"):  # training jobs have losses, not a stopping error
+        parts.append(f"error {p['error']:.3e}")
     if p.get("loss"):
         parts.append(f"loss {p['loss']:.6g}")
+    parts += [f"{name} {value:.4g}" for name, value in sorted(p.get("loss_terms", {}).items())]
     parts.append(f"elapsed {p['elapsed_seconds']:.1f} s")
     return "  ".join(parts)
 

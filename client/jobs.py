@@ -15,6 +15,7 @@ from monge.client.results import (
     SparsityConstrainedResult,
     TrainedScoreModel,
 )
+from monge.client.ruot import RuotFitResult
 from monge.v1 import jobs_pb2
 
 _RESULT_TYPES = {
@@ -24,6 +25,7 @@ _RESULT_TYPES = {
     "sample_probability_flow": ProbabilityFlowSamples,
     "probability_flow_log_likelihood": ProbabilityFlowLikelihood,
     "train_score_model": TrainedScoreModel,
+    "ruot_fit": RuotFitResult,
 }
 _DONE = ("succeeded", "failed", "cancelled")
 
@@ -84,6 +86,7 @@ class JobInfo:
             return getattr(job, field).ToNanoseconds() / 1e9 if job.HasField(field) else None
 
         progress = {f.name: getattr(job.progress, f.name) for f in job.progress.DESCRIPTOR.fields}
+        progress["loss_terms"] = dict(job.progress.loss_terms)  # a plain dict, not the proto map
         return cls(
             job_id=job.job_id,
             request_id=job.request_id,

@@ -2,12 +2,15 @@
 
     from monge.client import requests
     job = client.submit(requests.sinkhorn(x, y, epsilon=0.05))
+    job = client.submit(requests.ruot_fit([(0.0, x0), (1.0, x1)], steps=500))
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from monge.client.ruot import fit_request as ruot_fit
+from monge.client.ruot import query_request as ruot_query
 from monge.client.tensors import encode
 from monge.v1 import exact_pb2, pfode_pb2, sinkhorn_pb2, sparsity_constrained_pb2, tensor_pb2
 

@@ -111,11 +111,14 @@ class _ClusterStopFlag:
 
 def _plain(fields: dict) -> dict:
     """Progress fields as msgpack-able numbers (a solver may report a NumPy or JAX
-    scalar); a field that is not a number or a string is left out."""
+    scalar); a dict of named numbers (Var-RUOT's loss_terms) is kept as one; a field
+    that is not a number or a string is left out."""
     plain = {}
     for name, value in fields.items():
         if value is None or isinstance(value, str):
             plain[name] = value
+        elif isinstance(value, dict):
+            plain[name] = _plain(value)
         elif isinstance(value, (bool, numbers.Integral)):
             plain[name] = int(value)
         else:

@@ -10,7 +10,7 @@ import dataclasses
 import importlib
 from typing import Any
 
-from monge.v1 import exact_pb2, pfode_pb2, sinkhorn_pb2, sparsity_constrained_pb2
+from monge.v1 import exact_pb2, pfode_pb2, ruot_pb2, sinkhorn_pb2, sparsity_constrained_pb2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,5 +50,8 @@ CALLS: dict[str, SolverCall] = {
                    "monge.server.pfode_likelihood_call"),
         SolverCall("train_score_model", None, pfode_pb2.TrainScoreModelRequest, pfode_pb2.TrainScoreModelResponse,
                    "monge.server.pfode_train_call"),
+        SolverCall("ruot_fit", None, ruot_pb2.RUOTFitRequest, ruot_pb2.RUOTFitResponse, "monge.server.ruot_call"),
+        SolverCall("ruot_query", "QueryRUOT", ruot_pb2.QueryRUOTRequest, ruot_pb2.QueryRUOTResponse,
+                   "monge.server.ruot_query_call"),
     )
 }

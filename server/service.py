@@ -8,6 +8,7 @@ the same bytes again (cheap) and runs the solver. Exceptions become statuses in
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 
 from monge.server.config import ServerConfig
@@ -69,3 +70,13 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
     @rpc
     async def ProbabilityFlowLogLikelihood(self, request, context):
         return await self.call("probability_flow_log_likelihood", request)
+
+    @rpc
+    async def QueryRUOT(self, request, context):
+        return await self.call("ruot_query", request)
+
+    @rpc
+    async def ExportRUOTModel(self, request, context):
+        from monge.server.ruot_query_call import export
+
+        return await asyncio.to_thread(export, request, self._config)

@@ -74,7 +74,7 @@ def devices() -> list[dict]:
 def execute(kind: str, payload: bytes, stop, progress, limits) -> Outcome:
     """Parse, run and encode one solver call named `kind` (see registry.CALLS)."""
     from monge.server import sinkhorn_batch
-    from monge.server.errors import InvalidArgument
+    from monge.server.errors import InvalidArgument, NotFound
     from monge.server.registry import CALLS
 
     try:
@@ -88,6 +88,8 @@ def execute(kind: str, payload: bytes, stop, progress, limits) -> Outcome:
         return Outcome(response=module.encode_response(result).SerializeToString())
     except InvalidArgument as error:
         return Outcome(code=3, message=str(error), violations=tuple(error.violations))
+    except NotFound as error:  # a stored model named by the request has gone
+        return Outcome(code=5, message=str(error))
     except Exception:  # noqa: BLE001 - reported as INTERNAL with an id, never a traceback
         error_id = uuid.uuid4().hex[:12]
         log.error("internal error %s in %s:\n%s", error_id, kind, traceback.format_exc())

@@ -4,6 +4,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from monge.v1 import diagnostics_pb2 as _diagnostics_pb2
 from monge.v1 import exact_pb2 as _exact_pb2
 from monge.v1 import pfode_pb2 as _pfode_pb2
+from monge.v1 import ruot_pb2 as _ruot_pb2
 from monge.v1 import sinkhorn_pb2 as _sinkhorn_pb2
 from monge.v1 import sparsity_constrained_pb2 as _sparsity_constrained_pb2
 from google.protobuf.internal import containers as _containers
@@ -31,23 +32,25 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobItem(_message.Message):
-    __slots__ = ("sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model")
+    __slots__ = ("sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model", "ruot_fit")
     SINKHORN_FIELD_NUMBER: _ClassVar[int]
     EXACT_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     SPARSITY_CONSTRAINED_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_PROBABILITY_FLOW_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FLOW_LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SCORE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    RUOT_FIT_FIELD_NUMBER: _ClassVar[int]
     sinkhorn: _sinkhorn_pb2.SinkhornRequest
     exact_transport: _exact_pb2.ExactTransportRequest
     sparsity_constrained: _sparsity_constrained_pb2.SparsityConstrainedTransportRequest
     sample_probability_flow: _pfode_pb2.SampleProbabilityFlowRequest
     probability_flow_log_likelihood: _pfode_pb2.ProbabilityFlowLogLikelihoodRequest
     train_score_model: _pfode_pb2.TrainScoreModelRequest
-    def __init__(self, sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornRequest, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportRequest, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportRequest, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowRequest, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodRequest, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelRequest, _Mapping]] = ...) -> None: ...
+    ruot_fit: _ruot_pb2.RUOTFitRequest
+    def __init__(self, sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornRequest, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportRequest, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportRequest, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowRequest, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodRequest, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelRequest, _Mapping]] = ..., ruot_fit: _Optional[_Union[_ruot_pb2.RUOTFitRequest, _Mapping]] = ...) -> None: ...
 
 class JobItemResult(_message.Message):
-    __slots__ = ("status", "sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model")
+    __slots__ = ("status", "sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model", "ruot_fit")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SINKHORN_FIELD_NUMBER: _ClassVar[int]
     EXACT_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +58,7 @@ class JobItemResult(_message.Message):
     SAMPLE_PROBABILITY_FLOW_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FLOW_LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SCORE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    RUOT_FIT_FIELD_NUMBER: _ClassVar[int]
     status: _diagnostics_pb2.ErrorStatus
     sinkhorn: _sinkhorn_pb2.SinkhornResponse
     exact_transport: _exact_pb2.ExactTransportResponse
@@ -62,23 +66,33 @@ class JobItemResult(_message.Message):
     sample_probability_flow: _pfode_pb2.SampleProbabilityFlowResponse
     probability_flow_log_likelihood: _pfode_pb2.ProbabilityFlowLogLikelihoodResponse
     train_score_model: _pfode_pb2.TrainScoreModelResponse
-    def __init__(self, status: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornResponse, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportResponse, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportResponse, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowResponse, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodResponse, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelResponse, _Mapping]] = ...) -> None: ...
+    ruot_fit: _ruot_pb2.RUOTFitResponse
+    def __init__(self, status: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornResponse, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportResponse, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportResponse, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowResponse, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodResponse, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelResponse, _Mapping]] = ..., ruot_fit: _Optional[_Union[_ruot_pb2.RUOTFitResponse, _Mapping]] = ...) -> None: ...
 
 class JobProgress(_message.Message):
-    __slots__ = ("item", "iteration", "error", "loss", "elapsed_seconds", "items_done")
+    __slots__ = ("item", "iteration", "error", "loss", "elapsed_seconds", "items_done", "loss_terms")
+    class LossTermsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ITEM_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_DONE_FIELD_NUMBER: _ClassVar[int]
+    LOSS_TERMS_FIELD_NUMBER: _ClassVar[int]
     item: int
     iteration: int
     error: float
     loss: float
     elapsed_seconds: float
     items_done: int
-    def __init__(self, item: _Optional[int] = ..., iteration: _Optional[int] = ..., error: _Optional[float] = ..., loss: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., items_done: _Optional[int] = ...) -> None: ...
+    loss_terms: _containers.ScalarMap[str, float]
+    def __init__(self, item: _Optional[int] = ..., iteration: _Optional[int] = ..., error: _Optional[float] = ..., loss: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., items_done: _Optional[int] = ..., loss_terms: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "request_id", "state", "item_count", "failed_items", "progress", "error", "attempts", "create_time", "start_time", "end_time", "results")

@@ -24,25 +24,26 @@ _sym_db = _symbol_database.Default()
 
 from monge.v1 import exact_pb2 as monge_dot_v1_dot_exact__pb2
 from monge.v1 import pfode_pb2 as monge_dot_v1_dot_pfode__pb2
+from monge.v1 import ruot_pb2 as monge_dot_v1_dot_ruot__pb2
 from monge.v1 import sinkhorn_pb2 as monge_dot_v1_dot_sinkhorn__pb2
 from monge.v1 import sparsity_constrained_pb2 as monge_dot_v1_dot_sparsity__constrained__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16monge/v1/service.proto\x12\x08monge.v1\x1a\x14monge/v1/exact.proto\x1a\x14monge/v1/pfode.proto\x1a\x17monge/v1/sinkhorn.proto\x1a#monge/v1/sparsity_constrained.proto\"\x16\n\x14GetServerInfoRequest\"4\n\x06\x44\x65vice\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"z\n\x06Worker\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12!\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x10.monge.v1.Device\x12\x0c\n\x04\x62usy\x18\x04 \x01(\x08\x12\x12\n\ntasks_done\x18\x05 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"\xd1\x01\n\x15GetServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0bjax_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12!\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x10.monge.v1.Device\x12\x0f\n\x07solvers\x18\x05 \x03(\t\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\x03\x12!\n\x07workers\x18\x07 \x03(\x0b\x32\x10.monge.v1.Worker\x12\x0f\n\x07\x63luster\x18\x08 \x01(\t2\xe1\x04\n\rSolverService\x12P\n\rGetServerInfo\x12\x1e.monge.v1.GetServerInfoRequest\x1a\x1f.monge.v1.GetServerInfoResponse\x12\x41\n\x08Sinkhorn\x12\x19.monge.v1.SinkhornRequest\x1a\x1a.monge.v1.SinkhornResponse\x12S\n\x0e\x45xactTransport\x12\x1f.monge.v1.ExactTransportRequest\x1a .monge.v1.ExactTransportResponse\x12}\n\x1cSparsityConstrainedTransport\x12-.monge.v1.SparsityConstrainedTransportRequest\x1a..monge.v1.SparsityConstrainedTransportResponse\x12h\n\x15SampleProbabilityFlow\x12&.monge.v1.SampleProbabilityFlowRequest\x1a\'.monge.v1.SampleProbabilityFlowResponse\x12}\n\x1cProbabilityFlowLogLikelihood\x12-.monge.v1.ProbabilityFlowLogLikelihoodRequest\x1a..monge.v1.ProbabilityFlowLogLikelihoodResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16monge/v1/service.proto\x12\x08monge.v1\x1a\x14monge/v1/exact.proto\x1a\x14monge/v1/pfode.proto\x1a\x13monge/v1/ruot.proto\x1a\x17monge/v1/sinkhorn.proto\x1a#monge/v1/sparsity_constrained.proto\"\x16\n\x14GetServerInfoRequest\"4\n\x06\x44\x65vice\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"z\n\x06Worker\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12!\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x10.monge.v1.Device\x12\x0c\n\x04\x62usy\x18\x04 \x01(\x08\x12\x12\n\ntasks_done\x18\x05 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"\xd1\x01\n\x15GetServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0bjax_version\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12!\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x10.monge.v1.Device\x12\x0f\n\x07solvers\x18\x05 \x03(\t\x12\x19\n\x11max_message_bytes\x18\x06 \x01(\x03\x12!\n\x07workers\x18\x07 \x03(\x0b\x32\x10.monge.v1.Worker\x12\x0f\n\x07\x63luster\x18\x08 \x01(\t2\xff\x05\n\rSolverService\x12P\n\rGetServerInfo\x12\x1e.monge.v1.GetServerInfoRequest\x1a\x1f.monge.v1.GetServerInfoResponse\x12\x41\n\x08Sinkhorn\x12\x19.monge.v1.SinkhornRequest\x1a\x1a.monge.v1.SinkhornResponse\x12S\n\x0e\x45xactTransport\x12\x1f.monge.v1.ExactTransportRequest\x1a .monge.v1.ExactTransportResponse\x12}\n\x1cSparsityConstrainedTransport\x12-.monge.v1.SparsityConstrainedTransportRequest\x1a..monge.v1.SparsityConstrainedTransportResponse\x12h\n\x15SampleProbabilityFlow\x12&.monge.v1.SampleProbabilityFlowRequest\x1a\'.monge.v1.SampleProbabilityFlowResponse\x12}\n\x1cProbabilityFlowLogLikelihood\x12-.monge.v1.ProbabilityFlowLogLikelihoodRequest\x1a..monge.v1.ProbabilityFlowLogLikelihoodResponse\x12\x44\n\tQueryRUOT\x12\x1a.monge.v1.QueryRUOTRequest\x1a\x1b.monge.v1.QueryRUOTResponse\x12V\n\x0f\x45xportRUOTModel\x12 .monge.v1.ExportRUOTModelRequest\x1a!.monge.v1.ExportRUOTModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'monge.v1.service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=142
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=164
-  _globals['_DEVICE']._serialized_start=166
-  _globals['_DEVICE']._serialized_end=218
-  _globals['_WORKER']._serialized_start=220
-  _globals['_WORKER']._serialized_end=342
-  _globals['_GETSERVERINFORESPONSE']._serialized_start=345
-  _globals['_GETSERVERINFORESPONSE']._serialized_end=554
-  _globals['_SOLVERSERVICE']._serialized_start=557
-  _globals['_SOLVERSERVICE']._serialized_end=1166
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=163
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=185
+  _globals['_DEVICE']._serialized_start=187
+  _globals['_DEVICE']._serialized_end=239
+  _globals['_WORKER']._serialized_start=241
+  _globals['_WORKER']._serialized_end=363
+  _globals['_GETSERVERINFORESPONSE']._serialized_start=366
+  _globals['_GETSERVERINFORESPONSE']._serialized_end=575
+  _globals['_SOLVERSERVICE']._serialized_start=578
+  _globals['_SOLVERSERVICE']._serialized_end=1345
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 from monge.v1 import exact_pb2 as _exact_pb2
 from monge.v1 import pfode_pb2 as _pfode_pb2
+from monge.v1 import ruot_pb2 as _ruot_pb2
 from monge.v1 import sinkhorn_pb2 as _sinkhorn_pb2
 from monge.v1 import sparsity_constrained_pb2 as _sparsity_constrained_pb2
 from google.protobuf.internal import containers as _containers

@@ -5,6 +5,7 @@ import warnings
 
 from monge.v1 import exact_pb2 as monge_dot_v1_dot_exact__pb2
 from monge.v1 import pfode_pb2 as monge_dot_v1_dot_pfode__pb2
+from monge.v1 import ruot_pb2 as monge_dot_v1_dot_ruot__pb2
 from monge.v1 import service_pb2 as monge_dot_v1_dot_service__pb2
 from monge.v1 import sinkhorn_pb2 as monge_dot_v1_dot_sinkhorn__pb2
 from monge.v1 import sparsity_constrained_pb2 as monge_dot_v1_dot_sparsity__constrained__pb2
@@ -69,6 +70,16 @@ class SolverServiceStub:
                 request_serializer=monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodRequest.SerializeToString,
                 response_deserializer=monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodResponse.FromString,
                 _registered_method=True)
+        self.QueryRUOT = channel.unary_unary(
+                '/monge.v1.SolverService/QueryRUOT',
+                request_serializer=monge_dot_v1_dot_ruot__pb2.QueryRUOTRequest.SerializeToString,
+                response_deserializer=monge_dot_v1_dot_ruot__pb2.QueryRUOTResponse.FromString,
+                _registered_method=True)
+        self.ExportRUOTModel = channel.unary_unary(
+                '/monge.v1.SolverService/ExportRUOTModel',
+                request_serializer=monge_dot_v1_dot_ruot__pb2.ExportRUOTModelRequest.SerializeToString,
+                response_deserializer=monge_dot_v1_dot_ruot__pb2.ExportRUOTModelResponse.FromString,
+                _registered_method=True)
 
 
 class SolverServiceServicer:
@@ -117,6 +128,21 @@ class SolverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryRUOT(self, request, context):
+        """Queries of a fitted Var-RUOT model (stored here, or sent inline): trajectories,
+        fields, mass over time, action, populations. Fitting is a job item (JobItem.ruot_fit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportRUOTModel(self, request, context):
+        """A stored Var-RUOT model's arrays and settings, to keep or to query on another server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SolverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +175,16 @@ def add_SolverServiceServicer_to_server(servicer, server):
                     servicer.ProbabilityFlowLogLikelihood,
                     request_deserializer=monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodRequest.FromString,
                     response_serializer=monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodResponse.SerializeToString,
+            ),
+            'QueryRUOT': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryRUOT,
+                    request_deserializer=monge_dot_v1_dot_ruot__pb2.QueryRUOTRequest.FromString,
+                    response_serializer=monge_dot_v1_dot_ruot__pb2.QueryRUOTResponse.SerializeToString,
+            ),
+            'ExportRUOTModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportRUOTModel,
+                    request_deserializer=monge_dot_v1_dot_ruot__pb2.ExportRUOTModelRequest.FromString,
+                    response_serializer=monge_dot_v1_dot_ruot__pb2.ExportRUOTModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +350,60 @@ class SolverService:
             '/monge.v1.SolverService/ProbabilityFlowLogLikelihood',
             monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodRequest.SerializeToString,
             monge_dot_v1_dot_pfode__pb2.ProbabilityFlowLogLikelihoodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryRUOT(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monge.v1.SolverService/QueryRUOT',
+            monge_dot_v1_dot_ruot__pb2.QueryRUOTRequest.SerializeToString,
+            monge_dot_v1_dot_ruot__pb2.QueryRUOTResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportRUOTModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monge.v1.SolverService/ExportRUOTModel',
+            monge_dot_v1_dot_ruot__pb2.ExportRUOTModelRequest.SerializeToString,
+            monge_dot_v1_dot_ruot__pb2.ExportRUOTModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
