@@ -60,6 +60,9 @@ def _serve(args) -> int:
             max_batch_size=args.max_batch,
             max_batch_delay_seconds=args.batch_delay_ms / 1000.0,
             metrics_port=args.metrics_port,
+            max_points=args.max_points,
+            max_dense_elements=args.max_dense_elements,
+            max_request_memory_bytes=args.max_request_memory_mb * MIB,
         )
         asyncio.run(serve(config))
     except (ValueError, OSError) as error:  # bad settings, unreadable TLS or token files
@@ -149,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow a non-loopback --host without TLS and tokens")
     serve.add_argument("--max-jobs-per-owner", type=int, default=1000,
                        help="unfinished jobs one token may have before RESOURCE_EXHAUSTED")
+    serve.add_argument("--max-points", type=int, default=10_000_000,
+                       help="most points per measure in one request")
+    serve.add_argument("--max-dense-elements", type=int, default=100_000_000,
+                       help="largest n * m for which a dense cost matrix or plan is built")
+    serve.add_argument("--max-request-memory-mb", type=int, default=4096,
+                       help="most memory one solver call may need, estimated before it runs; larger "
+                            "Sinkhorn calls on points compute their cost in blocks, others are refused")
     serve.set_defaults(run=_serve)
 
     info = commands.add_parser("info", help="show the server's version, backend and devices")

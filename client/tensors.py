@@ -46,21 +46,48 @@ def encode(array, *, dtype=None) -> tensor_pb2.Tensor:
     return tensor_pb2.Tensor(dtype=_FROM_NUMPY[native], shape=array.shape, data=data)
 
 
-def decode(tensor: tensor_pb2.Tensor, field: str) -> np.ndarray:
-    """The array a Tensor carries (read-only view of its bytes, native byte order)."""
+# numpy allows 64 axes; no array in this protocol has more than a handful.
+MAX_NDIM = 32
+# Largest byte size numpy can describe (its sizes are signed 64-bit).
+_MAX_BYTES = (1 << 63) - 1
+
+
+def check(tensor: tensor_pb2.Tensor, field: str) -> tuple[np.dtype, tuple[int, ...]]:
+    """The wire dtype and shape of a Tensor, after checking its header against its byte
+    count; touches no element and allocates nothing, so a caller can check limits on
+    the shape before decoding."""
     if tensor.dtype not in _TO_NUMPY:
         name = tensor_pb2.Dtype.Name(tensor.dtype) if tensor.dtype in tensor_pb2.Dtype.values() else tensor.dtype
         raise TensorError(field, f"unknown or unspecified dtype {name}")
     shape = tuple(tensor.shape)
+    if len(shape) > MAX_NDIM:
+        raise TensorError(field, f"has {len(shape)} dimensions; at most {MAX_NDIM} are accepted")
     if any(extent < 0 for extent in shape):
-        raise TensorError(field, f"negative extent in shape {list(shape)}")
+        raise TensorError(field, f"negative extent in shape {_show(shape)}")
     dtype = _TO_NUMPY[tensor.dtype]
+    # An empty array with huge other extents still has to be describable by numpy.
+    nonzero = math.prod(extent for extent in shape if extent) * dtype.itemsize
+    if nonzero > _MAX_BYTES:
+        raise TensorError(field, f"shape {_show(shape)} is too large for any array")
     expected = math.prod(shape) * dtype.itemsize
     if len(tensor.data) != expected:
         raise TensorError(
             field,
-            f"has {len(tensor.data)} bytes but shape {list(shape)} of "
+            f"has {len(tensor.data)} bytes but shape {_show(shape)} of "
             f"{np.dtype(dtype).name} needs {expected}",
         )
+    return dtype, shape
+
+
+def decode(tensor: tensor_pb2.Tensor, field: str) -> np.ndarray:
+    """The array a Tensor carries (read-only view of its bytes, native byte order)."""
+    dtype, shape = check(tensor, field)
     array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _show(shape) -> str:
+    """A shape for a message: in full when short, else its rank and first extents."""
+    if len(shape) <= 8:
+        return str(list(shape))
+    return f"[{', '.join(map(str, shape[:4]))}, ...] ({len(shape)} dimensions)"

@@ -136,7 +136,7 @@ class DynamicBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for key in [k for k, entries in self._waiting.items() if len(entries) >= self._max_batch]:
+        for key in [k for k, entries in self._waiting.items() if len(entries) >= self._largest(k)]:
             self._send(key)
         now = time.monotonic()
         while self._waiting and self._in_flight < self._executor.capacity:
@@ -147,9 +147,15 @@ class DynamicBatcher:
                 return
             self._send(key)
 
+    def _largest(self, key) -> int:
+        """The batch size for this key: the setting, or less where memory requires."""
+        return min(self._max_batch,
+                   sinkhorn_batch.max_batch_for_memory(key, self._config.max_request_memory_bytes))
+
     def _send(self, key) -> None:
         entries = self._waiting.pop(key)
-        batch, rest = entries[:self._max_batch], entries[self._max_batch:]
+        largest = self._largest(key)
+        batch, rest = entries[:largest], entries[largest:]
         if rest:
             self._waiting[key] = rest
         self._in_flight += 1

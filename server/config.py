@@ -20,7 +20,13 @@ def default_data_dir() -> str:
 class ServerConfig:
     """host/port: where to listen (port 0 picks a free one).
     max_message_bytes: largest request or response, both directions.
+    max_points: most points in one measure (n and m each; rows and columns of a cost
+        matrix), for every solver call.
     max_dense_elements: largest n * m for which a dense cost matrix or plan is built.
+    max_request_memory_bytes: most memory one solver call may need on its worker, as
+        estimated from its sizes before it runs (`server/limits.py`). A Sinkhorn call on
+        points whose dense cost would not fit runs online (cost computed in blocks)
+        instead; other calls over it are refused. Also caps a dynamic batch.
     max_iterations: largest iteration cap a request may ask for.
     max_samples: most samples (or points) one probability-flow request may ask for.
     grace_seconds: how long in-flight calls may finish after SIGTERM/SIGINT.
@@ -48,7 +54,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     max_message_bytes: int = 512 * MIB
+    max_points: int = 10_000_000
     max_dense_elements: int = 100_000_000
+    max_request_memory_bytes: int = 4096 * MIB
     max_iterations: int = 1_000_000
     max_samples: int = 10_000_000
     grace_seconds: float = 10.0
@@ -79,6 +87,10 @@ class ServerConfig:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.max_message_bytes < MIB:
             raise ValueError("max_message_bytes must be at least 1 MiB")
+        if min(self.max_points, self.max_dense_elements, self.max_iterations) < 1:
+            raise ValueError("max_points, max_dense_elements and max_iterations must be at least 1")
+        if self.max_request_memory_bytes < MIB:
+            raise ValueError("max_request_memory_bytes must be at least 1 MiB")
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers must be at least 1")
         if (self.max_batch_size is not None and self.max_batch_size < 1) or self.max_batch_delay_seconds < 0:

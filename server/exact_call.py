@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from monge.client.tensors import encode
-from monge.server import validation as v
+from monge.server import limits, validation as v
 from monge.server.config import ServerConfig
 from monge.server.sinkhorn_call import points_or_matrix
 from monge.solvers.exact import ExactConfig
@@ -95,7 +95,7 @@ def encode_sparse(shape, rows, cols, values) -> tensor_pb2.SparseMatrix:
 
 def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> ExactCall:
     errors = v.Violations()
-    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors)
+    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors, config)
     n, m = shape
     points_field = "x" if cost_matrix is None else "cost_matrix"
 
@@ -140,10 +140,16 @@ def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> Exa
             field = points_field if cost_matrix is not None or n >= m else "y"
             errors.add(field, f"problem size {n} x {m} is over the network simplex's limit of "
                               f"{LIMITS.max_size:,} points per side (use Sinkhorn for larger problems)")
-        elif n * m > config.max_dense_elements and (cost_matrix is not None or p not in (1.0, 2.0)):
-            errors.add(points_field if cost_matrix is not None else "p",
-                       f"n * m = {n * m:,} is over this server's limit of {config.max_dense_elements:,} "
-                       "for a dense cost matrix")
+        else:
+            dense_cost = cost_matrix is not None or p not in (1.0, 2.0)
+            needed = limits.network_simplex(n, m, dense_cost=dense_cost)
+            field = points_field if cost_matrix is not None else "p"
+            if dense_cost and n * m > config.max_dense_elements:
+                errors.add(field, f"n * m = {n * m:,} is over this server's limit of "
+                                  f"{config.max_dense_elements:,} (max_dense_elements) for a dense cost matrix")
+            elif needed > config.max_request_memory_bytes:
+                errors.add(field, limits.over_budget(needed, config.max_request_memory_bytes,
+                                                     f"the network simplex on a dense {n:,} x {m:,} cost"))
     # The plan has at most n + m - 1 entries: int64 row, int64 column, float64 value.
     plan_bytes = (n + m) * 24
     if plan_bytes > config.max_message_bytes:
@@ -184,8 +190,12 @@ def run(call: ExactCall, stop, progress=None):
         cost = "euclidean" if call.p == 1.0 else "sqeuclidean"
         out = exact.solve(OTProblem.from_points(call.x, call.y, call.a, call.b, cost=cost), config)
     else:
-        diff = call.x[:, None, :] - call.y[None, :, :]
-        out = exact.emd(np.sqrt(np.sum(diff * diff, axis=-1)) ** call.p, call.a, call.b, config=config)
+        # Two n x m float64 arrays (no n x m x d difference), as server/limits.py counts.
+        from scipy.spatial.distance import cdist
+
+        cost = cdist(call.x, call.y)
+        np.power(cost, call.p, out=cost)
+        out = exact.emd(cost, call.a, call.b, config=config)
     distance = None if call.p is None else max(out.cost, 0.0) ** (1.0 / call.p)
     result = dict(
         cost=out.cost, distance=distance, rows=out.rows, cols=out.cols, values=out.values,

@@ -54,7 +54,8 @@ def batch_key(call: SinkhornCall) -> tuple | None:
     from monge.solvers.sinkhorn import power_of_two_bucket as bucket
 
     n, m = call.shape
-    if call.method not in BATCHED_METHODS or bucket(n) * bucket(m) > MAX_BATCHED_ELEMENTS:
+    if (call.method not in BATCHED_METHODS or call.online
+            or bucket(n) * bucket(m) > MAX_BATCHED_ELEMENTS):
         return None
     source = call.cost_matrix if call.cost_matrix is not None else call.x
     dimension = None if call.cost_matrix is not None else call.x.shape[1]
@@ -63,6 +64,18 @@ def batch_key(call: SinkhornCall) -> tuple | None:
         call.epsilon, call.threshold, call.reg_m, call.max_iterations,
         "log" if call.method == "log" else "kernel",
     )
+
+
+def max_batch_for_memory(key: tuple, budget: int) -> int:
+    """The largest batch of this key whose padded problems, solved together, fit in
+    `budget` bytes (a power of two, as batches are padded to one; at least 1)."""
+    from monge.server import limits
+
+    _, _, dtype, n, m, *_ = key
+    # Plans are built on request; count them for every problem of the batch.
+    per_problem = limits.dense_sinkhorn(n, m, np.dtype(dtype).itemsize, return_plan=True)
+    fit = max(1, budget // per_problem)
+    return 1 << (fit.bit_length() - 1)
 
 
 def run_batch(payload: bytes, limits, stop, progress=None) -> bytes:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from monge.client.tensors import encode
-from monge.server import validation as v
+from monge.server import limits, validation as v
 from monge.server.chunked import chunk_for_size, run_in_chunks
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
@@ -22,6 +22,11 @@ from monge.v1 import diagnostics_pb2, sinkhorn_pb2
 DEFAULT_EPSILON = 0.05
 DEFAULT_THRESHOLD = 1e-6
 DEFAULT_MAX_ITERATIONS = 10_000
+# Methods that can compute the cost in blocks, and the block (rows) they use.
+ONLINE_METHODS = ("auto", "log")
+ONLINE_BLOCK = 1024
+# An online iteration costs about this many dense ones (cost and exponentials per block).
+ONLINE_WORK = 4
 
 _METHODS = {
     sinkhorn_pb2.SINKHORN_METHOD_UNSPECIFIED: "auto",
@@ -30,6 +35,8 @@ _METHODS = {
     sinkhorn_pb2.SINKHORN_METHOD_LOG: "log",
     sinkhorn_pb2.SINKHORN_METHOD_SNS: "sns",
 }
+
+_METHOD_NUMBERS = {name: number for number, name in _METHODS.items() if number}
 
 _COSTS = {
     sinkhorn_pb2.COST_FUNCTION_UNSPECIFIED: "sqeuclidean",
@@ -54,6 +61,7 @@ class SinkhornCall:
     reg_m: tuple[float, float] | None
     return_plan: bool
     method: str = "auto"  # auto, kernel, log (Sinkhorn iterations) or sns
+    online: bool = False  # cost computed in blocks: the dense one would not fit
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -62,17 +70,20 @@ class SinkhornCall:
         return self.x.shape[0], self.y.shape[0]
 
 
-def points_or_matrix(request, errors: v.Violations):
+def points_or_matrix(request, errors: v.Violations, config: ServerConfig):
     """(x, y, cost_matrix, shape, dtype) of a request with fields x, y and cost_matrix
     (Sinkhorn's, and the exact and sparsity-constrained calls'): either points with
-    the same dimension, or a matrix. Raises the violations found so far if not."""
+    the same dimension, or a matrix, with at most `config.max_points` points per
+    measure (checked on the shapes, before decoding). Raises the violations found so
+    far if not."""
     x = y = cost_matrix = None
+    limit = config.max_points
     with errors.check():
-        x = v.float_tensor(request, "x", ndim=2)
+        x = v.float_tensor(request, "x", ndim=2, max_points=limit)
     with errors.check():
-        y = v.float_tensor(request, "y", ndim=2)
+        y = v.float_tensor(request, "y", ndim=2, max_points=limit)
     with errors.check():
-        cost_matrix = v.float_tensor(request, "cost_matrix", ndim=2)
+        cost_matrix = v.float_tensor(request, "cost_matrix", ndim=2, max_points=limit, point_axes=(0, 1))
     errors.raise_if_any()
 
     if cost_matrix is not None:
@@ -92,14 +103,53 @@ def points_or_matrix(request, errors: v.Violations):
     return x, y, cost_matrix, shape, dtype
 
 
+def dense_limit_message(n: int, m: int, config: ServerConfig) -> str:
+    return (f"n * m = {n * m:,} is over this server's limit of {config.max_dense_elements:,} "
+            "(max_dense_elements) for a dense solve")
+
+
+def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors) -> bool:
+    """Whether the call runs online (cost computed in blocks of rows). A dense solve
+    must fit both `max_dense_elements` and `max_request_memory_bytes`; a call on points
+    that does not fit runs online when its method allows, and is refused otherwise,
+    naming the limit."""
+    itemsize = np.dtype(dtype).itemsize
+    budget = config.max_request_memory_bytes
+    dense_bytes = limits.dense_sinkhorn(n, m, itemsize, return_plan=return_plan, sns=method == "sns")
+    too_many = n * m > config.max_dense_elements
+    if not too_many and dense_bytes <= budget:
+        return False
+    if cost_matrix is None and method in ONLINE_METHODS:
+        if return_plan and too_many:
+            errors.add("return_plan", f"the dense plan has n * m = {n * m:,} entries, over this server's "
+                                      f"limit of {config.max_dense_elements:,} (max_dense_elements)")
+            return True
+        online_bytes = limits.online_sinkhorn(n, m, x.shape[1], itemsize, block=ONLINE_BLOCK,
+                                              return_plan=return_plan)
+        if online_bytes > budget:
+            errors.add("x", limits.over_budget(online_bytes, budget, f"a {n:,} x {m:,} solve with the "
+                                                                    "cost computed in blocks"))
+        return True
+    what = f"a dense {n:,} x {m:,} solve"
+    detail = (dense_limit_message(n, m, config) if too_many
+              else limits.over_budget(dense_bytes, budget, what))
+    if cost_matrix is not None:
+        errors.add("cost_matrix", detail)
+    else:
+        name = sinkhorn_pb2.SinkhornMethod.Name(_METHOD_NUMBERS[method])
+        errors.add("method", f"{name} needs the dense cost: {detail}; SINKHORN_METHOD_AUTO and "
+                             "SINKHORN_METHOD_LOG compute it in blocks instead")
+    return False
+
+
 def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> SinkhornCall:
     errors = v.Violations()
-    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors)
+    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors, config)
 
-    if shape[0] * shape[1] > config.max_dense_elements:
-        field = "cost_matrix" if cost_matrix is not None else "x"
-        errors.add(field, f"n * m = {shape[0] * shape[1]:,} is over this server's limit of "
-                          f"{config.max_dense_elements:,} for a dense solve")
+    method = "auto"
+    with errors.check():
+        method = _METHODS[v.known_enum(request.method, sinkhorn_pb2.SinkhornMethod, "method")]
+    online = _route(*shape, dtype, x, cost_matrix, method, request.return_plan, config, errors)
     a = b = None
     with errors.check():
         a = v.weights(request, "a", shape[0])
@@ -129,9 +179,6 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         from monge.server.exact_call import check_equal_mass
 
         check_equal_mass(a, b, errors)
-    method = "auto"
-    with errors.check():
-        method = _METHODS[v.known_enum(request.method, sinkhorn_pb2.SinkhornMethod, "method")]
     if method == "sns" and reg_m is not None and not all(math.isinf(r) for r in reg_m):
         # monge.solvers.sns solves balanced problems only (hard marginal constraints).
         errors.add("method", "SINKHORN_METHOD_SNS solves balanced problems only; "
@@ -150,7 +197,7 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         x=cast(x), y=cast(y), cost_matrix=cast(cost_matrix), a=cast(a), b=cast(b),
         cost="matrix" if cost_matrix is not None else _COSTS[request.cost],
         epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
-        reg_m=reg_m, return_plan=request.return_plan, method=method,
+        reg_m=reg_m, return_plan=request.return_plan, method=method, online=online,
     )
 
 
@@ -178,13 +225,15 @@ def run(call: SinkhornCall, stop, progress=None):
             reg_m=call.reg_m if call.reg_m is not None else (math.inf, math.inf),
             max_iterations=iterations,
             method=call.method,
+            online=call.online,
             init=zeros if init is None else init,
         )
 
     started = time.perf_counter()
     output = run_in_chunks(
         solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
-        progress=progress, first_chunk=chunk_for_size(call.shape[0] * call.shape[1]), grow=False,
+        progress=progress, grow=False,
+        first_chunk=chunk_for_size(call.shape[0] * call.shape[1] * (ONLINE_WORK if call.online else 1)),
     )
     n, m = original_shape
     plan = np.asarray(output.plan())[:n, :m] if call.return_plan else None

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from monge.client.tensors import encode
-from monge.server import validation as v
+from monge.server import limits, validation as v
 from monge.server.config import ServerConfig
 from monge.server.exact_call import check_costs_finite, check_equal_mass, encode_sparse
 from monge.server.sinkhorn_call import _COSTS, points_or_matrix
@@ -57,12 +57,12 @@ class SparsityCall:
 
 def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig) -> SparsityCall:
     errors = v.Violations()
-    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors)
+    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors, config)
     n, m = shape
     if n * m > config.max_dense_elements:
         errors.add("cost_matrix" if cost_matrix is not None else "x",
                    f"n * m = {n * m:,} is over this server's limit of {config.max_dense_elements:,} "
-                   "for a dense solve")
+                   "(max_dense_elements) for a dense solve")
     a = b = None
     with errors.check():
         a = v.weights(request, "a", n)
@@ -89,6 +89,10 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
         # k is a column's number of nonzeros: at most n, the length of a column.
         k = v.integer_in_range(v.optional_value(request, "k", DEFAULT_K), "k", 1, n)
     if k is not None:
+        needed = limits.sparsity_constrained(n, m, k, np.dtype(dtype).itemsize)
+        if needed > config.max_request_memory_bytes and n * m <= config.max_dense_elements:
+            errors.add("cost_matrix" if cost_matrix is not None else "x",
+                       limits.over_budget(needed, config.max_request_memory_bytes, f"a dense {n:,} x {m:,} solve"))
         plan_bytes = m * k * (16 + np.dtype(dtype).itemsize)
         if plan_bytes > config.max_message_bytes:
             errors.add("k", f"the plan could take {plan_bytes:,} bytes, over the message limit "

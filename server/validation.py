@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from monge.client.tensors import TensorError, decode
+from monge.client.tensors import TensorError, check, decode
 from monge.server.errors import InvalidArgument
 from monge.v1 import tensor_pb2
 
@@ -39,22 +39,37 @@ class Violations:
             raise InvalidArgument(*self.items)
 
 
-def float_tensor(message, field: str, *, ndim: int, prefix: str = "") -> np.ndarray | None:
-    """A float32/float64 tensor of the given rank with finite entries, or None if unset."""
+def float_tensor(message, field: str, *, ndim: int, prefix: str = "", max_points: int | None = None,
+                 point_axes: tuple[int, ...] = (0,), length: int | None = None) -> np.ndarray | None:
+    """A float32/float64 tensor of the given rank with finite entries, or None if unset.
+
+    Everything that the header (dtype, shape, byte count) can tell is checked before the
+    bytes are decoded: the rank, `max_points` on the `point_axes` (the server's
+    `max_points` limit), and `length`, the extent a 1-D tensor must have."""
     if not message.HasField(field):
         return None
     name = prefix + field
     tensor: tensor_pb2.Tensor = getattr(message, field)
     try:
-        array = decode(tensor, name)
+        dtype, shape = check(tensor, name)
     except TensorError as error:
         raise InvalidArgument.field(error.field, error.description) from None
-    if array.dtype not in FLOAT_DTYPES:
-        raise InvalidArgument.field(name, f"dtype must be float32 or float64, got {array.dtype.name}")
-    if array.ndim != ndim:
-        raise InvalidArgument.field(name, f"must have {ndim} dimension(s), got shape {list(array.shape)}")
-    if array.size == 0:
-        raise InvalidArgument.field(name, f"is empty (shape {list(array.shape)})")
+    if dtype not in FLOAT_DTYPES:
+        raise InvalidArgument.field(name, f"dtype must be float32 or float64, got {dtype.name}")
+    if len(shape) != ndim:
+        shown = list(shape) if len(shape) <= 8 else f"of {len(shape)} dimensions"
+        raise InvalidArgument.field(name, f"must have {ndim} dimension(s), got shape {shown}")
+    if max_points is not None:
+        for axis in point_axes:
+            if shape[axis] > max_points:
+                raise InvalidArgument.field(
+                    name, f"has {shape[axis]:,} points (shape {list(shape)}), over this server's "
+                          f"limit of {max_points:,} points per measure (max_points)")
+    if length is not None and shape[0] != length:
+        raise InvalidArgument.field(name, f"has {shape[0]} entries but the measure has {length} points")
+    if math.prod(shape) == 0:
+        raise InvalidArgument.field(name, f"is empty (shape {list(shape)})")
+    array = decode(tensor, name)
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise InvalidArgument.field(name, f"has {bad} NaN or infinite entries")
@@ -63,12 +78,10 @@ def float_tensor(message, field: str, *, ndim: int, prefix: str = "") -> np.ndar
 
 def weights(message, field: str, size: int, *, prefix: str = "") -> np.ndarray | None:
     """Nonnegative weights of the given length with a positive total, or None if unset."""
-    w = float_tensor(message, field, ndim=1, prefix=prefix)
+    w = float_tensor(message, field, ndim=1, prefix=prefix, length=size)
     if w is None:
         return None
     name = prefix + field
-    if w.shape[0] != size:
-        raise InvalidArgument.field(name, f"has {w.shape[0]} entries but the measure has {size} points")
     if np.any(w < 0):
         raise InvalidArgument.field(name, f"has {int(np.sum(w < 0))} negative entries")
     if not w.sum() > 0:

@@ -1,0 +1,73 @@
+"""How much memory a solver call will need on its worker, estimated from its sizes alone.
+
+`parse` in each call module compares these estimates with the server's
+`max_request_memory_bytes` before anything is allocated, so one request cannot take a
+worker down with an out-of-memory. The factors are upper bounds measured on the CPU
+backend (peak resident memory of a worker solving the call, minus its idle size, in
+units of one n x m matrix of the call's dtype):
+
+    dense Sinkhorn, kernel iterations     2.3   (cost, kernel, a temporary)
+    dense Sinkhorn, log iterations        3.2   (cost, the log-sum-exp temporaries)
+    the dense plan, on top                1.6 dense, 3.8 online
+    online Sinkhorn                       a (block, max(n, m)) block or three, no n x m
+
+and rounded up. The compiler's own working memory (a few hundred MB, once per program)
+is the worker's, not the request's, and is not counted.
+"""
+
+from __future__ import annotations
+
+# n x m matrices of the call's dtype that a dense solve keeps alive at its peak.
+DENSE_SINKHORN_MATRICES = 4
+# ... and that building and returning the dense plan adds (dense, then online).
+PLAN_MATRICES = 2
+ONLINE_PLAN_MATRICES = 4
+# SNS keeps the cost, the kernel, the plan and its sparsified Hessian.
+SNS_MATRICES = 5
+# The sparsity-constrained solver: the cost, the per-column top-k work, a temporary.
+SPARSITY_MATRICES = 4
+# Network simplex (POT, float64 on the host): the cost it is given and the dense plan
+# it returns, plus the cost built from points for p other than 1 and 2.
+SIMPLEX_MATRIX_BYTES = 3 * 8
+# Online Sinkhorn materialises (block, m) slices of the cost: the cost, its exponentials
+# and a temporary.
+ONLINE_BLOCK_COPIES = 3
+
+
+def dense_sinkhorn(n: int, m: int, itemsize: int, *, return_plan: bool = False, sns: bool = False) -> int:
+    matrices = SNS_MATRICES if sns else DENSE_SINKHORN_MATRICES
+    return (matrices + (PLAN_MATRICES if return_plan else 0)) * n * m * itemsize
+
+
+def online_sinkhorn(n: int, m: int, d: int, itemsize: int, *, block: int, return_plan: bool = False) -> int:
+    """Points and potentials, a few (block, max(n, m)) slices, and the plan if asked."""
+    vectors = (n + m) * (d + 8) * itemsize
+    blocks = ONLINE_BLOCK_COPIES * min(block, max(n, m)) * max(n, m) * itemsize
+    plan = ONLINE_PLAN_MATRICES * n * m * itemsize if return_plan else 0
+    return vectors + blocks + plan
+
+
+def sparsity_constrained(n: int, m: int, k: int, itemsize: int) -> int:
+    return SPARSITY_MATRICES * n * m * itemsize + 3 * m * k * 8
+
+
+def network_simplex(n: int, m: int, *, dense_cost: bool) -> int:
+    """POT's lazy network simplex on points (p = 1, 2) keeps O(n + m); otherwise a dense
+    float64 cost and a dense plan."""
+    if not dense_cost:
+        return (n + m) * 64
+    return SIMPLEX_MATRIX_BYTES * n * m
+
+
+def describe(nbytes: int) -> str:
+    """A byte count as people read it (binary units)."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def over_budget(needed: int, budget: int, what: str) -> str:
+    """The message for a call whose estimate `needed` exceeds the server's budget."""
+    return (f"{what} needs about {describe(needed)} of memory, over this server's limit of "
+            f"{describe(budget)} per request (max_request_memory_bytes = {budget:,})")
