@@ -125,6 +125,18 @@ def test_negative_extent(stub, rng):
     assert "negative" in fields["y"]
 
 
+@pytest.mark.parametrize("shape,words", [
+    ([0, 2**62], "too large"),  # empty, yet no array can have that shape
+    ([2**40, 2**40, 0], "too large"),
+    ([0] * 40, "40 dimensions"),
+    ([1] * 70, "70 dimensions"),
+])
+def test_absurd_shapes(stub, rng, shape, words):
+    y = tensor_pb2.Tensor(dtype=tensor_pb2.DTYPE_FLOAT64, shape=shape, data=b"" if 0 in shape else b"\0" * 8)
+    fields = _call(stub, sinkhorn_pb2.SinkhornRequest(x=encode(_points(rng)), y=y))
+    assert words in fields["y"]
+
+
 def test_wrong_rank_and_empty(stub, rng):
     fields = _call(stub, sinkhorn_pb2.SinkhornRequest(x=encode(np.ones(6)), y=encode(np.ones((0, 2)))))
     assert "dimension" in fields["x"] and "empty" in fields["y"]

@@ -102,7 +102,8 @@ def malformed(draw, base: tensor_pb2.Tensor) -> tensor_pb2.Tensor:
         t.CopyFrom(encode(array))
     elif how == "empty":
         del t.shape[:]
-        t.shape.extend(draw(st.sampled_from([[0], [0, 2], [3, 0], [0, 0], []])))
+        t.shape.extend(draw(st.sampled_from([[0], [0, 2], [3, 0], [0, 0], [], [0, 2**62], [2**40, 2**40, 0],
+                                             [0] * 40])))
         t.data = b"" if 0 in t.shape else t.data[:8]
     elif how == "integer":
         t.CopyFrom(encode(np.arange(6, dtype=draw(st.sampled_from([np.int32, np.int64]))).reshape(3, 2)))
