@@ -169,11 +169,11 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         )
     reg_m = None
     if request.HasField("reg_m"):
-        with errors.check():
-            reg_m = (
-                v.positive(request.reg_m.source, "reg_m.source", allow_inf=True),
-                v.positive(request.reg_m.target, "reg_m.target", allow_inf=True),
-            )
+        sides = []
+        for side in ("source", "target"):
+            with errors.check():
+                sides.append(v.positive(getattr(request.reg_m, side), f"reg_m.{side}", allow_inf=True))
+        reg_m = tuple(sides) if len(sides) == 2 else None
     if (reg_m is None or all(math.isinf(r) for r in reg_m)) and not errors.items:
         # Balanced transport moves all of a onto all of b: unequal masses never converge.
         from monge.server.exact_call import check_equal_mass
