@@ -82,6 +82,11 @@ class JobManager:
     def count_by_state(self) -> dict[str, int]:
         return self._store.count_by_state()
 
+    @property
+    def watcher_count(self) -> int:
+        """Open WatchJob and WaitJob calls; each ends with its call, however it ends."""
+        return sum(len(queues) for queues in self._watchers.values())
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:

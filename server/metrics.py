@@ -3,7 +3,7 @@
 Each server owns a registry (tests run several servers in one process). What is
 measured: requests by method and status code (an interceptor), time in the queue and
 on a worker by solver call, batch sizes, XLA compilations on the workers, and at
-scrape time the queue depth and jobs by state.
+scrape time the queue depth, open job watchers and jobs by state.
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ class Metrics:
         self.compiles = Counter("monge_xla_compiles", "XLA compilations on the workers", ["solver"],
                                 registry=r)
         self.queue_depth = Gauge("monge_queue_depth", "Solver calls waiting for a worker", registry=r)
+        self.job_watchers = Gauge("monge_job_watchers", "Open WatchJob and WaitJob calls", registry=r)
         self._http = None
 
     def watch(self, executor, jobs) -> None:
         """Read the queue depth and job counts when Prometheus scrapes."""
         self.queue_depth.set_function(lambda: executor.queue_depth)
+        self.job_watchers.set_function(lambda: jobs.watcher_count)
         self.registry.register(_JobStates(jobs))
         workers = getattr(executor, "inner", executor)  # behind the batcher, if any
         if hasattr(workers, "on_task_done"):

@@ -97,13 +97,14 @@ def execute(kind: str, payload: bytes, stop, progress, limits) -> Outcome:
 
 
 class _CancelFlag:
-    """`is_set()` is true when the parent cancelled the task with this sequence number."""
+    """`is_set()` is true when the parent cancelled the task with this sequence number,
+    or when the parent is gone (killed: nobody is left to want the answer)."""
 
-    def __init__(self, shared, sequence):
-        self._shared, self._sequence = shared, sequence
+    def __init__(self, shared, sequence, parent: int):
+        self._shared, self._sequence, self._parent = shared, sequence, parent
 
     def is_set(self) -> bool:
-        return self._shared.value == self._sequence
+        return self._shared.value == self._sequence or os.getppid() != self._parent
 
 
 def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_dir) -> None:
@@ -112,6 +113,7 @@ def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_
     `inbox` and `outbox` are this worker's own pipe ends (one writer each, so a worker
     killed mid-write cannot block the others); `cancelled` holds the sequence number of
     the task the parent wants stopped."""
+    parent = os.getppid()
     os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s: %(message)s")
     try:
@@ -130,9 +132,16 @@ def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_
         sequence, kind, payload = task
 
         def progress(**fields):
-            outbox.send(("progress", sequence, fields))
+            try:
+                outbox.send(("progress", sequence, fields))
+            except OSError:  # the parent is gone; the stop flag ends the solve
+                pass
 
         compiled_before = compile_count()
-        outcome = execute(kind, payload, _CancelFlag(cancelled, sequence), progress, limits)
+        outcome = execute(kind, payload, _CancelFlag(cancelled, sequence, parent), progress, limits)
         outcome = dataclasses.replace(outcome, compiles=compile_count() - compiled_before)
-        outbox.send(("done", sequence, outcome))
+        try:
+            outbox.send(("done", sequence, outcome))
+        except OSError:
+            log.warning("the server went away; worker exiting")
+            return
