@@ -11,7 +11,8 @@ units of one n x m matrix of the call's dtype):
     the dense plan, on top                1.6 dense, 3.8 online
     online Sinkhorn                       a (block, max(n, m)) block or three, no n x m
 
-and rounded up. The compiler's own working memory (a few hundred MB, once per program)
+and rounded up, applied to the padded sizes a Sinkhorn call is solved at (`size_bucket`:
+at most 50% more points per side). The compiler's own working memory (a few hundred MB, once per program)
 is the worker's, not the request's, and is not counted.
 """
 
@@ -32,6 +33,19 @@ SIMPLEX_MATRIX_BYTES = 3 * 8
 # Online Sinkhorn materialises (block, m) slices of the cost: the cost, its exponentials
 # and a temporary.
 ONLINE_BLOCK_COPIES = 3
+
+
+def size_bucket(size: int) -> int:
+    """The size a Sinkhorn call is padded to on its worker: a copy, free of JAX (the
+    server process does not load it), of `monge.solvers.sinkhorn.size_bucket`; a test
+    checks that the two agree."""
+    bucket = 16
+    while bucket < size:
+        half_step = bucket + bucket // 2
+        if bucket & (bucket - 1) == 0 and half_step >= size:
+            return half_step
+        bucket = half_step if bucket & (bucket - 1) == 0 else (bucket // 3) * 4
+    return bucket
 
 
 def dense_sinkhorn(n: int, m: int, itemsize: int, *, return_plan: bool = False, sns: bool = False) -> int:

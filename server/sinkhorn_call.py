@@ -115,7 +115,8 @@ def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors) -> 
     naming the limit."""
     itemsize = np.dtype(dtype).itemsize
     budget = config.max_request_memory_bytes
-    dense_bytes = limits.dense_sinkhorn(n, m, itemsize, return_plan=return_plan, sns=method == "sns")
+    rows, cols = (n, m) if method == "sns" else padded_shape(n, m)  # what `run` solves
+    dense_bytes = limits.dense_sinkhorn(rows, cols, itemsize, return_plan=return_plan, sns=method == "sns")
     too_many = n * m > config.max_dense_elements
     if not too_many and dense_bytes <= budget:
         return False
@@ -124,7 +125,7 @@ def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors) -> 
             errors.add("return_plan", f"the dense plan has n * m = {n * m:,} entries, over this server's "
                                       f"limit of {config.max_dense_elements:,} (max_dense_elements)")
             return True
-        online_bytes = limits.online_sinkhorn(n, m, x.shape[1], itemsize, block=ONLINE_BLOCK,
+        online_bytes = limits.online_sinkhorn(rows, cols, x.shape[1], itemsize, block=ONLINE_BLOCK,
                                               return_plan=return_plan)
         if online_bytes > budget:
             errors.add("x", limits.over_budget(online_bytes, budget, f"a {n:,} x {m:,} solve with the "
@@ -246,15 +247,19 @@ def run(call: SinkhornCall, stop, progress=None):
 MAX_PADDED_ELEMENTS = 16 * 1024 * 1024
 
 
+def padded_shape(n: int, m: int) -> tuple[int, int]:
+    """The shape `padded_to_bucket` gives an n x m problem (memory estimates use it)."""
+    rows, cols = limits.size_bucket(n), limits.size_bucket(m)
+    return (n, m) if rows * cols > MAX_PADDED_ELEMENTS else (rows, cols)
+
+
 def padded_to_bucket(call: SinkhornCall) -> SinkhornCall:
     """The same problem with zero-weight points added up to the size buckets, so that
     requests of arbitrary sizes share a handful of compiled programs. Zero-weight points
     carry no mass: potentials, cost and plan on the real points are unchanged."""
-    from monge.solvers.sinkhorn import size_bucket
-
     n, m = call.shape
-    rows, cols = size_bucket(n), size_bucket(m)
-    if (rows, cols) == (n, m) or rows * cols > MAX_PADDED_ELEMENTS:
+    rows, cols = padded_shape(n, m)
+    if (rows, cols) == (n, m):
         return call
     dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
 

@@ -133,7 +133,15 @@ def test_routing_by_memory_estimate():
     assert caught.value.violations[0][0] == "x"
     # float64 doubles every estimate.
     assert _parse(roomy, x=x.astype(np.float64), y=x.astype(np.float64)).online is False
-    assert _parse(tight, x=x[:1000].astype(np.float64), y=x[:1000].astype(np.float64)).online is False
+    assert _parse(tight, x=x[:700].astype(np.float64), y=x[:700].astype(np.float64)).online is False
+
+
+def test_the_servers_size_buckets_are_the_solvers():
+    from monge.server import limits
+    from monge.solvers.sinkhorn import size_bucket
+
+    for size in [*range(1, 5000), 2**20 - 1, 2**20, 2**20 + 1, 3 * 2**21 + 5]:
+        assert limits.size_bucket(size) == size_bucket(size), size
 
 
 def test_batches_are_capped_by_memory():
