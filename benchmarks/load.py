@@ -8,8 +8,9 @@ Starts `monge serve` as a subprocess on 127.0.0.1 with a fresh data dir and its 
 port, warms it up (the same load, in rounds of a few seconds, until a round causes no
 new XLA compilation: compiling is start-up cost, not load), then runs N client threads,
 each with its own channel, for T seconds. Each client sends Sinkhorn requests back to
-back: "small" (64 x 64 points, batched with other small ones by the server) or, with
-probability --large-fraction, "large" (1200 x 1200 points, too large to batch). Calls
+back: "small" (64 x 64 points, which the server merges into batches when its dynamic
+batching is on: by default only with GPU workers, or with --serve-arg=--max-batch=32)
+or, with probability --large-fraction, "large" (1200 x 1200 points, never batched). Calls
 go through the raw stub, not the client's retrying facade, so that every
 RESOURCE_EXHAUSTED is counted. Printed: throughput, latency percentiles by kind,
 errors by status code, and the resident memory of the server process and of its
@@ -313,8 +314,9 @@ def main(argv=None) -> int:
             rows = [("after start-up", started_memory), ("after the warm-up", warm_memory),
                     ("peak during the run", sampler.peak), ("at the end", end_memory)]
             print(report(records, elapsed, args.clients, rows, settings))
-            print(f"\nXLA compilations during the run: {compiles:.0f}; worker calls {batches[0]:.0f} for "
-                  f"{batches[1]:.0f} Sinkhorn requests (dynamic batching).")
+            batching = (f"{batches[1]:.0f} small requests in {batches[0]:.0f} worker calls (dynamic batching)"
+                        if batches[0] else "dynamic batching off")
+            print(f"\nXLA compilations during the run: {compiles:.0f}; {batching}.")
         finally:
             process.send_signal(signal.SIGTERM)
             try:
