@@ -131,7 +131,7 @@ def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors) -> 
             errors.add("x", limits.over_budget(online_bytes, budget, f"a {n:,} x {m:,} solve with the "
                                                                     "cost computed in blocks"))
         return True
-    what = f"a dense {n:,} x {m:,} solve"
+    what = f"a dense {n:,} x {m:,} solve" + (f" (padded to {rows:,} x {cols:,})" if (rows, cols) != (n, m) else "")
     detail = (dense_limit_message(n, m, config) if too_many
               else limits.over_budget(dense_bytes, budget, what))
     if cost_matrix is not None:

@@ -146,7 +146,7 @@ def test_the_servers_size_buckets_are_the_solvers():
 
 def test_batches_are_capped_by_memory():
     x = _points(300)
-    call = _parse(ServerConfig(data_dir="/nonexistent"), x=x, y=x)
+    call = _parse(ServerConfig(), x=x, y=x)
     key = sinkhorn_batch.batch_key(call)  # 512 x 512 buckets of float64: 12 MiB with plans
     assert sinkhorn_batch.max_batch_for_memory(key, 4096 * MIB) == 256
     assert sinkhorn_batch.max_batch_for_memory(key, 100 * MIB) == 8
