@@ -53,19 +53,13 @@ def sparse_plan(m: tensor_pb2.SparseMatrix, field: str = "plan"):
     return scipy.sparse.coo_array((values, (rows, cols)), shape=tuple(m.shape))
 
 
-@dataclasses.dataclass(frozen=True)
-class SinkhornResult:
-    """Entropic OT solution. `cost` is <P, C>; f, g are KL-convention potentials:
-    P = diag(a) exp((f + g - C) / epsilon) diag(b)."""
+def _optional(message, field):
+    return decode(getattr(message, field), field) if message.HasField(field) else None
 
-    cost: float
-    objective: float
-    f: np.ndarray
-    g: np.ndarray
-    marginal_error: float
-    plan: np.ndarray | None
-    diagnostics: Diagnostics
-    newton: NewtonStatistics | None = None  # set for method="sns"
+
+class _SolverResult:
+    """Shortcuts into `diagnostics` shared by the transport results (converged: for exact
+    transport, the plan is optimal)."""
 
     @property
     def converged(self) -> bool:
@@ -79,6 +73,21 @@ class SinkhornResult:
     def message(self) -> str:
         return self.diagnostics.message
 
+
+@dataclasses.dataclass(frozen=True)
+class SinkhornResult(_SolverResult):
+    """Entropic OT solution. `cost` is <P, C>; f, g are KL-convention potentials:
+    P = diag(a) exp((f + g - C) / epsilon) diag(b)."""
+
+    cost: float
+    objective: float
+    f: np.ndarray
+    g: np.ndarray
+    marginal_error: float
+    plan: np.ndarray | None
+    diagnostics: Diagnostics
+    newton: NewtonStatistics | None = None  # set for method="sns"
+
     @classmethod
     def from_proto(cls, r) -> "SinkhornResult":
         return cls(
@@ -87,14 +96,14 @@ class SinkhornResult:
             f=decode(r.f, "f"),
             g=decode(r.g, "g"),
             marginal_error=r.marginal_error,
-            plan=decode(r.plan, "plan") if r.HasField("plan") else None,
+            plan=_optional(r, "plan"),
             diagnostics=Diagnostics.from_proto(r.diagnostics),
             newton=NewtonStatistics.from_proto(r.newton) if r.HasField("newton") else None,
         )
 
 
 @dataclasses.dataclass(frozen=True)
-class ExactTransportResult:
+class ExactTransportResult(_SolverResult):
     """Exact OT solution. `cost` is <P, C> (W_p^p for points), `distance` W_p (None for
     a cost matrix); `plan` is a `scipy.sparse.coo_array` of the optimal plan; f, g are
     the network simplex's dual potentials (None for sorting)."""
@@ -109,23 +118,14 @@ class ExactTransportResult:
     pivot_cap: int
     diagnostics: Diagnostics
 
-    @property
-    def converged(self) -> bool:
-        """True when the plan is optimal."""
-        return self.diagnostics.converged
-
-    @property
-    def message(self) -> str:
-        return self.diagnostics.message
-
     @classmethod
     def from_proto(cls, r) -> "ExactTransportResult":
         return cls(
             cost=r.cost,
             distance=r.distance if r.HasField("distance") else None,
             plan=sparse_plan(r.plan),
-            f=decode(r.f, "f") if r.HasField("f") else None,
-            g=decode(r.g, "g") if r.HasField("g") else None,
+            f=_optional(r, "f"),
+            g=_optional(r, "g"),
             marginal_error=r.marginal_error,
             method=exact_pb2.ExactMethod.Name(r.method).removeprefix("EXACT_METHOD_").lower(),
             pivot_cap=r.pivot_cap,
@@ -134,7 +134,7 @@ class ExactTransportResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class SparsityConstrainedResult:
+class SparsityConstrainedResult(_SolverResult):
     """Sparsity-constrained OT solution: `plan` (a `scipy.sparse.coo_array`) has at most
     k nonzeros per column; `cost` is <P, C>, `objective` adds (gamma / 2) |P|^2."""
 
@@ -149,18 +149,6 @@ class SparsityConstrainedResult:
     support_iterations: int
     diagnostics: Diagnostics
 
-    @property
-    def converged(self) -> bool:
-        return self.diagnostics.converged
-
-    @property
-    def iterations(self) -> int:
-        return self.diagnostics.iterations
-
-    @property
-    def message(self) -> str:
-        return self.diagnostics.message
-
     @classmethod
     def from_proto(cls, r) -> "SparsityConstrainedResult":
         return cls(
@@ -170,8 +158,8 @@ class SparsityConstrainedResult:
             dual_objective=r.dual_objective,
             marginal_error=r.marginal_error,
             max_nonzeros_per_column=r.max_nonzeros_per_column,
-            alpha=decode(r.alpha, "alpha") if r.HasField("alpha") else None,
-            beta=decode(r.beta, "beta") if r.HasField("beta") else None,
+            alpha=_optional(r, "alpha"),
+            beta=_optional(r, "beta"),
             support_iterations=r.support_iterations,
             diagnostics=Diagnostics.from_proto(r.diagnostics),
         )
@@ -190,10 +178,6 @@ class ProbabilityFlowDiagnostics:
     def from_proto(cls, d: pfode_pb2.ProbabilityFlowDiagnostics) -> "ProbabilityFlowDiagnostics":
         name = pfode_pb2.SampleStatus.Name(d.status).removeprefix("SAMPLE_STATUS_").lower()
         return cls(name, d.message, d.ok, d.solve_seconds)
-
-
-def _optional(message, field):
-    return decode(getattr(message, field), field) if message.HasField(field) else None
 
 
 @dataclasses.dataclass(frozen=True)
