@@ -88,7 +88,7 @@ def run_batch(payload: bytes, limits, stop, progress=None) -> bytes:
 
     from monge.server.chunked import chunk_for_size
     from monge.solvers.loop import Status
-    from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, power_of_two_bucket, solve_batch
+    from monge.solvers.sinkhorn import SinkhornConfig, make_problem, power_of_two_bucket, solve_batch
 
     requests = [sinkhorn_pb2.SinkhornRequest.FromString(item) for item in unframe(payload)]
     calls = [sinkhorn_call.parse(request, limits) for request in requests]
@@ -96,11 +96,7 @@ def run_batch(payload: bytes, limits, stop, progress=None) -> bytes:
     if len(keys) != 1 or None in keys:
         raise ValueError("a Sinkhorn batch must share one batch key")
     first = calls[0]
-    problems = [
-        OTProblem.from_matrix(c.cost_matrix, c.a, c.b) if c.cost_matrix is not None
-        else OTProblem.from_points(c.x, c.y, c.a, c.b, cost=c.cost)
-        for c in calls
-    ]
+    problems = [make_problem(c.x, c.y, c.a, c.b, c.cost_matrix, c.cost) for c in calls]
     count = len(problems)
     problems += [problems[0]] * ((1 << (count - 1).bit_length()) - count)
     _, _, _, n, m, *_ = keys.pop()

@@ -593,7 +593,7 @@ def sinkhorn(
     implicit_diff: bool = False,
 ) -> SinkhornOutput:
     """Convenience entry with the client's keywords: points or a cost matrix in."""
-    problem = _make_problem(x, y, a, b, cost_matrix, cost)
+    problem = make_problem(x, y, a, b, cost_matrix, cost)
     config = SinkhornConfig(
         epsilon=epsilon,
         threshold=threshold,
@@ -607,7 +607,8 @@ def sinkhorn(
     return solve(problem, config, init)
 
 
-def _make_problem(x, y, a, b, cost_matrix, cost):
+def make_problem(x, y, a, b, cost_matrix, cost="sqeuclidean") -> OTProblem:
+    """The problem of the convenience entries' keywords: a cost matrix, or points."""
     if cost_matrix is not None:
         return OTProblem.from_matrix(cost_matrix, a, b)
     return OTProblem.from_points(x, y, a, b, cost=cost)

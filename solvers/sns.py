@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from monge.solvers.loop import Status, run_until_converged
-from monge.solvers.sinkhorn import OTProblem, SinkhornOutput
+from monge.solvers.sinkhorn import OTProblem, SinkhornOutput, make_problem
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -536,10 +536,7 @@ def sns(
 ) -> SNSOutput:
     """Convenience entry with `sinkhorn`'s keywords (balanced only); the service's
     `sinkhorn(..., method="sns")` maps here."""
-    if cost_matrix is not None:
-        problem = OTProblem.from_matrix(cost_matrix, a, b)
-    else:
-        problem = OTProblem.from_points(x, y, a, b, cost=cost)
+    problem = make_problem(x, y, a, b, cost_matrix, cost)
     config = SNSConfig(
         epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
         kept_per_row=kept_per_row, switch_iterations=switch_iterations,

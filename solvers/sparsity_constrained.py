@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import optax
 
 from monge.solvers.loop import Status, run_until_converged, status_message
-from monge.solvers.sinkhorn import OTProblem
+from monge.solvers.sinkhorn import OTProblem, make_problem
 
 Formulation = Literal["semi_dual", "dual"]
 
@@ -380,10 +380,7 @@ def sparsity_constrained(
     max_iterations: int = 10_000,
 ) -> SparsityConstrainedOutput:
     """Convenience entry with the client's keywords: points or a cost matrix in."""
-    if cost_matrix is not None:
-        problem = OTProblem.from_matrix(cost_matrix, a, b)
-    else:
-        problem = OTProblem.from_points(x, y, a, b, cost=cost)
+    problem = make_problem(x, y, a, b, cost_matrix, cost)
     config = SparsityConstrainedConfig(
         gamma=gamma, k=k, threshold=threshold, formulation=formulation,
         support_iterations=support_iterations, max_iterations=max_iterations,
