@@ -287,40 +287,32 @@ _NEWTON_COUNTS = ("sinkhorn_iterations", "newton_iterations", "cg_iterations", "
 def _run_sns(call: SinkhornCall, stop, progress):
     """SNS in warm-started chunks so that `stop` is honoured between them; the Newton
     statistics are summed over the chunks."""
-    import dataclasses
-
-    from monge.solvers.loop import Status
     from monge.solvers.sns import sns
 
     if stop.is_set():
         return _cancelled(call), None, 0.0
-    started = time.perf_counter()
     counts = dict.fromkeys(_NEWTON_COUNTS, 0)
-    done, init = 0, None
-    while True:
+
+    def solve_chunk(iterations, init):
         output = sns(
             call.x, call.y, call.a, call.b,
             cost_matrix=call.cost_matrix,
             cost=call.cost if call.cost != "matrix" else "sqeuclidean",
             epsilon=call.epsilon,
             threshold=call.threshold,
-            max_iterations=min(SNS_CHUNK, call.max_iterations - done),
+            max_iterations=iterations,
             init=init,
         )
-        status = int(output.status)
-        done += int(output.iterations)
         for name in _NEWTON_COUNTS:
             counts[name] += int(getattr(output, name))
-        if progress is not None:
-            progress(iteration=done, error=float(output.marginal_error))
-        if status != Status.MAX_ITERATIONS or done >= call.max_iterations:
-            break
-        if stop.is_set():
-            status = int(Status.CANCELLED)
-            break
-        init = (output.f, output.g)
+        return output
+
+    started = time.perf_counter()
+    output = run_in_chunks(
+        solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
+        progress=progress, first_chunk=SNS_CHUNK, grow=False,
+    )
     plan = np.asarray(output.plan()) if call.return_plan else None
-    output = dataclasses.replace(output, iterations=done, status=status)
     result = _to_numpy(output) | {"newton": counts | {"kept_per_row": int(output.kept_per_row)}}
     return result, plan, time.perf_counter() - started
 
