@@ -18,6 +18,9 @@ is the worker's, not the request's, and is not counted.
 
 from __future__ import annotations
 
+# The solver's own buckets: the server process loads the solvers module anyway.
+from monge.solvers.sinkhorn import size_bucket  # noqa: F401 - used as limits.size_bucket
+
 # n x m matrices of the call's dtype that a dense solve keeps alive at its peak.
 DENSE_SINKHORN_MATRICES = 4
 # ... and that building and returning the dense plan adds (dense, then online).
@@ -33,19 +36,6 @@ SIMPLEX_MATRIX_BYTES = 3 * 8
 # Online Sinkhorn materialises (block, m) slices of the cost: the cost, its exponentials
 # and a temporary.
 ONLINE_BLOCK_COPIES = 3
-
-
-def size_bucket(size: int) -> int:
-    """The size a Sinkhorn call is padded to on its worker: a copy, free of JAX (the
-    server process does not load it), of `monge.solvers.sinkhorn.size_bucket`; a test
-    checks that the two agree."""
-    bucket = 16
-    while bucket < size:
-        half_step = bucket + bucket // 2
-        if bucket & (bucket - 1) == 0 and half_step >= size:
-            return half_step
-        bucket = half_step if bucket & (bucket - 1) == 0 else (bucket // 3) * 4
-    return bucket
 
 
 def dense_sinkhorn(n: int, m: int, itemsize: int, *, return_plan: bool = False, sns: bool = False) -> int:
