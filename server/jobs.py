@@ -75,9 +75,12 @@ class JobManager:
         self._progress: dict[str, dict] = {}
         self._progress_written: dict[str, float] = {}
         self._background: list[asyncio.Task] = []
-        # Items handed to the executor at once: enough to keep every worker busy, few
-        # enough that a large batch does not fill the queue that unary calls share.
-        self._in_flight = asyncio.Semaphore(2 * max(1, executor.capacity))
+        # Items handed to the executor at once: enough to keep every worker busy (and, with
+        # dynamic batching, to fill a batch per worker), few enough that a large batch job
+        # does not fill the queue that unary calls share.
+        workers = max(1, executor.capacity)
+        batch = getattr(executor, "max_batch", None) or 1
+        self._in_flight = asyncio.Semaphore(max(2 * workers, min(batch * workers, config.queue_limit // 2)))
 
     def count_by_state(self) -> dict[str, int]:
         return self._store.count_by_state()

@@ -100,3 +100,22 @@ def test_errors_are_counted_by_code(server, client):
 def test_batching_is_off_by_default_on_cpu_workers(server):
     platforms = {d["platform"] for w in server.running.executor.describe() for d in w["devices"]}
     assert server.running.executor.max_batch == (1 if platforms == {"cpu"} else 32)
+
+
+def test_items_of_a_batch_job_are_merged_beyond_two_at_a_time(make_server):
+    from monge.client import requests
+
+    server = make_server(max_batch_size=8, max_batch_delay_seconds=0.5)
+    problems = _problems(8, seed=2)
+    with Client(server.target, timeout=60) as c:
+        job = c.submit([requests.sinkhorn(x, y, a=a, epsilon=0.2, threshold=1e-9) for x, y, a in problems])
+        results = c.result(job)
+        sizes = server.running.metrics.batch_size.collect()[0].samples
+        count = next(s.value for s in sizes if s.name.endswith("_count"))
+        total = next(s.value for s in sizes if s.name.endswith("_sum"))
+        # Two items at a time would take at least four worker calls.
+        assert total == 8 and count < 4, "job items were not merged beyond two at a time"
+        assert all(r.ok for r in results)
+        for (x, y, a), result in zip(problems, results):
+            alone = c.sinkhorn(x, y, a=a, epsilon=0.2, threshold=1e-9)
+            np.testing.assert_allclose(result.value.cost, alone.cost, rtol=1e-8)
