@@ -29,42 +29,54 @@ from monge.client.errors import MongeError
 from monge.client.cli_common import DEFAULT_TARGET, connection, remote
 
 
+def server_config(args):
+    """The ServerConfig that `monge serve` flags ask for (ValueError for bad settings)."""
+    from monge.server.auth import split_token_variable
+    from monge.server.config import MIB, ServerConfig
+
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_message_bytes=args.max_message_mb * MIB,
+        grace_seconds=args.grace,
+        workers=args.workers,
+        queue_limit=args.queue_limit,
+        **({"data_dir": args.data_dir} if args.data_dir else {}),
+        cluster=args.cluster,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        token_file=args.token_file,
+        tokens=tuple(split_token_variable(os.environ.get("MONGE_TOKENS", ""))),
+        insecure=args.insecure,
+        max_jobs_per_owner=args.max_jobs_per_owner,
+        max_batch_size=args.max_batch,
+        max_batch_delay_seconds=args.batch_delay_ms / 1000.0,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        max_points=args.max_points,
+        max_dense_elements=args.max_dense_elements,
+        max_request_memory_bytes=args.max_request_memory_mb * MIB,
+        max_iterations=args.max_iterations,
+        max_samples=args.max_samples,
+        max_training_steps=args.max_training_steps,
+        max_training_seconds=args.max_training_seconds,
+        max_trajectory_steps=args.max_trajectory_steps,
+        max_trajectory_elements=args.max_trajectory_elements,
+        max_job_items=args.max_job_items,
+    )
+
+
 def _serve(args) -> int:
     import asyncio
 
     from monge.server.app import serve
-    from monge.server.config import MIB, ServerConfig
-
-    from monge.server.auth import split_token_variable
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = ServerConfig(
-            host=args.host,
-            port=args.port,
-            max_message_bytes=args.max_message_mb * MIB,
-            grace_seconds=args.grace,
-            workers=args.workers,
-            queue_limit=args.queue_limit,
-            **({"data_dir": args.data_dir} if args.data_dir else {}),
-            cluster=args.cluster,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            token_file=args.token_file,
-            tokens=tuple(split_token_variable(os.environ.get("MONGE_TOKENS", ""))),
-            insecure=args.insecure,
-            max_jobs_per_owner=args.max_jobs_per_owner,
-            max_batch_size=args.max_batch,
-            max_batch_delay_seconds=args.batch_delay_ms / 1000.0,
-            metrics_port=args.metrics_port,
-            max_points=args.max_points,
-            max_dense_elements=args.max_dense_elements,
-            max_request_memory_bytes=args.max_request_memory_mb * MIB,
-        )
-        asyncio.run(serve(config))
+        asyncio.run(serve(server_config(args)))
     except (ValueError, OSError) as error:  # bad settings, unreadable TLS or token files
         raise SystemExit(f"monge: {error}") from None
     return 0
@@ -142,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="longest an idle server holds a call to batch it")
     serve.add_argument("--metrics-port", type=int, default=None,
                        help="serve Prometheus metrics on this port (default: off)")
+    serve.add_argument("--metrics-host", default="127.0.0.1",
+                       help="address of the metrics endpoint (default loopback; it has no TLS or tokens, "
+                            "so any other address needs --insecure)")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds for in-flight calls on shutdown")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--tls-cert", help="PEM certificate (chain); with --tls-key, serve only TLS")
@@ -159,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-request-memory-mb", type=int, default=4096,
                        help="most memory one solver call may need, estimated before it runs; larger "
                             "Sinkhorn calls on points compute their cost in blocks, others are refused")
+    serve.add_argument("--max-iterations", type=int, default=1_000_000,
+                       help="largest iteration cap, step count or number of rounds a request may ask for")
+    serve.add_argument("--max-samples", type=int, default=10_000_000,
+                       help="most samples or points in one probability-flow request")
+    serve.add_argument("--max-training-steps", type=int, default=1_000_000,
+                       help="most optimiser steps of a training job item (score models, Var-RUOT fits)")
+    serve.add_argument("--max-training-seconds", type=float, default=24 * 3600.0,
+                       help="longest a training item may run, checked at each of its reports")
+    serve.add_argument("--max-trajectory-steps", type=int, default=100_000,
+                       help="most time steps of one simulated Var-RUOT trajectory")
+    serve.add_argument("--max-trajectory-elements", type=int, default=100_000_000,
+                       help="most values (steps x particles x dimension) of one trajectory")
+    serve.add_argument("--max-job-items", type=int, default=10_000, help="most items in one job")
     serve.set_defaults(run=_serve)
 
     info = commands.add_parser("info", help="show the server's version, backend and devices")

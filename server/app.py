@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from monge.server.batching import DynamicBatcher
 from monge.server.auth import Authenticator, TokenInterceptor
 from monge.server.config import ServerConfig
-from monge.server.fedwad_service import FedWadServicer
+from monge.server.fedwad_service import FedWadLimits, FedWadServicer
 from monge.server.jobs import JobManager
 from monge.server.metrics import Metrics
 from monge.server.jobs_service import JobServicer
@@ -105,7 +105,7 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
     if authenticator.enabled:
         interceptors = (TokenInterceptor(authenticator), *interceptors)
     server = grpc.aio.server(options=options, interceptors=(metrics.interceptor(), *interceptors))
-    servicer = SolverServicer(config, executor)
+    servicer = SolverServicer(config, executor, authenticator)
     service_pb2_grpc.add_SolverServiceServicer_to_server(servicer, server)
     jobs = JobManager(JobStore(config.data_dir), executor, config,
                       retention_seconds=config.job_retention_seconds,
@@ -113,7 +113,7 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
                       max_jobs_per_owner=config.max_jobs_per_owner)
     await jobs.start()
     jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(jobs, authenticator), server)
-    fedwad = FedWadServicer()
+    fedwad = FedWadServicer(FedWadLimits.from_config(config))
     fedwad_pb2_grpc.add_FedWadServiceServicer_to_server(fedwad, server)
 
     health_servicer = health.aio.HealthServicer()
@@ -131,7 +131,7 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
     metrics.watch(executor, jobs)
     metrics_port = None
     if config.metrics_port is not None:
-        metrics_port = metrics.serve(config.host, config.metrics_port)
+        metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

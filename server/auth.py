@@ -186,3 +186,14 @@ class BindPolicy:
         return (f"refusing to listen on {self.host}: it is not a loopback address and the server has "
                 f"no {missing}, so anyone who can reach it could run solvers and read every job. "
                 "Give both TLS and tokens, bind 127.0.0.1, or pass --insecure to accept the risk.")
+
+
+def metrics_bind_refusal(host: str, insecure: bool) -> str | None:
+    """The same rule for the Prometheus endpoint, which is plain HTTP with no tokens
+    whatever the gRPC port has: anywhere but loopback needs `insecure`."""
+    if insecure or is_loopback(host):
+        return None
+    return (f"refusing to serve metrics on {host} (--metrics-host): it is not a loopback address and the "
+            "metrics endpoint has no TLS and no tokens, so anyone who can reach it could read the server's "
+            "request counts, queue and job figures. Bind 127.0.0.1 and scrape through a tunnel or a local "
+            "agent, or pass --insecure to accept the risk.")

@@ -17,6 +17,7 @@ import time
 from typing import Callable
 
 from monge.server import sinkhorn_batch, sinkhorn_call
+from monge.server.auth import ANONYMOUS
 from monge.server.errors import LimitExceeded
 from monge.v1 import sinkhorn_pb2
 
@@ -94,10 +95,10 @@ class DynamicBatcher:
     def __getattr__(self, name):  # anything else an executor offers (e.g. `cluster`)
         return getattr(self._executor, name)
 
-    async def run(self, kind: str, payload: bytes, progress=None) -> bytes:
+    async def run(self, kind: str, payload: bytes, progress=None, owner: str = ANONYMOUS) -> bytes:
         key = self._key(kind, payload)
         if key is None:
-            return await self._executor.run(kind, payload, progress)
+            return await self._executor.run(kind, payload, progress, owner)
         if sum(len(e) for e in self._waiting.values()) >= self._max_waiting:
             raise LimitExceeded(
                 f"the batching queue is full ({self._max_waiting} waiting); retry shortly",

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import pathlib
 
-from monge.server.auth import BindPolicy
+from monge.server.auth import BindPolicy, metrics_bind_refusal
 
 MIB = 1 << 20
 
@@ -27,8 +27,20 @@ class ServerConfig:
         estimated from its sizes before it runs (`server/limits.py`). A Sinkhorn call on
         points whose dense cost would not fit runs online (cost computed in blocks)
         instead; other calls over it are refused. Also caps a dynamic batch.
-    max_iterations: largest iteration cap a request may ask for.
-    max_samples: most samples (or points) one probability-flow request may ask for.
+    max_iterations: largest iteration cap a request may ask for (Sinkhorn and
+        sparsity iterations, probability-flow steps, likelihood solver steps, FedWaD rounds).
+    max_samples: most samples (or points) one probability-flow request may ask for or send
+        (sampling, likelihoods, score-model training data).
+    max_training_steps: most optimiser steps of a training job item (score-model
+        training, Var-RUOT fits); also caps report_every.
+    max_training_seconds: longest a training item may run on its worker; checked at each
+        of its reports (every report_every steps), where a cancel is also honoured. Over
+        it, the item fails RESOURCE_EXHAUSTED and nothing is stored.
+    max_trajectory_steps: most time steps of one simulated Var-RUOT trajectory (QueryRUOT:
+        trajectories, mass, action, population; dt apart from the first snapshot).
+    max_trajectory_elements: most values one trajectory may hold (time steps x particles
+        x dimension): Var-RUOT simulations, and probability-flow `return_trajectory`.
+    max_job_items: most items in one job.
     grace_seconds: how long in-flight calls may finish after SIGTERM/SIGINT.
     workers: worker processes; None means one per GPU, or one CPU worker.
     queue_limit: solver calls waiting for a worker before RESOURCE_EXHAUSTED.
@@ -42,7 +54,10 @@ class ServerConfig:
         call (dynamic batching); 1 turns batching off; None: 32 when the workers have
         GPUs, off on CPU-only workers (where batching does not pay).
     max_batch_delay_seconds: longest an idle server holds a request to batch it.
-    metrics_port: serve Prometheus metrics over HTTP on this port (same host); None: off.
+    metrics_port: serve Prometheus metrics over HTTP on this port; None: off.
+    metrics_host: where the metrics endpoint listens (default loopback). It has no TLS
+        and no tokens, so any other address needs `insecure`, even when the gRPC port
+        has TLS and tokens.
     max_jobs_per_owner: queued or running jobs of one owner (token) before its
         submissions get RESOURCE_EXHAUSTED; with auth off everyone is one owner.
     tls_cert, tls_key: PEM files; given both, the server speaks only TLS.
@@ -59,6 +74,11 @@ class ServerConfig:
     max_request_memory_bytes: int = 4096 * MIB
     max_iterations: int = 1_000_000
     max_samples: int = 10_000_000
+    max_training_steps: int = 1_000_000
+    max_training_seconds: float = 24 * 3600.0
+    max_trajectory_steps: int = 100_000
+    max_trajectory_elements: int = 100_000_000
+    max_job_items: int = 10_000
     grace_seconds: float = 10.0
     workers: int | None = None
     queue_limit: int = 64
@@ -71,6 +91,7 @@ class ServerConfig:
     max_batch_size: int | None = None
     max_batch_delay_seconds: float = 0.002
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     max_jobs_per_owner: int = 1_000
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -87,8 +108,13 @@ class ServerConfig:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.max_message_bytes < MIB:
             raise ValueError("max_message_bytes must be at least 1 MiB")
-        if min(self.max_points, self.max_dense_elements, self.max_iterations) < 1:
-            raise ValueError("max_points, max_dense_elements and max_iterations must be at least 1")
+        counts = ("max_points", "max_dense_elements", "max_iterations", "max_samples", "max_training_steps",
+                  "max_trajectory_steps", "max_trajectory_elements", "max_job_items")
+        for name in counts:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.max_training_seconds > 0:
+            raise ValueError(f"max_training_seconds must be positive, got {self.max_training_seconds}")
         if self.max_request_memory_bytes < MIB:
             raise ValueError("max_request_memory_bytes must be at least 1 MiB")
         if self.workers is not None and self.workers < 1:
@@ -105,6 +131,10 @@ class ServerConfig:
         refusal = BindPolicy(self.host, tls=self.tls, tokens=self.auth, insecure=self.insecure).refusal()
         if refusal:
             raise ValueError(refusal)
+        if self.metrics_port is not None:
+            refusal = metrics_bind_refusal(self.metrics_host, self.insecure)
+            if refusal:
+                raise ValueError(refusal)
 
     @property
     def tls(self) -> bool:

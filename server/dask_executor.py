@@ -39,6 +39,7 @@ from typing import Callable
 import distributed
 from distributed.client import FutureCancelledError
 
+from monge.server.auth import ANONYMOUS
 from monge.server.errors import LimitExceeded, TaskFailed
 from monge.server.worker import Outcome, compile_count, configure_jax, devices, execute
 
@@ -129,7 +130,8 @@ def _plain(fields: dict) -> dict:
     return plain
 
 
-def run_call(kind: str, payload: bytes, task_id: str, topic: str, limits, cache_dir: str | None):
+def run_call(kind: str, payload: bytes, task_id: str, topic: str, limits, cache_dir: str | None,
+             owner: str = ANONYMOUS):
     """The Dask task: one solver call, request bytes in; out: the worker's address, the
     `Outcome` (with the XLA compilations it caused) and the seconds it computed."""
     worker = distributed.get_worker()
@@ -141,7 +143,8 @@ def run_call(kind: str, payload: bytes, task_id: str, topic: str, limits, cache_
     notify("start")
     started, compiled_before = time.perf_counter(), compile_count()
     try:
-        outcome = execute(kind, payload, _ClusterStopFlag(task_id), lambda **f: notify("progress", **f), limits)
+        outcome = execute(kind, payload, _ClusterStopFlag(task_id), lambda **f: notify("progress", **f), limits,
+                          owner)
     finally:
         notify("end")
     outcome = dataclasses.replace(outcome, compiles=compile_count() - compiled_before)
@@ -276,7 +279,8 @@ class DaskExecutor:
             for w in self._workers.values()
         ]
 
-    async def run(self, kind: str, payload: bytes, progress: Callable[[dict], None] | None = None) -> bytes:
+    async def run(self, kind: str, payload: bytes, progress: Callable[[dict], None] | None = None,
+                  owner: str = ANONYMOUS) -> bytes:
         if self._closing:
             raise LimitExceeded("the server is shutting down", retry_after_seconds=5.0)
         if self.queue_depth >= self._queue_limit:
@@ -292,7 +296,7 @@ class DaskExecutor:
         try:
             for attempt in range(1, self._max_attempts + 1):
                 call.future = self._client.submit(
-                    run_call, kind, payload, call.task_id, self._topic, self._limits, self._cache_dir,
+                    run_call, kind, payload, call.task_id, self._topic, self._limits, self._cache_dir, owner,
                     key=f"monge-{kind}-{call.task_id}-{attempt}", pure=False, retries=self._max_attempts - 1,
                     resources={"GPU": 1} if self._gpu else None,
                 )

@@ -51,7 +51,16 @@ class TaskFailed(Exception):
 
 
 class NotFound(Exception):
-    """The named object (a session, say) does not exist: NOT_FOUND."""
+    """The named object (a session, say) does not exist: NOT_FOUND. `field`, when given,
+    is the request field that named it; the message then starts with it."""
+
+    def __init__(self, message: str, field: str | None = None):
+        self.field, self.description = field, message
+        super().__init__(f"{field}: {message}" if field else message)
+
+    def within(self, prefix: str) -> "NotFound":
+        """The same error for a request nested under `prefix` (a job item)."""
+        return NotFound(self.description, prefix + self.field if self.field else prefix.rstrip("."))
 
 
 class FailedPrecondition(Exception):

@@ -37,7 +37,8 @@ import uuid
 import grpc
 import numpy as np
 
-from monge.client.tensors import encode
+from monge.client.tensors import TensorError, check, encode
+from monge.server import limits
 from monge.server import validation as v
 from monge.server.errors import Aborted, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
 from monge.server.errors import rpc
@@ -57,7 +58,10 @@ class FedWadLimits:
     """What a session may ask for on this server.
 
     max_sessions: sessions held at once (ended ones included until retention ends).
-    max_parties, max_rounds, max_support_size, max_dimension: per session.
+    max_parties, max_rounds, max_support_size, max_dimension: per session (the server
+        lowers max_rounds to its max_iterations: `from_config`).
+    max_elements: most values in the interpolating measure xi (support size x dimension),
+        which the server holds and moves every round (the server's max_dense_elements).
     max_inactivity_seconds: the longest inactivity timeout a session may set.
     retention_seconds: how long an ended session stays readable.
     server_threads: threads running `server_step` off the event loop.
@@ -68,9 +72,16 @@ class FedWadLimits:
     max_rounds: int = 100_000
     max_support_size: int = 20_000
     max_dimension: int = 100_000
+    max_elements: int = 100_000_000
     max_inactivity_seconds: float = 86_400.0
     retention_seconds: float = 3_600.0
     server_threads: int = 1
+
+    @classmethod
+    def from_config(cls, config) -> "FedWadLimits":
+        """The defaults, with rounds capped by the server's max_iterations and xi's size
+        by its max_dense_elements."""
+        return cls(max_rounds=min(cls.max_rounds, config.max_iterations), max_elements=config.max_dense_elements)
 
 
 class _Ended(enum.Enum):
@@ -262,7 +273,7 @@ class FedWadServicer(fedwad_pb2_grpc.FedWadServiceServicer):
     # --- parties --------------------------------------------------------------------
 
     def _join(self, join: fedwad_pb2.FedWadJoin) -> tuple[_Session, _Party]:
-        session = self._get(join.session_id)
+        session = self._get(join.session_id, "join.session_id")
         if not session.active or session.state != _State.FED_WAD_SESSION_STATE_WAITING:
             raise FailedPrecondition(
                 f"session {session.id} is {_state_word(session.state)}, no longer open to joins")
@@ -291,6 +302,16 @@ class FedWadServicer(fedwad_pb2_grpc.FedWadServiceServicer):
         elif session.dimension and join.dimension != session.dimension:
             errors.add(f"{field}.dimension", f"party '{party.name}' has data of dimension {join.dimension} "
                                              f"but the session's dimension is {session.dimension}")
+        # Without config.support_size, xi gets as many atoms as the larger sample.
+        support = session.config.support_size or join.sample_size
+        if session.config.support_size is None and join.sample_size > self._limits.max_support_size:
+            errors.add(f"{field}.sample_size", limits.over_limit(
+                f"party '{party.name}' has {join.sample_size:,} points, which would be xi's support size (the "
+                "session sets no config.support_size)", self._limits.max_support_size, "max_support_size"))
+        elif not errors.items and support * join.dimension > self._limits.max_elements:
+            errors.add(f"{field}.dimension", limits.over_limit(
+                f"xi of {support:,} atoms in {join.dimension:,} dimensions would hold {support * join.dimension:,} "
+                "values", self._limits.max_elements, "max_dense_elements"))
         errors.raise_if_any()
         if not session.dimension:
             session.dimension = int(join.dimension)
@@ -322,7 +343,8 @@ class FedWadServicer(fedwad_pb2_grpc.FedWadServiceServicer):
                         f"parties[{party.name}].answer.round",
                         f"party '{party.name}' answered pair {answer.pair_index} round {answer.round}, "
                         f"which was not asked")
-                future.set_result(_parse_answer(answer, party.name, session.dimension))
+                support = session.pairs[answer.pair_index].support_size
+                future.set_result(_parse_answer(answer, party.name, session.dimension, support))
         except InvalidArgument as error:
             party.error = error
             session.end(_State.FED_WAD_SESSION_STATE_FAILED,
@@ -397,12 +419,12 @@ class FedWadServicer(fedwad_pb2_grpc.FedWadServiceServicer):
 
     # --- registry -------------------------------------------------------------------
 
-    def _get(self, session_id: str) -> _Session:
+    def _get(self, session_id: str, field: str = "session_id") -> _Session:
         self._forget_old()
         session = self._sessions.get(session_id)
         if session is None:
             raise NotFound(f"no FedWaD session {session_id!r} on this server (ended sessions "
-                           f"are kept {self._limits.retention_seconds:g} s)")
+                           f"are kept {self._limits.retention_seconds:g} s)", field)
         return session
 
     def _forget_old(self):
@@ -428,7 +450,7 @@ def _parse_create(request: fedwad_pb2.CreateSessionRequest, limits: FedWadLimits
     errors = v.Violations()
     names = list(request.parties)
     if not 2 <= len(names) <= limits.max_parties:
-        errors.add("parties", f"must name 2 to {limits.max_parties} parties, got {len(names)}")
+        errors.add("parties", f"must name 2 to {limits.max_parties} parties (max_parties), got {len(names)}")
     for index, name in enumerate(names):
         if not _NAME.match(name):
             errors.add(f"parties[{index}]", f"{name!r} is not a valid name (1 to 64 letters, digits, '-', '_', '.')")
@@ -439,10 +461,11 @@ def _parse_create(request: fedwad_pb2.CreateSessionRequest, limits: FedWadLimits
     support_size = rounds = p = t = None
     with errors.check():
         if c.HasField("support_size"):
-            support_size = v.integer_in_range(c.support_size, "config.support_size", 1, limits.max_support_size)
+            support_size = v.integer_in_range(c.support_size, "config.support_size", 1, limits.max_support_size,
+                                              limit="max_support_size")
     with errors.check():
         rounds = v.integer_in_range(v.optional_value(c, "rounds", DEFAULT_ROUNDS), "config.rounds",
-                                    1, limits.max_rounds)
+                                    1, limits.max_rounds, limit="max_rounds")
     with errors.check():
         if c.HasField("t"):
             t = c.t
@@ -455,7 +478,8 @@ def _parse_create(request: fedwad_pb2.CreateSessionRequest, limits: FedWadLimits
     dimension = 0
     with errors.check():
         if request.HasField("dimension"):
-            dimension = v.integer_in_range(request.dimension, "dimension", 1, limits.max_dimension)
+            dimension = v.integer_in_range(request.dimension, "dimension", 1, limits.max_dimension,
+                                           limit="max_dimension")
     inactivity = DEFAULT_INACTIVITY_SECONDS
     with errors.check():
         if request.HasField("inactivity_timeout_seconds"):
@@ -468,12 +492,21 @@ def _parse_create(request: fedwad_pb2.CreateSessionRequest, limits: FedWadLimits
     return names, config, dimension, inactivity
 
 
-def _parse_answer(answer: fedwad_pb2.FedWadAnswer, party: str, dimension: int):
+def _parse_answer(answer: fedwad_pb2.FedWadAnswer, party: str, dimension: int, support: int):
     """(points, weights, distance, optimal) of a valid answer, or InvalidArgument naming
-    the field and the party."""
+    the field and the party. An answer lives on xi's support: `support` points, checked
+    on the tensor's header before anything is decoded."""
     from monge.solvers.fedwad import PartyAnswer
 
     prefix = f"parties[{party}].answer."
+    if answer.HasField("points"):
+        try:
+            _, shape = check(answer.points, prefix + "points")
+        except TensorError as error:
+            raise InvalidArgument.field(error.field, error.description) from None
+        if len(shape) == 2 and shape[0] != support:
+            raise InvalidArgument.field(prefix + "points", f"has {shape[0]:,} points but xi, which it answers, "
+                                                           f"has {support:,}")
     points = v.float_tensor(answer, "points", ndim=2, prefix=prefix)
     weights = v.float_tensor(answer, "weights", ndim=1, prefix=prefix)
     if points is None or weights is None:

@@ -7,7 +7,9 @@ written before the crash: they are marked done without running twice.
 
 Every job has an owner (the identity of the token that submitted it; ANONYMOUS with
 auth off). Each verb takes the caller's identity, and another owner's job answers
-NOT_FOUND exactly as a missing one does, so job ids do not leak.
+NOT_FOUND exactly as a missing one does, so job ids do not leak. Items run as their job's
+owner: a model an item trains is stored as the owner's, and an item may use only the
+owner's trained models (another's is NOT_FOUND, as for the RPCs).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 
-from monge.server import jobstore
+from monge.server import jobstore, limits
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import InvalidArgument, LimitExceeded, NotFound, TaskFailed
 from monge.server.registry import CALLS
@@ -42,13 +45,16 @@ def _item_request(item: jobs_pb2.JobItem, index: int):
     return kind, getattr(item, kind)
 
 
-def _validate_item(item, index, config) -> tuple[str, object]:
-    """The item's kind and request; InvalidArgument with fields prefixed by the item."""
+def _validate_item(item, index, config, owner: str = ANONYMOUS) -> tuple[str, object]:
+    """The item's kind and request; InvalidArgument (or NotFound, for a stored model that
+    is not the owner's) with fields prefixed by the item."""
     kind, request = _item_request(item, index)
     try:
-        CALLS[kind].parse(request, config)
+        CALLS[kind].parse(request, config, owner)
     except InvalidArgument as error:
         raise InvalidArgument(*[(f"items[{index}].{kind}.{f}", d) for f, d in error.violations]) from None
+    except NotFound as error:
+        raise error.within(f"items[{index}].{kind}.") from None
     return kind, request
 
 
@@ -127,12 +133,15 @@ class JobManager:
     def submit(self, request: jobs_pb2.SubmitJobRequest, owner: str = ANONYMOUS) -> jobs_pb2.Job:
         if not request.items:
             raise InvalidArgument.field("items", "at least one item is required")
+        if len(request.items) > self._config.max_job_items:
+            raise InvalidArgument.field("items", limits.over_limit(
+                f"{len(request.items):,} items", self._config.max_job_items, "max_job_items"))
         if request.request_id:
             existing = self._store.by_request_id(request.request_id, owner)
             if existing is not None:
                 return self.describe(existing)
         if len(request.items) == 1:
-            _validate_item(request.items[0], 0, self._config)  # a lone bad request fails now
+            _validate_item(request.items[0], 0, self._config, owner)  # a lone bad request fails now
         else:
             for index, item in enumerate(request.items):
                 _item_request(item, index)  # bad items of a batch fail alone, when run
@@ -239,7 +248,13 @@ class JobManager:
 
         async def run_item(index, item):
             nonlocal done_count
-            result = await self._run_item(job_id, index, item, started)
+            try:
+                result = await self._run_item(job_id, index, item, started, record.owner)
+            except Exception:  # noqa: BLE001 - a bug fails its item, never leaves the job running
+                error_id = uuid.uuid4().hex[:12]
+                log.exception("internal error %s in job %s item %d", error_id, job_id, index)
+                result = jobs_pb2.JobItemResult(status=_error_status(
+                    13, f"internal error (id {error_id}); see the server log"))
             done_count += 1
             self._set_progress(job_id, items_done=done_count, force=True)
             return result
@@ -257,11 +272,13 @@ class JobManager:
         log.info("job %s done: %d items, %d failed, attempt %d", job_id, len(results), failed, record.attempts)
         self._publish(job_id)
 
-    async def _run_item(self, job_id, index, item, started) -> jobs_pb2.JobItemResult:
+    async def _run_item(self, job_id, index, item, started, owner: str) -> jobs_pb2.JobItemResult:
         try:
-            kind, request = _validate_item(item, index, self._config)
+            kind, request = _validate_item(item, index, self._config, owner)
         except InvalidArgument as error:
             return jobs_pb2.JobItemResult(status=_error_status(3, str(error), error.violations))
+        except NotFound as error:
+            return jobs_pb2.JobItemResult(status=_error_status(5, str(error)))
         payload = request.SerializeToString()
 
         def progress(fields):
@@ -270,7 +287,7 @@ class JobManager:
         while True:
             try:
                 async with self._in_flight:
-                    reply = await self._executor.run(kind, payload, progress)
+                    reply = await self._executor.run(kind, payload, progress, owner)
             except LimitExceeded as full:  # unary calls took the queue: wait, don't fail the job
                 await asyncio.sleep(full.retry_after_seconds)
                 continue

@@ -75,3 +75,15 @@ def over_budget(needed: int, budget: int, what: str) -> str:
     """The message for a call whose estimate `needed` exceeds the server's budget."""
     return (f"{what} needs about {describe(needed)} of memory, over this server's limit of "
             f"{describe(budget)} per request (max_request_memory_bytes = {budget:,})")
+
+
+def over_limit(what: str, limit: int | float, name: str) -> str:
+    """The message for a request whose size `what` exceeds the server's limit `name`."""
+    shown = f"{limit:,}" if isinstance(limit, int) else f"{limit:g}"
+    return f"{what}, over this server's limit of {shown} ({name})"
+
+
+def training_over_time(step: int, steps: int, elapsed: float, limit: float) -> str:
+    """The message for a training run stopped at a report past `max_training_seconds`."""
+    return (f"training stopped after {step:,} of {steps:,} steps: it ran {elapsed:.1f} s, over this server's "
+            f"limit of {limit:g} s (max_training_seconds); nothing was stored")

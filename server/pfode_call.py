@@ -18,10 +18,11 @@ import time
 import numpy as np
 
 from monge.client.tensors import TensorError, decode, encode
-from monge.server import pfode_models
+from monge.server import limits, pfode_models
 from monge.server import validation as v
 from monge.server.config import ServerConfig
-from monge.server.errors import InvalidArgument
+from monge.server.auth import ANONYMOUS
+from monge.server.errors import InvalidArgument, NotFound
 from monge.solvers.pfode import PREDICTIONS, SAMPLERS, SCHEDULES, TIME_GRIDS, LogSNRTimeGrid, MLPArchitecture
 from monge.v1 import pfode_pb2 as pb, tensor_pb2
 
@@ -236,8 +237,8 @@ def parse_mixture(message: pb.GaussianMixture, prefix: str, config: ServerConfig
         errors.add(prefix + "covariances", f"must have shape {[k, d, d]} (means are {[k, d]}), "
                                            f"got {list(covariances.shape)}")
     elif k * d * d > config.max_dense_elements:
-        errors.add(prefix + "covariances", f"{k * d * d:,} entries are over this server's limit of "
-                                           f"{config.max_dense_elements:,}")
+        errors.add(prefix + "covariances", limits.over_limit(f"{k * d * d:,} entries", config.max_dense_elements,
+                                                             "max_dense_elements"))
     if weights is not None:
         if weights.shape != (k,):
             errors.add(prefix + "weights", f"must have shape {[k]} (one per component), got {list(weights.shape)}")
@@ -319,11 +320,12 @@ def parse_mlp(message: pb.MlpScoreModel, prefix: str) -> MlpSpec:
     return MlpSpec(architecture, prediction, weights)
 
 
-def load_trained(model_id: str, field: str, config: ServerConfig) -> MlpSpec:
+def load_trained(model_id: str, field: str, config: ServerConfig, owner: str = ANONYMOUS) -> MlpSpec:
+    """The caller's trained model: NotFound for an id with no model, or another owner's."""
     try:
-        stored = pfode_models.load(config.data_dir, model_id)
+        stored = pfode_models.load(config.data_dir, model_id, owner)
     except pfode_models.ModelNotFound as error:
-        raise InvalidArgument.field(field, str(error)) from None
+        raise NotFound(str(error), field) from None
     errors = v.Violations()
     architecture = parse_architecture(stored.dim, stored.hidden, stored.time_embedding_dim, "", errors)
     if architecture is not None:
@@ -345,8 +347,11 @@ def sigma_is_zero(schedule: ScheduleSpec, t: float) -> bool:
     return schedule.name != "ve" and t == 0
 
 
-def parse_model(request, config: ServerConfig, errors: v.Violations, prefix: str = "model.") -> ModelSpec:
-    """The request's `model` (a ProbabilityFlowModel); raises the violations found so far."""
+def parse_model(request, config: ServerConfig, errors: v.Violations, prefix: str = "model.",
+                owner: str = ANONYMOUS) -> ModelSpec:
+    """The request's `model` (a ProbabilityFlowModel); raises the violations found so far,
+    then NotFound for a trained model id that is not the caller's (`owner`): a stored
+    model is looked up only for a request that is otherwise valid."""
     model = request.model if request.HasField("model") else pb.ProbabilityFlowModel()
     schedule = parse_schedule(model.schedule if model.HasField("schedule") else None, prefix + "schedule.", errors)
     source = None
@@ -358,8 +363,9 @@ def parse_model(request, config: ServerConfig, errors: v.Violations, prefix: str
             source = parse_mixture(model.gaussian_mixture, prefix + "gaussian_mixture.", config)
         elif which == "mlp":
             source = parse_mlp(model.mlp, prefix + "mlp.")
-        else:
-            source = load_trained(model.trained_model_id, prefix + "trained_model_id", config)
+        elif not pfode_models.valid_id(model.trained_model_id):
+            raise InvalidArgument.field(prefix + "trained_model_id", f"{model.trained_model_id!r} is not a model "
+                                                                     "id (32 lower-case hex digits)")
     prior = "noise"
     with errors.check():
         prior = enum_choice(model.prior, pb.LatentPrior, prefix + "prior", ("noise", "marginal"), "noise")
@@ -382,6 +388,8 @@ def parse_model(request, config: ServerConfig, errors: v.Violations, prefix: str
         errors.add(prefix + ("t_start" if t_start is not None else "t_end"),
                    f"t_start ({start}) must be greater than t_end ({end})")
     errors.raise_if_any()
+    if which == "trained_model_id":
+        source = load_trained(model.trained_model_id, prefix + "trained_model_id", config, owner)
     return ModelSpec(schedule, source, prior, t_start, t_end)
 
 
@@ -424,9 +432,9 @@ def check_probe_memory(likelihood: LikelihoodSpec, n: int, dim: int, field: str,
                        errors: v.Violations):
     entries = n * likelihood.probes(dim) * dim
     if entries > config.max_dense_elements:
-        errors.add(field, f"the divergence needs {entries:,} probe entries (points x probes x d), over this "
-                          f"server's limit of {config.max_dense_elements:,}; use fewer points or "
-                          "Hutchinson with fewer probes")
+        errors.add(field, limits.over_limit(f"the divergence needs {entries:,} probe entries (points x probes x d)",
+                                            config.max_dense_elements, "max_dense_elements")
+                   + "; use fewer points or Hutchinson with fewer probes")
 
 
 # -- the sampling call -------------------------------------------------------------------
@@ -460,7 +468,7 @@ class SampleCall:
         return TIME_GRIDS[self.grid]()
 
 
-def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig) -> SampleCall:
+def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig, owner: str = ANONYMOUS) -> SampleCall:
     errors = v.Violations()
     sampler = grid = None
     with errors.check():
@@ -482,8 +490,9 @@ def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig) -> Sam
         seed(request.seed, "seed")
     num_samples = None
     with errors.check():
-        num_samples = v.integer_in_range(request.num_samples, "num_samples", 1, config.max_samples)
-    model = parse_model(request, config, errors)
+        num_samples = v.integer_in_range(request.num_samples, "num_samples", 1, config.max_samples,
+                                         limit="max_samples")
+    model = parse_model(request, config, errors, owner=owner)
     errors.raise_if_any()
 
     call = SampleCall(model=model, sampler=sampler, rtol=tolerances.get("rtol"), atol=tolerances.get("atol"),
@@ -494,7 +503,7 @@ def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig) -> Sam
     steps = DEFAULT_STEPS
     if budget == "steps":
         with errors.check():
-            steps = v.integer_in_range(request.steps, "steps", 1, config.max_iterations)
+            steps = v.integer_in_range(request.steps, "steps", 1, config.max_iterations, limit="max_iterations")
     elif budget == "nfe":
         if request.nfe < 1:
             errors.add("nfe", f"must be at least 1 score evaluation, got {request.nfe}")
@@ -503,21 +512,27 @@ def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig) -> Sam
             if steps < 1:
                 errors.add("nfe", f"{request.nfe} score evaluations are not enough for one step of {sampler}")
             elif steps > config.max_iterations:
-                errors.add("nfe", f"{steps:,} steps are over this server's limit of {config.max_iterations:,}")
+                errors.add("nfe", limits.over_limit(f"{request.nfe:,} score evaluations are {steps:,} steps of "
+                                                    f"{sampler}", config.max_iterations, "max_iterations"))
 
     d = model.dim
     itemsize = dtype.itemsize
     if num_samples * d > config.max_dense_elements:
-        errors.add("num_samples", f"{num_samples:,} samples of dimension {d} are over this server's limit of "
-                                  f"{config.max_dense_elements:,} values")
+        errors.add("num_samples", limits.over_limit(f"{num_samples:,} samples of dimension {d} are "
+                                                    f"{num_samples * d:,} values", config.max_dense_elements,
+                                                    "max_dense_elements"))
     elif num_samples * d * itemsize > config.max_message_bytes:
-        errors.add("num_samples", f"the samples would take {num_samples * d * itemsize:,} bytes, over the "
-                                  f"message limit of {config.max_message_bytes:,}")
+        errors.add("num_samples", limits.over_limit(f"the samples would take {num_samples * d * itemsize:,} bytes",
+                                                    config.max_message_bytes, "max_message_bytes"))
     if request.return_trajectory and not errors.items:
         size = (steps + 1) * num_samples * d
-        if size > config.max_dense_elements or size * itemsize > config.max_message_bytes:
-            errors.add("return_trajectory", f"the trajectory would hold {size:,} values ({size * itemsize:,} "
-                                            f"bytes), over this server's limits")
+        if size > config.max_trajectory_elements:
+            errors.add("return_trajectory", limits.over_limit(
+                f"the trajectory would hold {size:,} values ({steps + 1:,} times x {num_samples:,} samples x {d})",
+                config.max_trajectory_elements, "max_trajectory_elements"))
+        elif size * itemsize > config.max_message_bytes:
+            errors.add("return_trajectory", limits.over_limit(f"the trajectory would take {size * itemsize:,} bytes",
+                                                              config.max_message_bytes, "max_message_bytes"))
 
     schedule = model.schedule.build()
     _, end = model_interval(model)

@@ -14,6 +14,7 @@ import numpy as np
 
 from monge.client.tensors import encode
 from monge.server import validation as v
+from monge.server.auth import ANONYMOUS
 from monge.server.config import ServerConfig
 from monge.server.pfode_call import (
     MAX_LIKELIHOOD_STEPS,
@@ -42,11 +43,12 @@ class LikelihoodCall:
     max_steps: int
 
 
-def parse(request: pb.ProbabilityFlowLogLikelihoodRequest, config: ServerConfig) -> LikelihoodCall:
+def parse(request: pb.ProbabilityFlowLogLikelihoodRequest, config: ServerConfig,
+          owner: str = ANONYMOUS) -> LikelihoodCall:
     errors = v.Violations()
     points = None
     with errors.check():
-        points = v.float_tensor(request, "points", ndim=2)
+        points = v.float_tensor(request, "points", ndim=2, max_points=config.max_samples, limit="max_samples")
         if points is None:
             errors.add("points", "is required (n, d)")
     dtype = None
@@ -57,12 +59,12 @@ def parse(request: pb.ProbabilityFlowLogLikelihoodRequest, config: ServerConfig)
     max_steps = DEFAULT_MAX_STEPS
     if request.HasField("max_steps"):
         with errors.check():
-            max_steps = v.integer_in_range(request.max_steps, "max_steps", 1, MAX_LIKELIHOOD_STEPS)
-    model = parse_model(request, config, errors)
+            binding = "max_iterations" if config.max_iterations < MAX_LIKELIHOOD_STEPS else None
+            max_steps = v.integer_in_range(request.max_steps, "max_steps", 1,
+                                           min(MAX_LIKELIHOOD_STEPS, config.max_iterations), limit=binding)
+    model = parse_model(request, config, errors, owner=owner)
     if points.shape[1] != model.dim:
         errors.add("points", f"have dimension {points.shape[1]} but the model has dimension {model.dim}")
-    if points.shape[0] > config.max_samples:
-        errors.add("points", f"{points.shape[0]:,} points are over this server's limit of {config.max_samples:,}")
     options = parse_likelihood_options(
         request.options if request.HasField("options") else None, "options.", errors
     )

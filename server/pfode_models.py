@@ -2,9 +2,13 @@
 
 Each model is a folder with `weights.npz` (the built-in MLP's flat weight dict, plain
 arrays: loaded with `allow_pickle=False`) and `model.json` (architecture, prediction
-type, how it was trained). A folder is written under a temporary name and renamed into
-place, so a model id either names a complete model or nothing. Ids are 32 lower-case hex
-digits and are checked before they touch a path.
+type, how it was trained, and its owner). A folder is written under a temporary name and
+renamed into place, so a model id either names a complete model or nothing. Ids are 32
+lower-case hex digits and are checked before they touch a path.
+
+A model belongs to the caller that trained it (the identity of its token; ANONYMOUS with
+auth off, and for models stored before owners were recorded): `load` for anyone else
+answers exactly as for an id that does not exist.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 import uuid
 
 import numpy as np
+
+from monge.server.auth import ANONYMOUS
 
 FORMAT = 1
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -47,8 +53,8 @@ def valid_id(model_id: str) -> bool:
     return bool(_ID.fullmatch(model_id))
 
 
-def save(data_dir, model: StoredModel, metadata: dict) -> str:
-    """Store the model and return its new id."""
+def save(data_dir, model: StoredModel, metadata: dict, owner: str = ANONYMOUS) -> str:
+    """Store the model as `owner`'s and return its new id."""
     root = _root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     model_id = uuid.uuid4().hex
@@ -66,6 +72,7 @@ def save(data_dir, model: StoredModel, metadata: dict) -> str:
             "prediction": model.prediction,
             "created": time.time(),
             **metadata,
+            "owner": owner,
         }
         (staging / "model.json").write_text(json.dumps(description, indent=1))
         os.rename(staging, root / model_id)
@@ -75,19 +82,22 @@ def save(data_dir, model: StoredModel, metadata: dict) -> str:
     return model_id
 
 
-def load(data_dir, model_id: str) -> StoredModel:
-    """The stored model, or ModelNotFound."""
+def load(data_dir, model_id: str, owner: str = ANONYMOUS) -> StoredModel:
+    """`owner`'s stored model, or ModelNotFound (also for another owner's)."""
     if not valid_id(model_id):
         raise ModelNotFound(f"{model_id!r} is not a model id (32 lower-case hex digits)")
     folder = _root(data_dir) / model_id
+    missing = ModelNotFound(f"no trained model {model_id} on this server")
     try:
         description = json.loads((folder / "model.json").read_text())
+        if description.get("owner", ANONYMOUS) != owner:  # another's: as if there were none
+            raise missing
+        if description.get("format") != FORMAT or description.get("architecture") != "mlp":
+            raise ModelNotFound(f"model {model_id} was stored in a format this server does not read")
         with np.load(folder / "weights.npz", allow_pickle=False) as stored:
             weights = {name: stored[name] for name in stored.files}
     except FileNotFoundError:
-        raise ModelNotFound(f"no trained model {model_id} on this server") from None
-    if description.get("format") != FORMAT or description.get("architecture") != "mlp":
-        raise ModelNotFound(f"model {model_id} was stored in a format this server does not read")
+        raise missing from None
     return StoredModel(
         dim=int(description["dim"]),
         hidden=tuple(int(h) for h in description["hidden"]),

@@ -5,7 +5,9 @@ A job item only (training takes a while). The trainer is one compiled scan that 
 the job's watchers as progress (`iteration`, `loss`). The same callback honours `stop`:
 when the job is cancelled it raises, which aborts the compiled run at the next report.
 A model whose losses stayed finite is stored under the server's data directory
-(`pfode_models`) and its id returned with the weights; a diverged one is not stored.
+(`pfode_models`), as the caller's, and its id returned with the weights; a diverged one
+is not stored. The server's `max_training_seconds` is checked at the same reports: a run
+past it stops there and fails RESOURCE_EXHAUSTED, storing nothing.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import time
 import numpy as np
 
 from monge.client.tensors import encode
-from monge.server import pfode_models
+from monge.server import limits, pfode_models
 from monge.server import validation as v
+from monge.server.auth import ANONYMOUS
+from monge.server.errors import LimitExceeded
 from monge.server.config import ServerConfig
 from monge.server.pfode_call import (
     ScheduleSpec,
@@ -58,17 +62,17 @@ class TrainCall:
     report_every: int
     seed: int
     data_dir: str  # where the trained model is stored
+    owner: str = ANONYMOUS  # whose the stored model is
+    max_seconds: float = math.inf  # the server's max_training_seconds
 
 
-def parse(request: pb.TrainScoreModelRequest, config: ServerConfig) -> TrainCall:
+def parse(request: pb.TrainScoreModelRequest, config: ServerConfig, owner: str = ANONYMOUS) -> TrainCall:
     errors = v.Violations()
     samples = None
     with errors.check():
-        samples = v.float_tensor(request, "samples", ndim=2)
+        samples = v.float_tensor(request, "samples", ndim=2, max_points=config.max_samples, limit="max_samples")
         if samples is None:
             errors.add("samples", "is required (n, d)")
-    if samples is not None and samples.shape[0] > config.max_samples:
-        errors.add("samples", f"{samples.shape[0]:,} samples are over this server's limit of {config.max_samples:,}")
     hidden = list(request.hidden) or list(DEFAULT_HIDDEN)
     embedding = request.time_embedding_dim if request.HasField("time_embedding_dim") else DEFAULT_EMBEDDING
     architecture = parse_architecture(samples.shape[1] if samples is not None else 1, hidden, embedding, "",
@@ -80,13 +84,13 @@ def parse(request: pb.TrainScoreModelRequest, config: ServerConfig) -> TrainCall
     steps = batch_size = report_every = learning_rate = None
     with errors.check():
         steps = v.integer_in_range(v.optional_value(request, "steps", DEFAULT_STEPS), "steps", 1,
-                                   config.max_iterations)
+                                   config.max_training_steps, limit="max_training_steps")
     with errors.check():
         batch_size = v.integer_in_range(v.optional_value(request, "batch_size", DEFAULT_BATCH), "batch_size", 1,
                                         MAX_BATCH)
     with errors.check():
         report_every = v.integer_in_range(v.optional_value(request, "report_every", DEFAULT_REPORT_EVERY),
-                                          "report_every", 1, config.max_iterations)
+                                          "report_every", 1, config.max_training_steps, limit="max_training_steps")
     with errors.check():
         learning_rate = v.positive(v.optional_value(request, "learning_rate", DEFAULT_LEARNING_RATE),
                                    "learning_rate")
@@ -106,7 +110,8 @@ def parse(request: pb.TrainScoreModelRequest, config: ServerConfig) -> TrainCall
         errors.add("t_max" if "t_max" in times else "t_min", f"t_max ({t_max}) must be greater than t_min ({t_min})")
     errors.raise_if_any()
     return TrainCall(samples, architecture, prediction, schedule, steps, batch_size, learning_rate,
-                     times.get("t_min"), times.get("t_max"), report_every, int(request.seed), config.data_dir)
+                     times.get("t_min"), times.get("t_max"), report_every, int(request.seed), config.data_dir,
+                     owner, config.max_training_seconds)
 
 
 class _Cancelled(Exception):
@@ -132,11 +137,15 @@ def run(call: TrainCall, stop, progress=None):
     if stop.is_set():
         return None, 0.0
     started = time.perf_counter()
+    over_time = []  # the step at which the wall-time limit stopped the run
 
     def report(step, loss):
         if progress is not None:
             progress(iteration=step, loss=loss)
         if stop.is_set():
+            raise _Cancelled()
+        if time.perf_counter() - started > call.max_seconds and step < call.steps:
+            over_time.append(step)
             raise _Cancelled()
 
     config = DSMConfig(steps=call.steps, batch_size=call.batch_size, learning_rate=call.learning_rate,
@@ -147,6 +156,9 @@ def run(call: TrainCall, stop, progress=None):
     except Exception:
         if stop.is_set():  # aborted by `report`
             return None, time.perf_counter() - started
+        if over_time:
+            raise LimitExceeded(limits.training_over_time(over_time[0], call.steps, time.perf_counter() - started,
+                                                          call.max_seconds)) from None
         raise
     weights = {name: np.asarray(w) for name, w in out.weights.items()}
     losses = np.asarray(out.losses)
@@ -154,7 +166,7 @@ def run(call: TrainCall, stop, progress=None):
                                       call.architecture.time_embedding_dim, call.prediction, weights)
     model_id = ""
     if out.finite:
-        model_id = pfode_models.save(call.data_dir, stored, {
+        model_id = pfode_models.save(call.data_dir, stored, owner=call.owner, metadata={
             "schedule": {"kind": call.schedule.name, **call.schedule.parameters},
             "training": {"samples": int(call.samples.shape[0]), "steps": call.steps, "batch_size": call.batch_size,
                          "learning_rate": call.learning_rate, "seed": call.seed,

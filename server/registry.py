@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 from typing import Any
 
+from monge.server.auth import ANONYMOUS
 from monge.v1 import exact_pb2, pfode_pb2, ruot_pb2, sinkhorn_pb2, sparsity_constrained_pb2
 
 
@@ -17,18 +18,23 @@ from monge.v1 import exact_pb2, pfode_pb2, ruot_pb2, sinkhorn_pb2, sparsity_cons
 class SolverCall:
     """`module` defines parse(request, config) -> call, run(call, stop, progress) -> result
     and encode_response(result) -> response; `rpc` is the unary method's name, or None
-    for a call offered only as a job item."""
+    for a call offered only as a job item. `owned`: the call reads or stores trained
+    models, which belong to the caller that trained them, so its parse also takes the
+    caller's identity (`owner=`)."""
 
     name: str
     rpc: str | None
     request_type: Any
     response_type: Any
     module: str
+    owned: bool = False
 
     def load(self):
         return importlib.import_module(self.module)
 
-    def parse(self, request, config):
+    def parse(self, request, config, owner: str = ANONYMOUS):
+        if self.owned:
+            return self.load().parse(request, config, owner=owner)
         return self.load().parse(request, config)
 
 
@@ -44,14 +50,15 @@ CALLS: dict[str, SolverCall] = {
                    sparsity_constrained_pb2.SparsityConstrainedTransportResponse,
                    "monge.server.sparsity_call"),
         SolverCall("sample_probability_flow", "SampleProbabilityFlow", pfode_pb2.SampleProbabilityFlowRequest,
-                   pfode_pb2.SampleProbabilityFlowResponse, "monge.server.pfode_call"),
+                   pfode_pb2.SampleProbabilityFlowResponse, "monge.server.pfode_call", owned=True),
         SolverCall("probability_flow_log_likelihood", "ProbabilityFlowLogLikelihood",
                    pfode_pb2.ProbabilityFlowLogLikelihoodRequest, pfode_pb2.ProbabilityFlowLogLikelihoodResponse,
-                   "monge.server.pfode_likelihood_call"),
+                   "monge.server.pfode_likelihood_call", owned=True),
         SolverCall("train_score_model", None, pfode_pb2.TrainScoreModelRequest, pfode_pb2.TrainScoreModelResponse,
-                   "monge.server.pfode_train_call"),
-        SolverCall("ruot_fit", None, ruot_pb2.RUOTFitRequest, ruot_pb2.RUOTFitResponse, "monge.server.ruot_call"),
+                   "monge.server.pfode_train_call", owned=True),
+        SolverCall("ruot_fit", None, ruot_pb2.RUOTFitRequest, ruot_pb2.RUOTFitResponse, "monge.server.ruot_call",
+                   owned=True),
         SolverCall("ruot_query", "QueryRUOT", ruot_pb2.QueryRUOTRequest, ruot_pb2.QueryRUOTResponse,
-                   "monge.server.ruot_query_call"),
+                   "monge.server.ruot_query_call", owned=True),
     )
 }

@@ -6,8 +6,9 @@ block's mean losses to the job's watchers (`iteration`, `loss`, `loss_terms`) an
 the solver to stop when the job was cancelled, so a cancelled fit frees its worker
 after the block in progress. A fit that ran (completed, or diverged with its last
 finite parameters) is stored under the server's data directory (`ruot_models`) with its
-snapshots, and its id is returned with the model, exported; a cancelled fit stores
-nothing.
+snapshots, as the caller's, and its id is returned with the model, exported; a cancelled
+fit stores nothing. The server's `max_training_seconds` is checked between the same
+blocks: a fit past it stops there and fails RESOURCE_EXHAUSTED, storing nothing.
 
 `parse` builds the solver's own `RuotConfig` (plain Python, no device work), after
 checking every field under its proto name so that errors name the request's fields.
@@ -23,10 +24,11 @@ import numpy as np
 
 from monge.client.ruot import FIT_SETTINGS, RuotExport, RuotSnapshot
 from monge.client.tensors import encode
-from monge.server import ruot_models
+from monge.server import limits, ruot_models
 from monge.server import validation as v
+from monge.server.auth import ANONYMOUS
 from monge.server.config import ServerConfig
-from monge.server.errors import InvalidArgument
+from monge.server.errors import InvalidArgument, LimitExceeded
 from monge.v1 import diagnostics_pb2, ruot_pb2
 
 MAX_WIDTH = 4096
@@ -56,6 +58,8 @@ class FitCall:
     snapshots: tuple[RuotSnapshot, ...]
     config: object  # monge.solvers.ruot.RuotConfig
     data_dir: str  # where the fitted model is stored
+    owner: str = ANONYMOUS  # whose the stored model is
+    max_seconds: float = math.inf  # the server's max_training_seconds
 
 
 def _finite(value: float, field: str, *, low: float = -math.inf, positive: bool = False) -> float:
@@ -68,10 +72,10 @@ def _finite(value: float, field: str, *, low: float = -math.inf, positive: bool 
     return float(value)
 
 
-def parse_snapshots(request) -> list[RuotSnapshot]:
+def parse_snapshots(request, max_points: int | None = None) -> list[RuotSnapshot]:
     """Checked snapshots: at least two, times finite and strictly increasing, points
-    (n, d) finite floats of one dimension, masses positive. InvalidArgument with every
-    violation found."""
+    (n, d) finite floats of one dimension (at most `max_points` each, checked on the
+    header), masses positive. InvalidArgument with every violation found."""
     errors = v.Violations()
     count = len(request.snapshots)
     if count < 2:
@@ -88,7 +92,7 @@ def parse_snapshots(request) -> list[RuotSnapshot]:
         previous = snap.time
         points = None
         with errors.check():
-            points = v.float_tensor(snap, "points", ndim=2, prefix=prefix)
+            points = v.float_tensor(snap, "points", ndim=2, prefix=prefix, max_points=max_points)
             if points is None:
                 errors.add(prefix + "points", "is required, shape (n, d)")
         if points is not None:
@@ -120,8 +124,9 @@ def _settings(message: ruot_pb2.RUOTFitSettings, config: ServerConfig, errors: v
         "ot_epsilon": lambda x, f: _finite(x, f, positive=True),
         "width": lambda x, f: v.integer_in_range(x, f, 1, MAX_WIDTH),
         "residual_blocks": lambda x, f: v.integer_in_range(x, f, 0, MAX_RESIDUAL_BLOCKS),
-        "steps": lambda x, f: v.integer_in_range(x, f, 1, config.max_iterations),
-        "report_every": lambda x, f: v.integer_in_range(x, f, 1, config.max_iterations),
+        "steps": lambda x, f: v.integer_in_range(x, f, 1, config.max_training_steps, limit="max_training_steps"),
+        "report_every": lambda x, f: v.integer_in_range(x, f, 1, config.max_training_steps,
+                                                        limit="max_training_steps"),
         "particles": lambda x, f: v.integer_in_range(x, f, 1, MAX_PARTICLES),
         "learning_rate": lambda x, f: _finite(x, f, positive=True),
         "weight_decay": lambda x, f: _finite(x, f, low=0.0),
@@ -183,11 +188,11 @@ def _grid_steps(times, dt: float) -> int:
     return sum(max(1, math.ceil((b - a) / dt - 1e-9)) for a, b in zip(times[:-1], times[1:]))
 
 
-def parse(request: ruot_pb2.RUOTFitRequest, config: ServerConfig) -> FitCall:
+def parse(request: ruot_pb2.RUOTFitRequest, config: ServerConfig, owner: str = ANONYMOUS) -> FitCall:
     errors = v.Violations()
     snapshots = []
     with errors.check():
-        snapshots = parse_snapshots(request)
+        snapshots = parse_snapshots(request, config.max_points)
     given = _settings(request.settings, config, errors)
     errors.raise_if_any()
     try:
@@ -200,11 +205,11 @@ def parse(request: ruot_pb2.RUOTFitRequest, config: ServerConfig) -> FitCall:
                                   f"the last snapshot, over this server's limit of {MAX_GRID_STEPS:,}")
     largest = max(s.points.shape[0] for s in snapshots)
     if ruot_config.particles * largest > config.max_dense_elements:
-        errors.add("settings.particles", f"{ruot_config.particles} particles against a snapshot of {largest:,} points "
-                                         f"is over this server's limit of {config.max_dense_elements:,} "
-                                         "for a dense OT problem")
+        errors.add("settings.particles", limits.over_limit(
+            f"{ruot_config.particles} particles against a snapshot of {largest:,} points need a dense OT problem of "
+            f"{ruot_config.particles * largest:,} entries", config.max_dense_elements, "max_dense_elements"))
     errors.raise_if_any()
-    return FitCall(tuple(snapshots), ruot_config, config.data_dir)
+    return FitCall(tuple(snapshots), ruot_config, config.data_dir, owner, config.max_training_seconds)
 
 
 def run(call: FitCall, stop, progress=None):
@@ -214,20 +219,28 @@ def run(call: FitCall, stop, progress=None):
         return {"status": "cancelled", "steps": 0, "seconds": 0.0}
     from monge.solvers import ruot
 
+    over_time = []  # the step at which the wall-time limit stopped the fit
+
     def report(step, losses):
         if progress is not None:
             progress(iteration=step, loss=losses["total"],
                      loss_terms={name: value for name, value in losses.items() if name != "total"})
+        if time.perf_counter() - started > call.max_seconds and step < call.config.steps and not stop.is_set():
+            over_time.append(step)
+            return False
         return not stop.is_set()
 
     model = ruot.fit([(s.time, s.points, s.mass) for s in call.snapshots], call.config, progress=report)
+    if over_time:
+        raise LimitExceeded(limits.training_over_time(over_time[0], call.config.steps,
+                                                      time.perf_counter() - started, call.max_seconds))
     arrays, settings = model.to_arrays(), model.settings_dict()
     status = model.settings.status
     history = np.asarray(model.history, np.float32)
     final = {name: float(value) for name, value in zip(ruot.LOSS_NAMES, history[-1])} if len(history) else {}
     model_id = ""
     if status != "cancelled" and not stop.is_set():
-        model_id = ruot_models.save(call.data_dir, arrays, settings, call.snapshots, {
+        model_id = ruot_models.save(call.data_dir, arrays, settings, call.snapshots, owner=call.owner, metadata={
             "fit": {"steps": model.settings.steps_trained, "seconds": time.perf_counter() - started,
                     "final_losses": final},
         })

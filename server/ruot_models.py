@@ -6,6 +6,11 @@ fitted) and `snapshots.npz` (the training snapshots: `times`, `masses` with NaN 
 unset, `points_<k>`). A folder is written under a temporary name and renamed into
 place, so an id names a complete model or nothing. Ids are 32 lower-case hex digits,
 checked before they touch a path. Numpy only: the server process reads models without JAX.
+
+A model belongs to the caller whose fit stored it (`model.json`'s `owner`: the identity of
+its token; ANONYMOUS with auth off, and for models stored before owners were recorded).
+For anyone else `load` and `load_snapshots` answer NotFound, exactly as for an id that
+does not exist. `field` names the request field that gave the id, in that answer.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import uuid
 import numpy as np
 
 from monge.client.ruot import RuotSnapshot
+from monge.server.auth import ANONYMOUS
 from monge.server.errors import NotFound
 
 FORMAT = 1
@@ -41,17 +47,27 @@ def _root(data_dir) -> pathlib.Path:
     return pathlib.Path(data_dir) / "ruot_models"
 
 
-def _folder(data_dir, model_id: str) -> pathlib.Path:
+def _missing(model_id: str, field: str) -> NotFound:
+    return NotFound(f"no Var-RUOT model {model_id} on this server", field)
+
+
+def _folder(data_dir, model_id: str, owner: str, field: str) -> tuple[pathlib.Path, dict]:
+    """The folder of `owner`'s model and its description, or NotFound."""
     if not _ID.fullmatch(model_id or ""):
-        raise NotFound(f"{model_id!r} is not a Var-RUOT model id (32 lower-case hex digits)")
+        raise NotFound(f"{model_id!r} is not a Var-RUOT model id (32 lower-case hex digits)", field)
     folder = _root(data_dir) / model_id
-    if not folder.is_dir():
-        raise NotFound(f"no Var-RUOT model {model_id} on this server")
-    return folder
+    try:
+        description = json.loads((folder / "model.json").read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        raise _missing(model_id, field) from None
+    if description.get("owner", ANONYMOUS) != owner:  # another's: as if there were none
+        raise _missing(model_id, field)
+    return folder, description
 
 
-def save(data_dir, arrays: dict[str, np.ndarray], settings: dict, snapshots, metadata: dict) -> str:
-    """Store a model with its training snapshots; return its new id."""
+def save(data_dir, arrays: dict[str, np.ndarray], settings: dict, snapshots, metadata: dict,
+         owner: str = ANONYMOUS) -> str:
+    """Store a model with its training snapshots as `owner`'s; return its new id."""
     root = _root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     model_id = uuid.uuid4().hex
@@ -64,7 +80,8 @@ def save(data_dir, arrays: dict[str, np.ndarray], settings: dict, snapshots, met
             np.savez(f, times=np.asarray([s.time for s in snapshots], np.float64),
                      masses=np.asarray([math.nan if s.mass is None else s.mass for s in snapshots], np.float64),
                      **{f"points_{k}": np.asarray(s.points) for k, s in enumerate(snapshots)})
-        description = {"format": FORMAT, "settings": settings, "created": time.time(), **metadata}
+        description = {"format": FORMAT, "settings": settings, "created": time.time(), **metadata,
+                       "owner": owner}
         (staging / "model.json").write_text(json.dumps(description, indent=1))
         os.rename(staging, root / model_id)
     except BaseException:
@@ -73,28 +90,27 @@ def save(data_dir, arrays: dict[str, np.ndarray], settings: dict, snapshots, met
     return model_id
 
 
-def load(data_dir, model_id: str) -> StoredRuotModel:
-    """The stored model, or NotFound."""
-    folder = _folder(data_dir, model_id)
+def load(data_dir, model_id: str, owner: str = ANONYMOUS, field: str = "model_id") -> StoredRuotModel:
+    """`owner`'s stored model, or NotFound."""
+    folder, description = _folder(data_dir, model_id, owner, field)
+    if description.get("format") != FORMAT:
+        raise NotFound(f"Var-RUOT model {model_id} was stored in a format this server does not read", field)
     try:
-        description = json.loads((folder / "model.json").read_text())
         with np.load(folder / "arrays.npz", allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
     except FileNotFoundError:
-        raise NotFound(f"no Var-RUOT model {model_id} on this server") from None
-    if description.get("format") != FORMAT:
-        raise NotFound(f"Var-RUOT model {model_id} was stored in a format this server does not read")
-    metadata = {k: v for k, v in description.items() if k not in ("format", "settings")}
+        raise _missing(model_id, field) from None
+    metadata = {k: v for k, v in description.items() if k not in ("format", "settings", "owner")}
     return StoredRuotModel(model_id, arrays, description["settings"], metadata)
 
 
-def load_snapshots(data_dir, model_id: str) -> list[RuotSnapshot]:
-    """The snapshots the model was fitted to, or NotFound."""
-    folder = _folder(data_dir, model_id)
+def load_snapshots(data_dir, model_id: str, owner: str = ANONYMOUS, field: str = "model_id") -> list[RuotSnapshot]:
+    """The snapshots `owner`'s model was fitted to, or NotFound."""
+    folder, _ = _folder(data_dir, model_id, owner, field)
     try:
         with np.load(folder / "snapshots.npz", allow_pickle=False) as stored:
             times, masses = stored["times"], stored["masses"]
             return [RuotSnapshot(float(t), stored[f"points_{k}"], None if math.isnan(m) else float(m))
                     for k, (t, m) in enumerate(zip(times, masses))]
     except FileNotFoundError:
-        raise NotFound(f"no Var-RUOT model {model_id} on this server") from None
+        raise _missing(model_id, field) from None

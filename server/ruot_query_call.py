@@ -2,7 +2,7 @@
 ExportRUOTModel (a stored model as a message; no worker needed).
 
 The model is a stored one (model_id, read from the data directory: NOT_FOUND if there
-is none) or an exported one sent inline. `parse` reads and checks it with numpy only;
+is none, or if it is another caller's) or an exported one sent inline. `parse` reads and checks it with numpy only;
 `run` rebuilds the solver's `RuotModel` (which checks the network's arrays against the
 settings) and calls `monge.solvers.ruot`'s query functions with the request's seed, so
 the numbers are those of the same calls in-process.
@@ -18,14 +18,14 @@ import numpy as np
 
 from monge.client.ruot import RuotExport, settings_from_proto, snapshot_to_proto
 from monge.client.tensors import TensorError, decode, encode
-from monge.server import ruot_models
+from monge.server import limits, ruot_models
 from monge.server import validation as v
+from monge.server.auth import ANONYMOUS
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
 from monge.v1 import ruot_pb2
 
 MAX_TIMES = 10_000
-MAX_GRID_STEPS = 100_000
 FORMAT_VERSION = 1
 _REQUIRED = ("norm.x_shift", "norm.x_scale", "norm.t_shift", "norm.t_scale", "times", "relative_mass",
              "initial_points", "history")
@@ -51,7 +51,7 @@ class QueryCall:
     population: tuple[float, Start] | None = None
 
 
-def _model(request, config: ServerConfig) -> tuple[dict, dict, str]:
+def _model(request, config: ServerConfig, owner: str) -> tuple[dict, dict, str]:
     """(arrays, settings, field) of the request's model, checked with numpy."""
     which = request.WhichOneof("model")
     if which is None:
@@ -59,7 +59,7 @@ def _model(request, config: ServerConfig) -> tuple[dict, dict, str]:
     if which == "model_id":
         if not request.model_id:
             raise InvalidArgument.field("model_id", "is empty")
-        stored = ruot_models.load(config.data_dir, request.model_id)  # NotFound
+        stored = ruot_models.load(config.data_dir, request.model_id, owner)  # NotFound
         return stored.arrays, stored.settings, "model_id"
     field = "inline_model"
     try:
@@ -88,20 +88,34 @@ def _model(request, config: ServerConfig) -> tuple[dict, dict, str]:
     for name in _REQUIRED[:-1]:  # the loss history may hold the NaN of a diverged block
         if arrays[name].dtype.kind != "f" or not np.all(np.isfinite(arrays[name])):
             errors.add(f"{field}.arrays[{name}]", "must hold finite floating-point numbers")
+    for name in sorted(arrays):
+        if name.startswith("params/") and arrays[name].dtype.kind != "f":
+            errors.add(f"{field}.arrays[{name}]", f"must hold floating-point numbers, got {arrays[name].dtype}")
     times = arrays["times"]
     if times.ndim != 1 or times.size < 1 or np.any(np.diff(times) <= 0):
         errors.add(f"{field}.arrays[times]", f"must be increasing, shape (K,), got shape {list(times.shape)}")
-    if arrays["initial_points"].ndim != 2 or arrays["initial_points"].shape[1] != settings["dim"]:
-        errors.add(f"{field}.arrays[initial_points]", f"must have shape (n, {settings['dim']}), "
-                                                      f"got {list(arrays['initial_points'].shape)}")
+    elif arrays["relative_mass"].shape != times.shape:
+        errors.add(f"{field}.arrays[relative_mass]", f"must have one entry per snapshot time, shape "
+                                                     f"{list(times.shape)}, got {list(arrays['relative_mass'].shape)}")
+    initial = arrays["initial_points"]
+    if initial.ndim != 2 or initial.shape[1] != settings["dim"] or initial.shape[0] < 1:
+        errors.add(f"{field}.arrays[initial_points]", f"must have shape (n, {settings['dim']}) with n >= 1, "
+                                                      f"got {list(initial.shape)}")
+    expected = {"norm.x_shift": (settings["dim"],), "norm.x_scale": (), "norm.t_shift": (), "norm.t_scale": ()}
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            errors.add(f"{field}.arrays[{name}]", f"must have shape {list(shape)}, got {list(arrays[name].shape)}")
+    for name in ("norm.x_scale", "norm.t_scale"):
+        if arrays[name].shape == () and not arrays[name] > 0:
+            errors.add(f"{field}.arrays[{name}]", f"must be positive, got {float(arrays[name])}")
     errors.raise_if_any()
     return arrays, settings, field
 
 
-def _start(query, field: str, dim: int, errors: v.Violations) -> Start:
+def _start(query, field: str, dim: int, config: ServerConfig, errors: v.Violations) -> Start:
     points = None
     with errors.check():
-        points = v.float_tensor(query, "initial_points", ndim=2, prefix=field + ".")
+        points = v.float_tensor(query, "initial_points", ndim=2, prefix=field + ".", max_points=config.max_points)
         if points is not None and points.shape[1] != dim:
             errors.add(f"{field}.initial_points", f"has dimension {points.shape[1]} but the model has {dim}")
     return Start(points)
@@ -114,7 +128,7 @@ def _times(values, field: str, t0: float, errors: v.Violations, *, required: boo
             errors.add(field, "give at least one time")
         return None
     if times.size > MAX_TIMES:
-        errors.add(field, f"{times.size:,} times are over this server's limit of {MAX_TIMES:,}")
+        errors.add(field, f"{times.size:,} times are over the limit of {MAX_TIMES:,} times per query")
     elif not np.all(np.isfinite(times)):
         errors.add(field, "must be finite")
     elif np.any(np.diff(times) <= 0):
@@ -127,27 +141,36 @@ def _times(values, field: str, t0: float, errors: v.Violations, *, required: boo
 def _check_simulation(field: str, until: float, start: Start, arrays, settings, config, errors, reported: int = 1):
     """Refuse simulations whose grid or output would be over the server's limits."""
     t0 = float(arrays["times"][0])
-    steps = math.ceil(max(until - t0, 0.0) / settings["dt"]) + 1
+    ratio = max(until - t0, 0.0) / settings["dt"]  # a float: a far time or a tiny dt makes it huge, or inf
     n = (arrays["initial_points"] if start.points is None else start.points).shape[0]
     dim = settings["dim"]
-    if steps > MAX_GRID_STEPS:
-        errors.add(field, f"simulating to {until} takes {steps:,} steps of dt = {settings['dt']:g}, over this "
-                          f"server's limit of {MAX_GRID_STEPS:,}")
-    elif steps * n * dim > config.max_dense_elements:
-        errors.add(field, f"{n:,} particles over {steps:,} steps in {dim} dimensions is over this server's limit "
-                          f"of {config.max_dense_elements:,} values")
+    if not ratio + 1 <= config.max_trajectory_steps:
+        shown = f"{math.ceil(ratio) + 1:,}" if ratio < 1e15 else f"about {ratio:.3g}"
+        errors.add(field, limits.over_limit(f"simulating to {until} takes {shown} steps of dt = {settings['dt']:g}",
+                                            config.max_trajectory_steps, "max_trajectory_steps"))
+        return
+    steps = math.ceil(ratio) + 1
+    if steps > config.max_trajectory_steps:
+        errors.add(field, limits.over_limit(f"simulating to {until} takes {steps:,} steps of dt = {settings['dt']:g}",
+                                            config.max_trajectory_steps, "max_trajectory_steps"))
+    elif steps * n * dim > config.max_trajectory_elements:
+        errors.add(field, limits.over_limit(f"{n:,} particles over {steps:,} steps in {dim} dimensions are "
+                                            f"{steps * n * dim:,} values", config.max_trajectory_elements,
+                                            "max_trajectory_elements"))
     elif reported * n * (dim + 2) * 4 > config.max_message_bytes:
-        errors.add(field, f"the answer ({reported:,} times x {n:,} particles) would be over the message limit")
+        errors.add(field, limits.over_limit(f"the answer ({reported:,} times x {n:,} particles) would take "
+                                            f"{reported * n * (dim + 2) * 4:,} bytes", config.max_message_bytes,
+                                            "max_message_bytes"))
 
 
-def parse(request: ruot_pb2.QueryRUOTRequest, config: ServerConfig) -> QueryCall:
-    arrays, settings, model_field = _model(request, config)
+def parse(request: ruot_pb2.QueryRUOTRequest, config: ServerConfig, owner: str = ANONYMOUS) -> QueryCall:
+    arrays, settings, model_field = _model(request, config, owner)
     dim, t0 = settings["dim"], float(arrays["times"][0])
     errors = v.Violations()
     asked = {}
     if request.HasField("trajectories"):
         q = request.trajectories
-        start = _start(q, "trajectories", dim, errors)
+        start = _start(q, "trajectories", dim, config, errors)
         times = _times(q.times, "trajectories.times", t0, errors, required=False)
         if not errors.items:
             last = float(arrays["times"][-1] if times is None else times[-1])
@@ -158,7 +181,7 @@ def parse(request: ruot_pb2.QueryRUOTRequest, config: ServerConfig) -> QueryCall
         q = request.fields
         points = times = None
         with errors.check():
-            points = v.float_tensor(q, "points", ndim=2, prefix="fields.")
+            points = v.float_tensor(q, "points", ndim=2, prefix="fields.", max_points=config.max_points)
             if points is None:
                 errors.add("fields.points", "is required, shape (n, d)")
             elif points.shape[1] != dim:
@@ -179,14 +202,14 @@ def parse(request: ruot_pb2.QueryRUOTRequest, config: ServerConfig) -> QueryCall
                                                             f"got {list(times.shape)}")
         asked["fields"] = (points, times, bool(q.hjb_residual))
     if request.HasField("mass"):
-        start = _start(request.mass, "mass", dim, errors)
+        start = _start(request.mass, "mass", dim, config, errors)
         times = _times(request.mass.times, "mass.times", t0, errors, required=True)
         if not errors.items:
             _check_simulation("mass.times", float(times[-1]), start, arrays, settings, config, errors)
         asked["mass"] = (times, start)
     if request.HasField("action"):
         q = request.action
-        start = _start(q, "action", dim, errors)
+        start = _start(q, "action", dim, config, errors)
         until = None
         if q.HasField("until"):
             if not math.isfinite(q.until) or q.until < t0:
@@ -199,7 +222,7 @@ def parse(request: ruot_pb2.QueryRUOTRequest, config: ServerConfig) -> QueryCall
         asked["action"] = (until, start)
     if request.HasField("population"):
         q = request.population
-        start = _start(q, "population", dim, errors)
+        start = _start(q, "population", dim, config, errors)
         if not math.isfinite(q.time) or q.time < t0:
             errors.add("population.time", f"must be a finite time not before the first snapshot time {t0}, "
                                           f"got {q.time}")
@@ -277,16 +300,17 @@ def encode_response(out) -> ruot_pb2.QueryRUOTResponse:
     return response
 
 
-def export(request: ruot_pb2.ExportRUOTModelRequest, config: ServerConfig) -> ruot_pb2.ExportRUOTModelResponse:
-    """A stored model (and its snapshots when asked) as a message. Blocking file reads:
-    call it off the event loop."""
+def export(request: ruot_pb2.ExportRUOTModelRequest, config: ServerConfig,
+           owner: str = ANONYMOUS) -> ruot_pb2.ExportRUOTModelResponse:
+    """The caller's stored model (and its snapshots when asked) as a message. Blocking
+    file reads: call it off the event loop."""
     if not request.model_id:
         raise InvalidArgument.field("model_id", "is required")
-    stored = ruot_models.load(config.data_dir, request.model_id)
+    stored = ruot_models.load(config.data_dir, request.model_id, owner)
     response = ruot_pb2.ExportRUOTModelResponse(model=RuotExport(stored.arrays, stored.settings).to_proto())
     if request.include_snapshots:
         response.snapshots.extend(snapshot_to_proto(s) for s in
-                                  ruot_models.load_snapshots(config.data_dir, request.model_id))
+                                  ruot_models.load_snapshots(config.data_dir, request.model_id, owner))
     return response
 
 

@@ -3,7 +3,8 @@ and return its reply.
 
 Validation happens here first so a bad request costs no queue slot; the worker parses
 the same bytes again (cheap) and runs the solver. Exceptions become statuses in
-`errors.to_status`, applied by the `errors.rpc` decorator.
+`errors.to_status`, applied by the `errors.rpc` decorator. Each call carries the
+caller's identity (from its token), so that a trained model answers only its owner.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 
+from monge.server.auth import Authenticator
 from monge.server.config import ServerConfig
 from monge.server.errors import rpc
 from monge.server.registry import CALLS
@@ -18,15 +20,17 @@ from monge.v1 import service_pb2, service_pb2_grpc
 
 
 class SolverServicer(service_pb2_grpc.SolverServiceServicer):
-    def __init__(self, config: ServerConfig, executor):
+    def __init__(self, config: ServerConfig, executor, authenticator: Authenticator | None = None):
         self._config = config
         self._executor = executor
+        self._auth = authenticator or Authenticator({})
 
-    async def call(self, kind: str, request):
+    async def call(self, kind: str, request, context):
         """Validate, run on a worker, decode the reply. Cancellation reaches the worker."""
         solver = CALLS[kind]
-        solver.parse(request, self._config)
-        reply = await self._executor.run(kind, request.SerializeToString())
+        owner = self._auth.owner(context)
+        solver.parse(request, self._config, owner)
+        reply = await self._executor.run(kind, request.SerializeToString(), None, owner)
         return solver.response_type.FromString(reply)
 
     @rpc
@@ -53,30 +57,30 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
 
     @rpc
     async def Sinkhorn(self, request, context):
-        return await self.call("sinkhorn", request)
+        return await self.call("sinkhorn", request, context)
 
     @rpc
     async def ExactTransport(self, request, context):
-        return await self.call("exact_transport", request)
+        return await self.call("exact_transport", request, context)
 
     @rpc
     async def SparsityConstrainedTransport(self, request, context):
-        return await self.call("sparsity_constrained", request)
+        return await self.call("sparsity_constrained", request, context)
 
     @rpc
     async def SampleProbabilityFlow(self, request, context):
-        return await self.call("sample_probability_flow", request)
+        return await self.call("sample_probability_flow", request, context)
 
     @rpc
     async def ProbabilityFlowLogLikelihood(self, request, context):
-        return await self.call("probability_flow_log_likelihood", request)
+        return await self.call("probability_flow_log_likelihood", request, context)
 
     @rpc
     async def QueryRUOT(self, request, context):
-        return await self.call("ruot_query", request)
+        return await self.call("ruot_query", request, context)
 
     @rpc
     async def ExportRUOTModel(self, request, context):
         from monge.server.ruot_query_call import export
 
-        return await asyncio.to_thread(export, request, self._config)
+        return await asyncio.to_thread(export, request, self._config, self._auth.owner(context))

@@ -166,7 +166,7 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
     with errors.check():
         max_iterations = v.integer_in_range(
             v.optional_value(request, "max_iterations", DEFAULT_MAX_ITERATIONS),
-            "max_iterations", 1, config.max_iterations,
+            "max_iterations", 1, config.max_iterations, limit="max_iterations",
         )
     reg_m = None
     if request.HasField("reg_m"):

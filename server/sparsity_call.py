@@ -83,7 +83,7 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
     with errors.check():
         max_iterations = v.integer_in_range(
             v.optional_value(request, "max_iterations", DEFAULT_MAX_ITERATIONS),
-            "max_iterations", 1, config.max_iterations,
+            "max_iterations", 1, config.max_iterations, limit="max_iterations",
         )
     with errors.check():
         # k is a column's number of nonzeros: at most n, the length of a column.

@@ -40,12 +40,14 @@ class Violations:
 
 
 def float_tensor(message, field: str, *, ndim: int, prefix: str = "", max_points: int | None = None,
-                 point_axes: tuple[int, ...] = (0,), length: int | None = None) -> np.ndarray | None:
+                 point_axes: tuple[int, ...] = (0,), length: int | None = None,
+                 limit: str = "max_points") -> np.ndarray | None:
     """A float32/float64 tensor of the given rank with finite entries, or None if unset.
 
     Everything that the header (dtype, shape, byte count) can tell is checked before the
-    bytes are decoded: the rank, `max_points` on the `point_axes` (the server's
-    `max_points` limit), and `length`, the extent a 1-D tensor must have."""
+    bytes are decoded: the rank, `max_points` on the `point_axes` (the server's limit
+    named `limit`: `max_points`, or `max_samples` for probability-flow data), and
+    `length`, the extent a 1-D tensor must have."""
     if not message.HasField(field):
         return None
     name = prefix + field
@@ -62,9 +64,10 @@ def float_tensor(message, field: str, *, ndim: int, prefix: str = "", max_points
     if max_points is not None:
         for axis in point_axes:
             if shape[axis] > max_points:
+                per = " per measure" if limit == "max_points" else ""
                 raise InvalidArgument.field(
                     name, f"has {shape[axis]:,} points (shape {list(shape)}), over this server's "
-                          f"limit of {max_points:,} points per measure (max_points)")
+                          f"limit of {max_points:,} points{per} ({limit})")
     if length is not None and shape[0] != length:
         raise InvalidArgument.field(name, f"has {shape[0]} entries but the measure has {length} points")
     if math.prod(shape) == 0:
@@ -101,9 +104,11 @@ def optional_value(message, field: str, default):
     return getattr(message, field) if message.HasField(field) else default
 
 
-def integer_in_range(value: int, field: str, low: int, high: int) -> int:
+def integer_in_range(value: int, field: str, low: int, high: int, *, limit: str | None = None) -> int:
+    """`limit`: the name of the server's limit that `high` is, said when `value` is over it."""
     if not low <= value <= high:
-        raise InvalidArgument.field(field, f"must be in [{low}, {high}], got {value}")
+        over = f" ({high:,} is this server's limit, {limit})" if limit and value > high else ""
+        raise InvalidArgument.field(field, f"must be in [{low}, {high}], got {value}{over}")
     return int(value)
 
 

@@ -71,10 +71,11 @@ def devices() -> list[dict]:
     return [dict(id=d.id, platform=d.platform, kind=d.device_kind) for d in jax.devices()]
 
 
-def execute(kind: str, payload: bytes, stop, progress, limits) -> Outcome:
-    """Parse, run and encode one solver call named `kind` (see registry.CALLS)."""
+def execute(kind: str, payload: bytes, stop, progress, limits, owner: str = "") -> Outcome:
+    """Parse, run and encode one solver call named `kind` (see registry.CALLS) for the
+    caller `owner` (whose trained models it may read, and as whose it stores one)."""
     from monge.server import sinkhorn_batch
-    from monge.server.errors import InvalidArgument, NotFound
+    from monge.server.errors import InvalidArgument, LimitExceeded, NotFound
     from monge.server.registry import CALLS
 
     try:
@@ -83,13 +84,15 @@ def execute(kind: str, payload: bytes, stop, progress, limits) -> Outcome:
         call_type = CALLS[kind]
         module = call_type.load()
         request = call_type.request_type.FromString(payload)
-        call = module.parse(request, limits)
+        call = call_type.parse(request, limits, owner)
         result = module.run(call, stop, progress)
         return Outcome(response=module.encode_response(result).SerializeToString())
     except InvalidArgument as error:
         return Outcome(code=3, message=str(error), violations=tuple(error.violations))
     except NotFound as error:  # a stored model named by the request has gone
         return Outcome(code=5, message=str(error))
+    except LimitExceeded as error:  # a training run over the server's wall-time limit
+        return Outcome(code=8, message=str(error))
     except Exception:  # noqa: BLE001 - reported as INTERNAL with an id, never a traceback
         error_id = uuid.uuid4().hex[:12]
         log.error("internal error %s in %s:\n%s", error_id, kind, traceback.format_exc())
@@ -129,7 +132,7 @@ def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_
             return
         if task is None:
             return
-        sequence, kind, payload = task
+        sequence, kind, payload, owner = task
 
         def progress(**fields):
             try:
@@ -138,7 +141,7 @@ def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_
                 pass
 
         compiled_before = compile_count()
-        outcome = execute(kind, payload, _CancelFlag(cancelled, sequence, parent), progress, limits)
+        outcome = execute(kind, payload, _CancelFlag(cancelled, sequence, parent), progress, limits, owner)
         outcome = dataclasses.replace(outcome, compiles=compile_count() - compiled_before)
         try:
             outbox.send(("done", sequence, outcome))

@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Callable
 
+from monge.server.auth import ANONYMOUS
 from monge.server.errors import LimitExceeded, TaskFailed
 from monge.server.worker import Outcome, process_main
 
@@ -57,6 +58,7 @@ class _Task:
     payload: bytes
     future: asyncio.Future
     progress: Callable[[dict], None] | None
+    owner: str = ANONYMOUS  # the caller's identity: trained models are stored as theirs
     attempts: int = 0
     queued_at: float = dataclasses.field(default_factory=time.monotonic)
     started_at: float | None = None
@@ -163,7 +165,8 @@ class WorkerPool:
             for w in self._workers
         ]
 
-    async def run(self, kind: str, payload: bytes, progress: Callable[[dict], None] | None = None) -> bytes:
+    async def run(self, kind: str, payload: bytes, progress: Callable[[dict], None] | None = None,
+                  owner: str = ANONYMOUS) -> bytes:
         if self._closing:
             raise LimitExceeded("the server is shutting down", retry_after_seconds=5.0)
         if len(self._pending) >= self._queue_limit:
@@ -171,7 +174,7 @@ class WorkerPool:
                 f"the solver queue is full ({self._queue_limit} waiting); retry shortly",
                 retry_after_seconds=1.0,
             )
-        task = _Task(next(self._sequence), kind, payload, self._loop.create_future(), progress)
+        task = _Task(next(self._sequence), kind, payload, self._loop.create_future(), progress, owner)
         self._pending.append(task)
         self._dispatch()
         try:
@@ -203,7 +206,7 @@ class WorkerPool:
                 task.started_at = time.monotonic()
                 worker.task = task
                 try:
-                    worker.inbox.send((task.sequence, task.kind, task.payload))
+                    worker.inbox.send((task.sequence, task.kind, task.payload, task.owner))
                 except (OSError, ValueError):
                     worker.task = None
                     self._pending.appendleft(task)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from monge.client import InvalidArgumentError, TrainedScoreModel, requests
+from monge.client import InvalidArgumentError, NotFoundError, TrainedScoreModel, requests
 from monge.client.errors import from_rpc_error
 from monge.solvers.pfode import (
     DPMSolverPlusPlus,
@@ -244,7 +244,6 @@ BAD_SAMPLING = {
     "VE sigma_max below sigma_min": (dict(schedule=requests.schedule("ve", sigma_min=2.0, sigma_max=1.0)),
                                      "model.schedule.sigma_max"),
     "marginal prior of a network": (dict(source="0" * 32, prior="marginal"), "model.prior"),
-    "unknown trained model": (dict(source="0" * 32), "model.trained_model_id"),
     "malformed model id": (dict(source="../../etc/passwd"), "model.trained_model_id"),
     "one probe": (dict(log_likelihood="hutchinson", num_probes=1), "log_likelihood.num_probes"),
     "likelihood at sigma = 0": (dict(schedule="edm", t_end=0.0, log_likelihood="exact"), "model.t_end"),
@@ -260,6 +259,21 @@ def test_bad_sampling_request(client, case):
     source = kwargs.pop("source")
     fields = _invalid(lambda: client.sample_probability_flow(source, **kwargs))
     assert field in fields
+
+
+def test_an_unknown_trained_model_is_not_found(client):
+    unknown = "0" * 32
+    for call, field in (
+        (lambda: client.sample_probability_flow(unknown, num_samples=8), "model.trained_model_id"),
+        (lambda: client.probability_flow_log_likelihood(unknown, np.zeros((4, 2))), "model.trained_model_id"),
+        (lambda: client.submit(requests.sample_probability_flow(unknown, num_samples=8)),
+         "items[0].sample_probability_flow.model.trained_model_id"),
+    ):
+        with pytest.raises(NotFoundError) as caught:
+            call()
+        assert caught.value.message == f"{field}: no trained model {unknown} on this server"
+    # A bad request is refused as such before any model is looked up.
+    assert _invalid(lambda: client.sample_probability_flow(unknown, num_samples=0)) == ["num_samples"]
 
 
 def test_bad_uploaded_weights_name_the_weight(client):
