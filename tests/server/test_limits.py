@@ -153,3 +153,159 @@ def test_batches_are_capped_by_memory():
     assert sinkhorn_batch.max_batch_for_memory(key, 1 * MIB) == 1
     online = _parse(ServerConfig(max_dense_elements=1000), x=x, y=x)
     assert online.online and sinkhorn_batch.batch_key(online) is None
+
+
+# -- probability flow, Var-RUOT, jobs, FedWaD: one server with small limits ------------
+
+
+SMALL = dict(max_samples=300, max_iterations=50, max_training_steps=200, max_training_seconds=1e-3,
+             max_trajectory_steps=40, max_trajectory_elements=2_000, max_job_items=3, max_points=1000,
+             max_dense_elements=10_000)
+
+
+@pytest.fixture(scope="module")
+def small(make_module_server):
+    return make_module_server(**SMALL)
+
+
+def _gaussian():
+    return requests.gaussian(np.zeros(2), np.eye(2))
+
+
+def _untrained_ruot(dim=2):
+    """An exported Var-RUOT model, untrained (refusals need no fit): snapshots at 0 and 1, dt 0.25."""
+    import jax
+
+    from monge.client import RuotExport
+    from monge.solvers.ruot_config import ExactLaplacian, QuadraticGrowth
+    from monge.solvers.ruot_model import RuotSettings, init_params
+
+    arrays = {f"params/{k}": np.asarray(v) for k, v in init_params(jax.random.key(0), dim, 8, 0).items()}
+    arrays.update({"norm.x_shift": np.zeros(dim), "norm.x_scale": np.array(1.0), "norm.t_shift": np.array(0.0),
+                   "norm.t_scale": np.array(1.0), "times": np.array([0.0, 1.0]), "relative_mass": np.ones(2),
+                   "initial_points": _points(6, dim), "history": np.zeros((0, 5))})
+    settings = RuotSettings(dim=dim, width=8, residual_blocks=0, sigma=0.1, dt=0.25, alpha=1.0,
+                            growth=QuadraticGrowth(), laplacian=ExactLaplacian())
+    return RuotExport(arrays, settings.to_dict())
+
+
+def test_probability_flow_limits_are_named(small):
+    with _client(small) as c:
+        _refused(lambda: c.sample_probability_flow(_gaussian(), num_samples=301), "num_samples",
+                 "[1, 300]", "max_samples")
+        _refused(lambda: c.sample_probability_flow(_gaussian(), num_samples=4, steps=51), "steps", "max_iterations")
+        _refused(lambda: c.sample_probability_flow(_gaussian(), num_samples=4, sampler="euler", nfe=51), "nfe",
+                 "51 steps of euler", "limit of 50 (max_iterations)")
+        _refused(lambda: c.sample_probability_flow(_gaussian(), num_samples=30, steps=40, return_trajectory=True),
+                 "return_trajectory", "2,460 values", "limit of 2,000 (max_trajectory_elements)")
+        _refused(lambda: c.probability_flow_log_likelihood(_gaussian(), _points(301)), "points",
+                 "301 points", "limit of 300 points (max_samples)")
+        _refused(lambda: c.probability_flow_log_likelihood(_gaussian(), _points(4), max_steps=51), "max_steps",
+                 "max_iterations")
+        data = _points(16)
+        _refused(lambda: c.train_score_model(_points(301)), "items[0].train_score_model.samples", "max_samples")
+        _refused(lambda: c.train_score_model(data, steps=201), "items[0].train_score_model.steps",
+                 "max_training_steps")
+        _refused(lambda: c.train_score_model(data, report_every=201), "items[0].train_score_model.report_every",
+                 "max_training_steps")
+
+
+def test_ruot_limits_are_named(small):
+    model = _untrained_ruot()
+    with _client(small) as c:
+        _refused(lambda: c.ruot_query(model, trajectories=[20.0]), "trajectories.times",
+                 "81 steps of dt = 0.25", "limit of 40 (max_trajectory_steps)")
+        _refused(lambda: c.ruot_query(model, mass_times=[5.0], initial_points=_points(100)), "mass.times",
+                 "100 particles over 21 steps", "max_trajectory_elements")
+        _refused(lambda: c.ruot_query(model, action=True, initial_points=_points(10**3, 2)), "action.until",
+                 "max_trajectory_elements")
+        x0 = _points(8)
+        _refused(lambda: c.ruot_fit([(0.0, x0), (1.0, x0)], steps=201), "items[0].ruot_fit.settings.steps",
+                 "max_training_steps")
+        _refused(lambda: c.ruot_fit([(0.0, x0), (1.0, _points(1001))], particles=4),
+                 "items[0].ruot_fit.snapshots[1].points", "1,001 points", "max_points")
+        _refused(lambda: c.ruot_fit([(0.0, x0), (1.0, _points(1000))], particles=11),
+                 "items[0].ruot_fit.settings.particles", "11,000 entries", "max_dense_elements")
+
+
+def test_iterations_and_job_items_are_named(small):
+    with _client(small) as c:
+        _refused(lambda: c.sinkhorn(_points(4), _points(4), max_iterations=51), "max_iterations",
+                 "50 is this server's limit, max_iterations")
+        few = requests.sinkhorn(_points(4), _points(4))
+        _refused(lambda: c.submit([few] * 4), "items", "4 items", "limit of 3 (max_job_items)")
+        assert len(c.result(c.submit([few] * 3))) == 3
+
+
+def test_fedwad_limits_are_named(small):
+    from monge.client import FedWadSessions
+    from monge.v1 import fedwad_pb2
+
+    with FedWadSessions(small.target, timeout=30) as sessions:
+        with pytest.raises(InvalidArgumentError) as caught:
+            sessions.create(["a", "b"], rounds=51)
+        assert caught.value.field == "config.rounds" and "max_rounds" in str(caught.value)
+        open_size = sessions.create(["a", "b"], rounds=2)
+        wide = sessions.create(["a", "b"], rounds=2, support_size=10)
+    # Joins, by hand: what a party claims about its data is checked before xi is built.
+    import grpc
+
+    from monge.v1 import fedwad_pb2_grpc
+
+    with grpc.insecure_channel(small.target) as channel:
+        stub = fedwad_pb2_grpc.FedWadServiceStub(channel)
+        for session, join, field, limit in (
+            (open_size, dict(dimension=2, sample_size=20_001), "parties[a].sample_size", "max_support_size"),
+            (wide, dict(dimension=1_001, sample_size=5), "parties[a].dimension", "max_dense_elements"),
+        ):
+            first = fedwad_pb2.ParticipateRequest(join=fedwad_pb2.FedWadJoin(session_id=session.session_id,
+                                                                             party="a", **join))
+            with pytest.raises(grpc.RpcError) as caught:
+                next(stub.Participate(iter([first]), timeout=30))
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert caught.value.details().startswith(field) and limit in caught.value.details()
+
+
+def test_training_stops_at_the_wall_time_limit_and_stores_nothing(small):
+    from monge.client import ResourceExhaustedError
+
+    import pathlib
+
+    models = pathlib.Path(small.config.data_dir)
+    with _client(small) as c:
+        # The shapes of tests/server/test_pfode_rpc.py's training (its compiled program).
+        rng = np.random.default_rng(0)
+        data = (rng.normal(size=(256, 2)) * np.array([0.5, 0.3]) + np.array([2.0, -1.0])).astype(np.float32)
+        job = c.train_score_model(data, hidden=(16, 16), time_embedding_dim=4, steps=150, batch_size=64,
+                                  learning_rate=5e-3, report_every=50, seed=0)
+        with pytest.raises(ResourceExhaustedError) as caught:
+            c.result(job, timeout=300)
+        assert "stopped after 50 of 150 steps" in caught.value.message
+        assert "limit of 0.001 s (max_training_seconds)" in caught.value.message
+        # ... and of tests/server/test_ruot_rpc.py's fit.
+        x0 = 0.3 * np.random.default_rng(0).standard_normal((24, 2))
+        job = c.ruot_fit([(0.0, x0, 100.0), (1.0, x0 + np.array([1.0, 0.5]), 150.0)], width=16, residual_blocks=0,
+                         particles=24, steps=20, report_every=10, dt=0.25, learning_rate=1e-2, weight_decay=0.0,
+                         seed=1)
+        with pytest.raises(ResourceExhaustedError, match="stopped after 10 of 20 steps"):
+            c.result(job, timeout=300)
+        assert c.job(job).state == "succeeded" and c.job(job).failed_items == 1
+    assert not list((models / "models").glob("*")) and not list((models / "ruot_models").glob("*"))
+
+
+def test_serve_flags_set_the_limits():
+    from monge.client.cli import build_parser, server_config
+
+    args = build_parser().parse_args([
+        "serve", "--max-iterations", "7", "--max-samples", "8", "--max-training-steps", "9",
+        "--max-training-seconds", "1.5", "--max-trajectory-steps", "10", "--max-trajectory-elements", "11",
+        "--max-job-items", "12"])
+    config = server_config(args)
+    assert (config.max_iterations, config.max_samples, config.max_training_steps, config.max_training_seconds,
+            config.max_trajectory_steps, config.max_trajectory_elements, config.max_job_items) == (
+        7, 8, 9, 1.5, 10, 11, 12)
+    for name in ("max_samples", "max_training_steps", "max_trajectory_steps", "max_job_items"):
+        with pytest.raises(ValueError, match=name):
+            ServerConfig(**{name: 0})
+    with pytest.raises(ValueError, match="max_training_seconds"):
+        ServerConfig(max_training_seconds=0.0)
