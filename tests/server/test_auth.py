@@ -110,6 +110,93 @@ def test_per_owner_limit_of_unfinished_jobs(authed):
     assert not any(CAROL in owner for owner in owners)
 
 
+# -- trained models ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def alices_models(authed):
+    """A score model and a Var-RUOT model that alice trained (the shapes of
+    test_pfode_rpc.py's and test_ruot_rpc.py's, whose programs are compiled once)."""
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(256, 2)) * np.array([0.5, 0.3]) + np.array([2.0, -1.0])).astype(np.float32)
+    x0 = 0.3 * rng.standard_normal((24, 2))
+    with _client(authed, ALICE) as alice:
+        score = alice.result(alice.train_score_model(data, hidden=(16, 16), time_embedding_dim=4, steps=150,
+                                                     batch_size=64, learning_rate=5e-3, report_every=50, seed=0),
+                             timeout=300)
+        ruot = alice.result(alice.ruot_fit([(0.0, x0, 100.0), (1.0, x0 + np.array([1.0, 0.5]), 150.0)], width=16,
+                                           residual_blocks=0, particles=24, steps=20, report_every=10, dt=0.25,
+                                           learning_rate=1e-2, weight_decay=0.0, seed=1), timeout=300)
+    return score.model_id, ruot.model_id
+
+
+def test_another_token_cannot_use_a_trained_model(authed, alices_models):
+    score, ruot = alices_models
+    unknown = "0" * 32
+    with _client(authed, ALICE) as alice, _client(authed, BOB) as bob:
+        def asks(client, model_id, ruot_id):
+            return (
+                lambda: client.sample_probability_flow(model_id, num_samples=8, steps=5),
+                lambda: client.probability_flow_log_likelihood(model_id, np.zeros((4, 2), np.float32)),
+                lambda: client.result(client.submit(requests.sample_probability_flow(model_id, num_samples=8,
+                                                                                     steps=5))),
+                lambda: client.ruot_query(ruot_id, action=True),
+                lambda: client.ruot_export(ruot_id, include_snapshots=True),
+            )
+
+        answers = []
+        for theirs, never in zip(asks(bob, score, ruot), asks(bob, unknown, unknown)):
+            with pytest.raises(NotFoundError) as caught:
+                theirs()
+            with pytest.raises(NotFoundError) as missing:
+                never()
+            # Exactly the answer for an id that never existed: ids do not leak.
+            assert (caught.value.message.replace(score, "ID").replace(ruot, "ID")
+                    == missing.value.message.replace(unknown, "ID")), (caught.value, missing.value)
+            answers.append(caught.value.message)
+        assert answers[0] == f"model.trained_model_id: no trained model {score} on this server"
+        assert answers[2] == f"items[0].sample_probability_flow.model.trained_model_id: no trained model {score} on this server"
+        assert answers[3] == answers[4] == f"model_id: no Var-RUOT model {ruot} on this server"
+        # The owner uses them.
+        assert alice.sample_probability_flow(score, num_samples=8, steps=5).samples.shape == (8, 2)
+        assert alice.ruot_query(ruot, action=True).action > 0
+        assert alice.ruot_export(ruot).model_id == ruot
+    # Stored with the owner's identity, never the token.
+    import json
+    import pathlib
+
+    data = pathlib.Path(authed.config.data_dir)
+    assert json.loads((data / "models" / score / "model.json").read_text())["owner"] == "alice"
+    assert json.loads((data / "ruot_models" / ruot / "model.json").read_text())["owner"] == "alice"
+
+
+def test_models_without_an_owner_are_the_anonymous_owners(tmp_path):
+    """Models stored before owners were recorded: anyone's with auth off, nobody's with tokens."""
+    import json
+
+    from monge.server import pfode_models, ruot_models
+    from monge.server.errors import NotFound
+
+    stored = pfode_models.StoredModel(2, (4,), 2, "noise", {"w": np.zeros(2)})
+    mine = pfode_models.save(tmp_path, stored, {}, owner="alice")
+    assert pfode_models.load(tmp_path, mine, "alice").dim == 2
+    with pytest.raises(pfode_models.ModelNotFound, match=f"no trained model {mine} on this server"):
+        pfode_models.load(tmp_path, mine, "bob")
+    description = tmp_path / "models" / mine / "model.json"
+    description.write_text(json.dumps({k: v for k, v in json.loads(description.read_text()).items() if k != "owner"}))
+    assert pfode_models.load(tmp_path, mine).dim == 2
+    with pytest.raises(pfode_models.ModelNotFound):
+        pfode_models.load(tmp_path, mine, "alice")
+
+    ruot_id = ruot_models.save(tmp_path, {"times": np.zeros(2)}, {"dim": 2}, [], {}, owner="bob")
+    assert ruot_models.load(tmp_path, ruot_id, "bob").settings == {"dim": 2}
+    for owner in ("alice", ""):
+        with pytest.raises(NotFound, match=f"^model_id: no Var-RUOT model {ruot_id} on this server$"):
+            ruot_models.load(tmp_path, ruot_id, owner)
+        with pytest.raises(NotFound):
+            ruot_models.load_snapshots(tmp_path, ruot_id, owner)
+
+
 # -- TLS ---------------------------------------------------------------------------------
 
 
@@ -214,6 +301,25 @@ def test_serve_refuses_with_a_clear_message(capsys):
         cli_main(["serve", "--host", "0.0.0.0", "--port", "0"])
     assert "refusing to listen on 0.0.0.0" in str(caught.value)
     assert "--insecure" in str(caught.value)
+
+
+def test_the_metrics_endpoint_stays_on_loopback_unless_insecure(tmp_path):
+    # Plain HTTP without tokens: TLS and tokens on the gRPC port do not cover it.
+    secured = dict(host="0.0.0.0", tls_cert="c.pem", tls_key="k.pem", tokens=(ALICE,), data_dir=str(tmp_path))
+    for host in ("0.0.0.0", "::", "192.0.2.7", "metrics.example"):
+        with pytest.raises(ValueError, match=f"refusing to serve metrics on {host} .*no TLS and no tokens.*--insecure"):
+            ServerConfig(metrics_port=9464, metrics_host=host, **secured)
+        ServerConfig(metrics_port=9464, metrics_host=host, insecure=True, data_dir=str(tmp_path))
+    assert ServerConfig(metrics_port=9464, **secured).metrics_host == "127.0.0.1"  # the default, whatever --host
+    ServerConfig(metrics_port=None, metrics_host="0.0.0.0", data_dir=str(tmp_path))  # no endpoint, nothing to refuse
+    with pytest.raises(SystemExit) as caught:
+        cli_main(["serve", "--port", "0", "--metrics-port", "0", "--metrics-host", "0.0.0.0"])
+    assert "refusing to serve metrics on 0.0.0.0" in str(caught.value)
+
+
+def test_the_metrics_endpoint_listens_where_it_is_told(make_server):
+    server = make_server(metrics_port=0)
+    assert server.running.metrics._http.server_address[0] == "127.0.0.1"
 
 
 def test_a_bad_token_file_stops_the_start(tmp_path):
