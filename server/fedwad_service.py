@@ -464,8 +464,9 @@ def _parse_create(request: fedwad_pb2.CreateSessionRequest, limits: FedWadLimits
             support_size = v.integer_in_range(c.support_size, "config.support_size", 1, limits.max_support_size,
                                               limit="max_support_size")
     with errors.check():
+        lowered = limits.max_rounds < FedWadLimits.max_rounds  # by the server's max_iterations
         rounds = v.integer_in_range(v.optional_value(c, "rounds", DEFAULT_ROUNDS), "config.rounds",
-                                    1, limits.max_rounds, limit="max_rounds")
+                                    1, limits.max_rounds, limit="max_iterations" if lowered else "max_rounds")
     with errors.check():
         if c.HasField("t"):
             t = c.t

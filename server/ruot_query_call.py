@@ -145,7 +145,8 @@ def _check_simulation(field: str, until: float, start: Start, arrays, settings, 
     n = (arrays["initial_points"] if start.points is None else start.points).shape[0]
     dim = settings["dim"]
     if not ratio + 1 <= config.max_trajectory_steps:
-        shown = f"{math.ceil(ratio) + 1:,}" if ratio < 1e15 else f"about {ratio:.3g}"
+        shown = (f"{math.ceil(ratio) + 1:,}" if ratio < 1e15 else
+                 "more than 10^308" if math.isinf(ratio) else f"about {ratio:.3g}")
         errors.add(field, limits.over_limit(f"simulating to {until} takes {shown} steps of dt = {settings['dt']:g}",
                                             config.max_trajectory_steps, "max_trajectory_steps"))
         return
