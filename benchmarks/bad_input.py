@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bad_input.py > docs/bad-input-table.md   # or paste it
 
-Starts three servers in this process on 127.0.0.1 (default limits; small point and
-dense limits; a small memory budget), sends every request below as a raw protobuf
+Starts four servers in this process on 127.0.0.1 (default limits; small point and
+dense limits; a small memory budget; small probability-flow, Var-RUOT and job limits), sends every request below as a raw protobuf
 (the client would refuse most of them before sending), and prints one Markdown table
 per server: the request, what is wrong with it, and the status code, field and
 message of the answer. tests/server/test_bad_input_doc.py checks that the rows for
@@ -24,8 +24,8 @@ import numpy as np
 from google.rpc import error_details_pb2, status_pb2
 
 from monge.client.tensors import encode
-from monge.v1 import (exact_pb2, jobs_pb2, jobs_pb2_grpc, service_pb2_grpc, sinkhorn_pb2,
-                      sparsity_constrained_pb2 as sparsity_pb2, tensor_pb2)
+from monge.v1 import (exact_pb2, fedwad_pb2, fedwad_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pfode_pb2, ruot_pb2,
+                      service_pb2_grpc, sinkhorn_pb2, sparsity_constrained_pb2 as sparsity_pb2, tensor_pb2)
 
 MIB = 1 << 20
 
@@ -81,6 +81,110 @@ def _sparsity(**fields):
     fields.setdefault("x", encode(_points(6, seed=1)))
     fields.setdefault("y", encode(_points(6, seed=2)))
     return sparsity_pb2.SparsityConstrainedTransportRequest(**{k: v for k, v in fields.items() if v is not None})
+
+
+def _gaussian(means=None, covariances=None) -> pfode_pb2.ProbabilityFlowModel:
+    mixture = pfode_pb2.GaussianMixture(means=encode(np.zeros((1, 2)) if means is None else means),
+                                        covariances=encode(np.eye(2)[None] if covariances is None else covariances))
+    return pfode_pb2.ProbabilityFlowModel(gaussian_mixture=mixture)
+
+
+def _sample(**fields):
+    fields.setdefault("model", _gaussian())
+    fields.setdefault("num_samples", 8)
+    return pfode_pb2.SampleProbabilityFlowRequest(**fields)
+
+
+def _likelihood(**fields):
+    fields.setdefault("model", _gaussian())
+    fields.setdefault("points", encode(_points(4)))
+    return pfode_pb2.ProbabilityFlowLogLikelihoodRequest(**fields)
+
+
+def _job(**item):
+    return jobs_pb2.SubmitJobRequest(items=[jobs_pb2.JobItem(**item)])
+
+
+def _train(**fields):
+    fields.setdefault("samples", encode(_points(16)))
+    return _job(train_score_model=pfode_pb2.TrainScoreModelRequest(**fields))
+
+
+def _fit(times=(0.0, 1.0), **settings):
+    snapshots = [ruot_pb2.RUOTSnapshot(time=t, points=encode(_points(8, seed=k))) for k, t in enumerate(times)]
+    return _job(ruot_fit=ruot_pb2.RUOTFitRequest(snapshots=snapshots, settings=ruot_pb2.RUOTFitSettings(**settings)))
+
+
+def _untrained_ruot() -> ruot_pb2.RUOTModel:
+    """An exported Var-RUOT model (2-D, width 8, dt 0.25, snapshots at t = 0 and 1),
+    untrained: enough for the server to check a query against it."""
+    import jax
+
+    from monge.client import RuotExport
+    from monge.solvers.ruot_config import ExactLaplacian, QuadraticGrowth
+    from monge.solvers.ruot_model import RuotSettings, init_params
+
+    arrays = {f"params/{k}": np.asarray(v) for k, v in init_params(jax.random.key(0), 2, 8, 0).items()}
+    arrays.update({"norm.x_shift": np.zeros(2), "norm.x_scale": np.array(1.0), "norm.t_shift": np.array(0.0),
+                   "norm.t_scale": np.array(1.0), "times": np.array([0.0, 1.0]), "relative_mass": np.ones(2),
+                   "initial_points": _points(6), "history": np.zeros((0, 5))})
+    settings = RuotSettings(dim=2, width=8, residual_blocks=0, sigma=0.1, dt=0.25, alpha=1.0,
+                            growth=QuadraticGrowth(), laplacian=ExactLaplacian())
+    return RuotExport(arrays, settings.to_dict()).to_proto()
+
+
+def _query(model_id=None, **queries):
+    request = ruot_pb2.QueryRUOTRequest(**queries)
+    if model_id is None:
+        request.inline_model.CopyFrom(_untrained_ruot())
+    else:
+        request.model_id = model_id
+    return request
+
+
+def _create(parties=("alice", "bob"), **config):
+    return fedwad_pb2.CreateSessionRequest(parties=list(parties), config=fedwad_pb2.FedWadConfig(**config))
+
+
+def model_cases() -> list[Case]:
+    """Probability flow, Var-RUOT and FedWaD requests, with the default limits."""
+    P, L, Q = "SampleProbabilityFlow", "ProbabilityFlowLogLikelihood", "QueryRUOT"
+    unknown = "0" * 32
+    far = ruot_pb2.RUOTTrajectoriesQuery(times=[1e6])
+    return [
+        Case(P, "no source", _sample(model=pfode_pb2.ProbabilityFlowModel())),
+        Case(P, "covariance not positive definite", _sample(model=_gaussian(
+            covariances=np.array([[[1.0, 2.0], [2.0, 1.0]]])))),
+        Case(P, "means: one NaN", _sample(model=_gaussian(means=np.array([[np.nan, 0.0]])))),
+        Case(P, "num_samples = 0", _sample(num_samples=0)),
+        Case(P, "num_samples = 10^7 + 1", _sample(num_samples=10**7 + 1)),
+        Case(P, "steps = 2^40", _sample(steps=2**40)),
+        Case(P, "sampler = 42 (no such enum value)", _sample(sampler=42)),
+        Case(P, "a trajectory of 10^6 steps x 100 samples", _sample(num_samples=100, steps=10**6 - 1,
+                                                                   return_trajectory=True)),
+        Case(P, "a trained model id that is not one", _sample(model=pfode_pb2.ProbabilityFlowModel(
+            trained_model_id="../../etc/passwd"))),
+        Case(P, "an unknown (or another token's) trained model", _sample(model=pfode_pb2.ProbabilityFlowModel(
+            trained_model_id=unknown))),
+        Case(L, "points: dimension 3 for a 2-D model", _likelihood(points=encode(_points(4, d=3)))),
+        Case(L, "max_steps = 0", _likelihood(max_steps=0)),
+        Case("SubmitJob", "training: steps = 0", _train(steps=0)),
+        Case("SubmitJob", "training: steps = 10^6 + 1", _train(steps=10**6 + 1)),
+        Case("SubmitJob", "training: hidden = [8192, 8192]", _train(hidden=[8192, 8192])),
+        Case("SubmitJob", "Var-RUOT fit: one snapshot", _fit(times=(0.0,))),
+        Case("SubmitJob", "Var-RUOT fit: times not increasing", _fit(times=(1.0, 0.5))),
+        Case("SubmitJob", "Var-RUOT fit: dt = 1e-5 (10^5 steps)", _fit(dt=1e-5)),
+        Case("SubmitJob", "Var-RUOT fit: steps = 10^6 + 1", _fit(steps=10**6 + 1)),
+        Case("SubmitJob", "10,001 items", jobs_pb2.SubmitJobRequest(items=[jobs_pb2.JobItem()] * 10_001)),
+        Case(Q, "an unknown (or another token's) model id", _query(unknown, action=ruot_pb2.RUOTActionQuery())),
+        Case(Q, "no query", _query()),
+        Case(Q, "trajectories to t = 10^6 (dt 0.25)", _query(trajectories=far)),
+        Case(Q, "trajectories to t = 1e308", _query(trajectories=ruot_pb2.RUOTTrajectoriesQuery(times=[1e308]))),
+        Case("ExportRUOTModel", "an unknown model id", ruot_pb2.ExportRUOTModelRequest(model_id=unknown)),
+        Case("CreateSession", "one party", _create(parties=("alice",))),
+        Case("CreateSession", "rounds = 10^6", _create(rounds=10**6)),
+        Case("GetSession", "an unknown session id", fedwad_pb2.GetSessionRequest(session_id="no-such-session")),
+    ]
 
 
 def default_cases() -> list[Case]:
@@ -180,19 +284,50 @@ def budget_cases() -> list[Case]:
     ]
 
 
+def small_cases() -> list[Case]:
+    P, L, Q = "SampleProbabilityFlow", "ProbabilityFlowLogLikelihood", "QueryRUOT"
+    return [
+        Case(P, "num_samples = 101", _sample(num_samples=101)),
+        Case(P, "steps = 51", _sample(steps=51)),
+        Case(P, "a trajectory of 41 times x 30 samples x 2", _sample(num_samples=30, steps=40,
+                                                                     return_trajectory=True)),
+        Case(L, "points: 101", _likelihood(points=encode(_points(101)))),
+        Case("SubmitJob", "training: steps = 101", _train(steps=101)),
+        Case("SubmitJob", "Var-RUOT fit: report_every = 101", _fit(report_every=101)),
+        Case("SubmitJob", "4 items", jobs_pb2.SubmitJobRequest(items=[jobs_pb2.JobItem(sinkhorn=_sinkhorn())] * 4)),
+        Case(Q, "trajectories to t = 20 (81 steps of dt 0.25)", _query(
+            trajectories=ruot_pb2.RUOTTrajectoriesQuery(times=[20.0]))),
+        Case(Q, "mass of 100 particles to t = 5 (21 steps)", _query(mass=ruot_pb2.RUOTMassQuery(
+            times=[5.0], initial_points=encode(_points(100))))),
+        Case("CreateSession", "rounds = 51", _create(rounds=51)),
+    ]
+
+
+SMALL = dict(max_samples=100, max_iterations=50, max_training_steps=100, max_trajectory_steps=40,
+             max_trajectory_elements=2_000, max_job_items=3)
+
 SECTIONS = [
-    Section("Default limits", {}, default_cases()),
+    Section("Default limits", {}, default_cases() + model_cases()),
     Section("max_points = 1,000 and max_dense_elements = 10,000",
             dict(max_points=1000, max_dense_elements=10_000), counted_cases()),
     Section("max_request_memory_bytes = 1 MiB", dict(max_request_memory_bytes=1 * MIB), budget_cases()),
+    Section("max_samples = 100, max_iterations = 50, max_training_steps = 100, max_trajectory_steps = 40, "
+            "max_trajectory_elements = 2,000, max_job_items = 3", SMALL, small_cases()),
 ]
 
-SOLVER_RPCS = ("Sinkhorn", "ExactTransport", "SparsityConstrainedTransport")
+SOLVER_RPCS = ("Sinkhorn", "ExactTransport", "SparsityConstrainedTransport", "SampleProbabilityFlow",
+               "ProbabilityFlowLogLikelihood", "QueryRUOT", "ExportRUOTModel")
+FEDWAD_RPCS = ("CreateSession", "GetSession", "CancelSession")
 
 
 def method(channel, rpc: str) -> Callable:
     """The stub method for `rpc` on a channel (sync or aio)."""
-    stub = (service_pb2_grpc.SolverServiceStub if rpc in SOLVER_RPCS else jobs_pb2_grpc.JobServiceStub)(channel)
+    if rpc in SOLVER_RPCS:
+        stub = service_pb2_grpc.SolverServiceStub(channel)
+    elif rpc in FEDWAD_RPCS:
+        stub = fedwad_pb2_grpc.FedWadServiceStub(channel)
+    else:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
     return getattr(stub, rpc)
 
 
