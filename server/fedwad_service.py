@@ -38,10 +38,10 @@ import grpc
 import numpy as np
 
 from monge.client.tensors import TensorError, check, encode
-from monge.server import limits
 from monge.server import validation as v
 from monge.server.errors import Aborted, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
 from monge.server.errors import rpc
+from monge.server.limits import over_limit
 from monge.v1 import fedwad_pb2, fedwad_pb2_grpc
 
 log = logging.getLogger("monge.server.fedwad")
@@ -305,11 +305,11 @@ class FedWadServicer(fedwad_pb2_grpc.FedWadServiceServicer):
         # Without config.support_size, xi gets as many atoms as the larger sample.
         support = session.config.support_size or join.sample_size
         if session.config.support_size is None and join.sample_size > self._limits.max_support_size:
-            errors.add(f"{field}.sample_size", limits.over_limit(
+            errors.add(f"{field}.sample_size", over_limit(
                 f"party '{party.name}' has {join.sample_size:,} points, which would be xi's support size (the "
                 "session sets no config.support_size)", self._limits.max_support_size, "max_support_size"))
         elif not errors.items and support * join.dimension > self._limits.max_elements:
-            errors.add(f"{field}.dimension", limits.over_limit(
+            errors.add(f"{field}.dimension", over_limit(
                 f"xi of {support:,} atoms in {join.dimension:,} dimensions would hold {support * join.dimension:,} "
                 "values", self._limits.max_elements, "max_dense_elements"))
         errors.raise_if_any()

@@ -10,6 +10,10 @@ two dimensions, float64, default method and cost, an iteration cap of the defaul
 one chunk. Everything the solver traces (values, weights, epsilon, threshold, reg_m,
 gamma) is random, and so is everything that makes a request invalid: dtypes, shapes,
 byte counts, ranks, enum values, iteration caps, NaN and infinities.
+
+The second half does the same for the probability-flow, Var-RUOT and FedWaD requests
+(see the comment there), where NOT_FOUND, naming the field, answers ids of models and
+sessions that do not exist.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from hypothesis.extra import numpy as hnp
 
 from monge.client.tensors import TensorError, check, decode, encode
 from monge.v1 import (exact_pb2, fedwad_pb2, fedwad_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pfode_pb2, ruot_pb2,
-                      service_pb2, service_pb2_grpc, sinkhorn_pb2, sparsity_constrained_pb2, tensor_pb2)
+                      service_pb2_grpc, sinkhorn_pb2, sparsity_constrained_pb2, tensor_pb2)
 
 FUZZ = settings(max_examples=50, deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
