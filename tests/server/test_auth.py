@@ -130,6 +130,7 @@ def alices_models(authed):
     return score.model_id, ruot.model_id
 
 
+@pytest.mark.timeout(300)  # the first use trains both models (compiling two programs if cold)
 def test_another_token_cannot_use_a_trained_model(authed, alices_models):
     score, ruot = alices_models
     unknown = "0" * 32

@@ -266,6 +266,7 @@ def test_fedwad_limits_are_named(small):
             assert caught.value.details().startswith(field) and limit in caught.value.details()
 
 
+@pytest.mark.timeout(300)  # compiles a training program of each kind if no earlier test did
 def test_training_stops_at_the_wall_time_limit_and_stores_nothing(small):
     from monge.client import ResourceExhaustedError
 
