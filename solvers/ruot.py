@@ -36,8 +36,14 @@ import optax
 
 from monge.solvers.ruot_config import (
     AbstractGrowth,
+    AbstractSchedule,
+    ConstantSchedule,
+    WarmupCosineSchedule,
     AbstractLaplacian,
+    AbstractReconstruction,
     AutoLaplacian,
+    EnergyDistance,
+    SinkhornDivergence,
     ExactLaplacian,
     HutchinsonLaplacian,
     NetworkConfig,
@@ -64,10 +70,10 @@ from monge.solvers.ruot_model import (
     simulate,
     time_grid,
 )
-from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
 
 __all__ = [
-    "AbstractGrowth", "AbstractLaplacian", "AutoLaplacian", "ExactLaplacian", "HutchinsonLaplacian",
+    "AbstractGrowth", "AbstractLaplacian", "AbstractSchedule", "ConstantSchedule", "WarmupCosineSchedule",
+    "AbstractReconstruction", "EnergyDistance", "SinkhornDivergence", "AutoLaplacian", "ExactLaplacian", "HutchinsonLaplacian",
     "NetworkConfig", "NoGrowth", "OptimizerConfig", "PaperGrowth", "QuadraticGrowth", "RuotConfig",
     "RuotModel", "RuotSettings", "Snapshot", "Population", "Trajectories", "LOSS_NAMES", "fit",
     "paper_config", "potential_at", "velocity_at", "growth_at", "hjb_residual_at", "trajectories",
@@ -76,10 +82,6 @@ __all__ = [
 
 LOSS_NAMES = ("total", "ot", "mass", "hjb", "action")
 DTYPE = np.float32
-# Sinkhorn inside the training step: a loose tolerance is enough for a gradient
-# (the envelope gradient is exact at the stopped potentials up to that error).
-_SINKHORN_THRESHOLD = 1e-3
-_SINKHORN_MAX_ITERATIONS = 300
 
 
 class _Static(NamedTuple):
@@ -93,6 +95,8 @@ class _Static(NamedTuple):
     particles: int
     block: int
     clip: bool
+    schedule: AbstractSchedule
+    reconstruction: AbstractReconstruction
 
 
 class _Hyper(NamedTuple):
@@ -107,25 +111,19 @@ class _Hyper(NamedTuple):
     learning_rate: jax.Array
     weight_decay: jax.Array
     clip_norm: jax.Array
+    total_steps: jax.Array  # the run's optimiser steps (for the schedule)
+    pretrain_steps: jax.Array  # steps with the HJB and action terms off
     relative_mass: jax.Array  # (K,)
     target_self: jax.Array  # (K,) OT(b, b) / 2 of each snapshot, a constant of the loss
 
 
-def _optimizer(hyper: _Hyper, clip: bool):
-    adamw = optax.adamw(hyper.learning_rate, weight_decay=hyper.weight_decay)
+def _optimizer(hyper: _Hyper, clip: bool, schedule: AbstractSchedule):
+    rate = lambda count: hyper.learning_rate * schedule.factor(count, hyper.total_steps)
+    adamw = optax.adamw(rate, weight_decay=hyper.weight_decay)
     return optax.chain(optax.clip_by_global_norm(hyper.clip_norm), adamw) if clip else adamw
 
 
-def _sinkhorn_config(epsilon) -> SinkhornConfig:
-    return SinkhornConfig(epsilon=epsilon, threshold=_SINKHORN_THRESHOLD,
-                          max_iterations=_SINKHORN_MAX_ITERATIONS, method="log")
-
-
-def _ot(x, a, y, b, epsilon):
-    return solve(OTProblem.from_points(x, y, a, b), _sinkhorn_config(epsilon)).objective
-
-
-def _loss(params, norm, targets, hyper: _Hyper, key, static: _Static):
+def _loss(params, norm, targets, hyper: _Hyper, key, step, static: _Static):
     k_start, k_sim = jax.random.split(key)
     x_first = targets[0]
     n0 = x_first.shape[0]
@@ -141,24 +139,25 @@ def _loss(params, norm, targets, hyper: _Hyper, key, static: _Static):
         a = jax.nn.softmax(logw)
         y = targets[k]
         b = jnp.full((y.shape[0],), 1.0 / y.shape[0], y.dtype)
-        divergence = (_ot(x, a, y, b, hyper.epsilon) - 0.5 * _ot(x, a, x, a, hyper.epsilon)
-                      - hyper.target_self[k])
+        divergence = static.reconstruction.particle_terms(x, a, y, b, hyper.epsilon) - hyper.target_self[k]
         ot_total = ot_total + divergence
         mass = jnp.mean(jnp.exp(logw))
         mass_total = mass_total + (mass - hyper.relative_mass[k]) ** 2
-    total = (ot_total + hyper.gamma_mass * mass_total + hyper.gamma_hjb * sim.hjb
-             + hyper.gamma_action * sim.action)
+    # Reconstruction-only pre-training: the HJB and action terms join after it.
+    on = (step >= hyper.pretrain_steps).astype(x_first.dtype)
+    total = (ot_total + hyper.gamma_mass * mass_total
+             + on * (hyper.gamma_hjb * sim.hjb + hyper.gamma_action * sim.action))
     return total, jnp.stack([total, ot_total, mass_total, sim.hjb, sim.action])
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
 def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_step, *, static: _Static):
-    optimizer = _optimizer(hyper, static.clip)
+    optimizer = _optimizer(hyper, static.clip, static.schedule)
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
 
     def step(carry, i):
         params, opt_state = carry
-        (_, terms), grads = grad_fn(params, norm, targets, hyper, jax.random.fold_in(key, i), static)
+        (_, terms), grads = grad_fn(params, norm, targets, hyper, jax.random.fold_in(key, i), i, static)
         updates, new_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         # A non-finite step is not applied; the host sees the NaN in the losses and stops.
@@ -207,8 +206,8 @@ def fit(
     # OT(b, b) of each snapshot does not depend on the parameters: computed once, so the
     # reported "ot" is the full debiased divergence at no cost per step.
     target_self = [0.0] + [
-        0.5 * float(_ot(y, jnp.full((y.shape[0],), 1.0 / y.shape[0], y.dtype), y,
-                        jnp.full((y.shape[0],), 1.0 / y.shape[0], y.dtype), jnp.asarray(epsilon, DTYPE)))
+        float(config.reconstruction.snapshot_term(y, jnp.full((y.shape[0],), 1.0 / y.shape[0], y.dtype),
+                                                  jnp.asarray(epsilon, DTYPE)))
         for y in targets[1:]
     ]
     opt = config.optimizer
@@ -216,18 +215,21 @@ def fit(
     hyper = _Hyper(
         f32(config.sigma), f32(config.alpha), f32(config.gamma_hjb), f32(config.gamma_action),
         f32(config.gamma_mass), f32(epsilon), f32(opt.learning_rate), f32(opt.weight_decay),
-        f32(1.0 if opt.clip_norm is None else opt.clip_norm), f32(data.relative_mass), f32(target_self),
+        f32(1.0 if opt.clip_norm is None else opt.clip_norm), f32(config.steps),
+        f32(round(config.pretrain_fraction * config.steps)), f32(data.relative_mass), f32(target_self),
     )
     key = jax.random.key(config.seed)
     init_key, train_key = jax.random.split(key)
     params = init_params(init_key, dim, config.network.width, config.network.residual_blocks, DTYPE)
-    opt_state = _optimizer(hyper, opt.clip_norm is not None).init(params)
+    opt_state = _optimizer(hyper, opt.clip_norm is not None, opt.schedule).init(params)
 
     history, done, status = [], 0, "completed"
     while done < config.steps:
         block = min(config.report_every, config.steps - done)
         static = _Static(config.network.residual_blocks, config.growth, laplacian, tuple(grid.tolist()),
-                         tuple(int(m) for m in marks), config.particles, block, opt.clip_norm is not None)
+                         tuple(int(m) for m in marks), config.particles, block, opt.clip_norm is not None,
+                         opt.schedule,
+                         config.reconstruction)
         params, opt_state, terms = _train_block(params, opt_state, norm, targets, hyper, train_key,
                                                 jnp.int32(done), static=static)
         done += block
