@@ -159,7 +159,9 @@ def _settings(message: ruot_pb2.RUOTFitSettings, config: ServerConfig, errors: v
 
 def build_config(given: dict):
     """The solver's RuotConfig from checked settings (unset: the paper's defaults for the
-    growth penalty). ValueError if the solver refuses a combination."""
+    growth penalty). ValueError if the solver refuses a combination. The reconstruction
+    is the solver's default (the energy distance) unless ot_epsilon is given, which
+    asks for the Sinkhorn divergence at that epsilon."""
     from monge.solvers import ruot
 
     growth = {"none": ruot.NoGrowth(), "quadratic": ruot.QuadraticGrowth(),
@@ -180,8 +182,9 @@ def build_config(given: dict):
     )
     plain = ("sigma", "dt", "alpha", "gamma_hjb", "gamma_action", "gamma_mass", "ot_epsilon", "steps",
              "report_every", "particles", "seed")
+    reconstruction = ruot.SinkhornDivergence() if "ot_epsilon" in given else base.reconstruction
     return dataclasses.replace(base, network=network, optimizer=optimizer, growth=growth, laplacian=laplacian,
-                               **{name: given[name] for name in plain if name in given})
+                               reconstruction=reconstruction, **{name: given[name] for name in plain if name in given})
 
 
 def _grid_steps(times, dt: float) -> int:

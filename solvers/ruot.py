@@ -5,11 +5,15 @@ d rho/dt = -div(rho u) + (sigma^2 / 2) Laplacian rho + g rho, rho matching unnor
 snapshots. The optimality conditions u = grad lambda and alpha psi'(g) = lambda make a
 scalar network lambda(x, t) the whole search space (`ruot_model`); the loss is
 
-    sum_k [ S_eps(particles_k, snapshot_k) + gamma_mass (mass_k - N_k / N_0)^2 ]
+    sum_k [ D(particles_k, snapshot_k) + gamma_mass (mass_k - N_k / N_0)^2 ]
     + gamma_hjb * mean HJB residual^2 along the particles + gamma_action * action,
 
-with S_eps our debiased Sinkhorn divergence between the weight-normalised particles and
-the snapshot (differentiable in points and weights by the envelope theorem).
+with D the `config.reconstruction` between the weight-normalised particles and the
+snapshot: the energy distance by default (unbiased for any particle batch, no inner
+solver), or our debiased Sinkhorn divergence (differentiable in points and weights by
+the envelope theorem). The learning rate follows `config.optimizer.schedule`
+(warm-up, then cosine decay), and `config.pretrain_fraction` of the steps can fit the
+snapshots alone before the HJB and action terms join.
 
     model = fit([(0.0, x0), (1.0, x1, 2.0 * len(x1))], RuotConfig(steps=500),
                 progress=lambda step, losses: print(step, losses) or True)

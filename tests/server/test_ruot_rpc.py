@@ -246,6 +246,10 @@ def test_unset_settings_take_the_papers_values_for_the_growth_penalty(tmp_path):
                                       optimizer=ruot.OptimizerConfig(learning_rate=2e-5, clip_norm=None),
                                       laplacian=ruot.HutchinsonLaplacian(probes=3))
     assert (paper.alpha, paper.gamma_hjb) == (7.0, 6.25e-3)
+    # The default reconstruction is the energy distance; giving ot_epsilon asks for Sinkhorn.
+    assert quadratic.reconstruction == ruot.EnergyDistance()
+    sinkhorn = parse(requests.ruot_fit(snapshots(), ot_epsilon=0.02), config).config
+    assert sinkhorn.reconstruction == ruot.SinkhornDivergence() and sinkhorn.ot_epsilon == 0.02
 
 
 def test_loss_terms_survive_the_trip_from_a_dask_worker():
