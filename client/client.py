@@ -314,7 +314,9 @@ class Client:
         gamma_action, gamma_mass, ot_epsilon, width, residual_blocks, steps,
         report_every, particles, learning_rate, weight_decay, clip_norm (0: off), seed,
         growth_linear_below, laplacian ("auto", "exact", "hutchinson"),
-        laplacian_probes, laplacian_max_exact_dim.
+        laplacian_probes, laplacian_max_exact_dim. The reconstruction term is the
+        energy distance unless ot_epsilon is given, which selects the debiased
+        Sinkhorn divergence at that epsilon (relative to the data's total variance).
 
         Follow the job with `watch` (progress: `iteration` = steps done, `loss`, and
         `loss_terms` {ot, mass, hjb, action}, every `report_every` steps); `result(job)`
