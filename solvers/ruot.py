@@ -143,7 +143,8 @@ def _loss(params, norm, targets, hyper: _Hyper, key, step, static: _Static):
         a = jax.nn.softmax(logw)
         y = targets[k]
         b = jnp.full((y.shape[0],), 1.0 / y.shape[0], y.dtype)
-        divergence = static.reconstruction.particle_terms(x, a, y, b, hyper.epsilon) - hyper.target_self[k]
+        divergence = (static.reconstruction.particle_terms(x, a, y, b, hyper.epsilon, population=n0)
+                      - hyper.target_self[k])
         ot_total = ot_total + divergence
         mass = jnp.mean(jnp.exp(logw))
         mass_total = mass_total + (mass - hyper.relative_mass[k]) ** 2
