@@ -13,6 +13,10 @@ cap for the whole process, so a slow peer cannot stall the table. Wall time is o
 second call (compile or first-call time is reported apart). Marginal error (L1, rows
 plus columns) and <P, C> are recomputed in float64 from each solver's plan, so all
 rows are measured the same way; "rel" is |cost - cost(Monge)| / cost(Monge).
+"status" is each solver's own verdict (Monge's and ott-jax's `converged`; POT's last
+error below `stopThr` before its cap, plan finite): an unconverged row says so, and a
+solver stopped by `--cap` prints "timed out" instead of numbers. Rows are printed as
+they finish (the whole table again at the end), so a stopped run keeps its rows.
 
 Floors, measured in the same run on the same machine with XLA: "kernel" = two reads
 of an n x m array of the dtype (the two mat-vecs of a scaling iteration at memory
@@ -81,6 +85,10 @@ def _worker(spec: dict) -> dict:
                                 numItermax=max_iterations, log=True)
         wall = time.perf_counter() - start
         iterations, first = int(log["niter"]), 0.0
+        # POT's own verdict: its last error below stopThr, before the cap, no NaN.
+        errors = log.get("err") or []
+        converged = bool(errors) and float(errors[-1]) < threshold and iterations < max_iterations - 1
+        converged = converged and bool(np.all(np.isfinite(plan)))
     else:
         import jax
 
@@ -106,6 +114,7 @@ def _worker(spec: dict) -> dict:
             out = run(threshold)
             wall = time.perf_counter() - start
             plan, iterations = out.plan(), int(out.iterations)
+            converged = bool(out.converged)
         else:
             from ott.geometry import geometry, pointcloud
             from ott.problems.linear import linear_problem
@@ -127,8 +136,9 @@ def _worker(spec: dict) -> dict:
             jax.block_until_ready(out)
             wall = time.perf_counter() - start
             plan, iterations = out.matrix, int(out.n_iters)
+            converged = bool(out.converged)
     err, cost = _plan_stats(plan, x, y)
-    return dict(wall=wall, first=first, iterations=iterations, error=err, cost=cost)
+    return dict(wall=wall, first=first, iterations=iterations, error=err, cost=cost, converged=converged)
 
 
 def _online_memory(n: int, d: int, iterations: int, block: int) -> None:
@@ -187,7 +197,7 @@ def _run_worker(spec: dict, cap: float) -> dict:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=cap)
     except subprocess.TimeoutExpired:
-        return {"skipped": f"> {cap:.0f} s cap"}
+        return {"skipped": f"timed out: > {cap:.0f} s cap, no result"}
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         return {"skipped": "error: " + (lines[-1][:60] if lines else "?")}
@@ -224,8 +234,14 @@ def main(argv=None) -> None:
         args.sizes, args.dims = [500], [2]
 
     header = (f"{'d':>3} {'n':>5} {'eps':>5} {'dtype':>7} {'solver':>9} {'wall s':>8} {'1st s':>7} "
-              f"{'iters':>6} {'ms/it':>8} {'floor':>7} {'xfloor':>6} {'L1 err':>8} {'<P,C>':>12} {'rel':>8}")
+              f"{'iters':>6} {'ms/it':>8} {'floor':>7} {'xfloor':>6} {'L1 err':>8} {'<P,C>':>12} {'rel':>8} status")
+    print(header, flush=True)
     rows = []
+
+    def emit(line):  # as each row finishes, so a run that is stopped keeps its rows
+        rows.append(line)
+        print(line, flush=True)
+
     for d in args.dims:
         for n in args.sizes:
             for dtype in args.dtypes:
@@ -241,19 +257,20 @@ def main(argv=None) -> None:
                         result = _run_worker(spec, args.cap)
                         prefix = f"{d:>3} {n:>5} {scale:>5g} {dtype:>7} {solver:>9}"
                         if "skipped" in result:
-                            rows.append(f"{prefix} {result['skipped']}")
+                            emit(f"{prefix} {result['skipped']}")
                             continue
-                        if solver == "monge":
+                        if solver == "monge" and result["converged"]:
                             reference = result["cost"]
                         per_it = result["wall"] / max(result["iterations"], 1)
                         floor = floors[FORM[solver]]
                         rel = abs(result["cost"] - reference) / reference if reference else float("nan")
-                        rows.append(
+                        status = "converged" if result["converged"] else "NOT CONVERGED (its own stop test)"
+                        emit(
                             f"{prefix} {result['wall']:>8.3f} {result['first']:>7.2f} "
                             f"{result['iterations']:>6d} {per_it * 1e3:>8.3f} {floor * 1e3:>7.3f} "
-                            f"{per_it / floor:>6.2f} {result['error']:>8.1e} {result['cost']:>12.6g} {rel:>8.1e}"
+                            f"{per_it / floor:>6.2f} {result['error']:>8.1e} {result['cost']:>12.6g} {rel:>8.1e} {status}"
                         )
-    print(header)
+    print("\n" + header)  # the whole table once more, together
     print("\n".join(rows))
 
 
