@@ -50,6 +50,16 @@ class SolverServiceStub:
                 request_serializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornRequest.SerializeToString,
                 response_deserializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornResponse.FromString,
                 _registered_method=True)
+        self.SinkhornBatch = channel.unary_unary(
+                '/monge.v1.SolverService/SinkhornBatch',
+                request_serializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornBatchRequest.SerializeToString,
+                response_deserializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornBatchResponse.FromString,
+                _registered_method=True)
+        self.SinkhornDivergence = channel.unary_unary(
+                '/monge.v1.SolverService/SinkhornDivergence',
+                request_serializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornDivergenceRequest.SerializeToString,
+                response_deserializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornDivergenceResponse.FromString,
+                _registered_method=True)
         self.ExactTransport = channel.unary_unary(
                 '/monge.v1.SolverService/ExactTransport',
                 request_serializer=monge_dot_v1_dot_exact__pb2.ExactTransportRequest.SerializeToString,
@@ -95,6 +105,20 @@ class SolverServiceServicer:
 
     def Sinkhorn(self, request, context):
         """Entropic optimal transport, balanced or unbalanced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SinkhornBatch(self, request, context):
+        """Many entropic OT problems in one call, vectorised where they share a shape bucket.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SinkhornDivergence(self, request, context):
+        """The debiased Sinkhorn divergence between two point clouds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,6 +179,16 @@ def add_SolverServiceServicer_to_server(servicer, server):
                     servicer.Sinkhorn,
                     request_deserializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornRequest.FromString,
                     response_serializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornResponse.SerializeToString,
+            ),
+            'SinkhornBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SinkhornBatch,
+                    request_deserializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornBatchRequest.FromString,
+                    response_serializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornBatchResponse.SerializeToString,
+            ),
+            'SinkhornDivergence': grpc.unary_unary_rpc_method_handler(
+                    servicer.SinkhornDivergence,
+                    request_deserializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornDivergenceRequest.FromString,
+                    response_serializer=monge_dot_v1_dot_sinkhorn__pb2.SinkhornDivergenceResponse.SerializeToString,
             ),
             'ExactTransport': grpc.unary_unary_rpc_method_handler(
                     servicer.ExactTransport,
@@ -242,6 +276,60 @@ class SolverService:
             '/monge.v1.SolverService/Sinkhorn',
             monge_dot_v1_dot_sinkhorn__pb2.SinkhornRequest.SerializeToString,
             monge_dot_v1_dot_sinkhorn__pb2.SinkhornResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SinkhornBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monge.v1.SolverService/SinkhornBatch',
+            monge_dot_v1_dot_sinkhorn__pb2.SinkhornBatchRequest.SerializeToString,
+            monge_dot_v1_dot_sinkhorn__pb2.SinkhornBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SinkhornDivergence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monge.v1.SolverService/SinkhornDivergence',
+            monge_dot_v1_dot_sinkhorn__pb2.SinkhornDivergenceRequest.SerializeToString,
+            monge_dot_v1_dot_sinkhorn__pb2.SinkhornDivergenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
