@@ -1,7 +1,8 @@
 """The solver calls the server offers, by name: how to parse, run and encode each.
 
 Unary RPCs, job items and workers (local processes or Dask) all go through this table,
-so a solver family is wired once. The name is the field of `JobItem.request`.
+so a solver family is wired once. The name is the field of `JobItem.request` for calls
+that are job items; the others (unary only) have names of their own.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ CALLS: dict[str, SolverCall] = {
     for call in (
         SolverCall("sinkhorn", "Sinkhorn", sinkhorn_pb2.SinkhornRequest, sinkhorn_pb2.SinkhornResponse,
                    "monge.server.sinkhorn_call"),
+        SolverCall("sinkhorn_batch_rpc", "SinkhornBatch", sinkhorn_pb2.SinkhornBatchRequest,
+                   sinkhorn_pb2.SinkhornBatchResponse, "monge.server.sinkhorn_batch_call"),
+        SolverCall("sinkhorn_divergence", "SinkhornDivergence", sinkhorn_pb2.SinkhornDivergenceRequest,
+                   sinkhorn_pb2.SinkhornDivergenceResponse, "monge.server.divergence_call"),
         SolverCall("exact_transport", "ExactTransport", exact_pb2.ExactTransportRequest,
                    exact_pb2.ExactTransportResponse, "monge.server.exact_call"),
         SolverCall("sparsity_constrained", "SparsityConstrainedTransport",

@@ -60,6 +60,14 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
         return await self.call("sinkhorn", request, context)
 
     @rpc
+    async def SinkhornBatch(self, request, context):
+        return await self.call("sinkhorn_batch_rpc", request)
+
+    @rpc
+    async def SinkhornDivergence(self, request, context):
+        return await self.call("sinkhorn_divergence", request)
+
+    @rpc
     async def ExactTransport(self, request, context):
         return await self.call("exact_transport", request, context)
 

@@ -66,20 +66,33 @@ def batch_key(call: SinkhornCall) -> tuple | None:
     )
 
 
-def max_batch_for_memory(key: tuple, budget: int) -> int:
+def max_batch_for_memory(key: tuple, budget: int, *, top_k: int = 0, dimension: int = 0) -> int:
     """The largest batch of this key whose padded problems, solved together, fit in
-    `budget` bytes (a power of two, as batches are padded to one; at least 1)."""
+    `budget` bytes (a power of two, as batches are padded to one; at least 1).
+    `top_k` and `dimension` are the largest views (top-k entries, barycentric map)
+    that a problem of the batch asks for."""
     from monge.server import limits
 
     _, _, dtype, n, m, *_ = key
     # Plans are built on request; count them for every problem of the batch.
-    per_problem = limits.dense_sinkhorn(n, m, np.dtype(dtype).itemsize, return_plan=True)
+    per_problem = limits.dense_sinkhorn(n, m, np.dtype(dtype).itemsize, return_plan=True,
+                                        top_k=top_k, dimension=dimension)
     fit = max(1, budget // per_problem)
     return 1 << (fit.bit_length() - 1)
 
 
 def run_batch(payload: bytes, limits, stop, progress=None) -> bytes:
-    """Worker side: framed SinkhornRequests in, framed SinkhornResponses out.
+    """Worker side of dynamic batching: framed SinkhornRequests of one batch key in,
+    framed SinkhornResponses out."""
+    requests = [sinkhorn_pb2.SinkhornRequest.FromString(item) for item in unframe(payload)]
+    calls = [sinkhorn_call.parse(request, limits) for request in requests]
+    replies = [sinkhorn_call.encode_response(result) for result in solve_group(calls, stop, progress)]
+    return frame([reply.SerializeToString() for reply in replies])
+
+
+def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
+    """Solve calls that share one batch key as one vmapped program; one `run` result
+    (numbers, views, seconds) per call, in order.
 
     The batch runs in chunks of iterations, warm-started, so that `stop` is honoured
     between chunks as for a single call. The batch is padded to a power-of-two count
@@ -90,8 +103,6 @@ def run_batch(payload: bytes, limits, stop, progress=None) -> bytes:
     from monge.solvers.loop import Status
     from monge.solvers.sinkhorn import SinkhornConfig, make_problem, power_of_two_bucket, solve_batch
 
-    requests = [sinkhorn_pb2.SinkhornRequest.FromString(item) for item in unframe(payload)]
-    calls = [sinkhorn_call.parse(request, limits) for request in requests]
     keys = {batch_key(call) for call in calls}
     if len(keys) != 1 or None in keys:
         raise ValueError("a Sinkhorn batch must share one batch key")
@@ -131,9 +142,23 @@ def run_batch(payload: bytes, limits, stop, progress=None) -> bytes:
                 outputs[index] = dataclasses.replace(outputs[index], status=int(Status.CANCELLED))
             break
     seconds = time.perf_counter() - started
-    replies = []
+    results = []
     for index, call in enumerate(calls):
         output = dataclasses.replace(outputs[index], iterations=int(iterations[index]))
-        plan = np.asarray(output.plan()) if call.return_plan else None
-        replies.append(sinkhorn_call.encode_response((sinkhorn_call._to_numpy(output), plan, seconds)))
-    return frame([reply.SerializeToString() for reply in replies])
+        views = sinkhorn_call.plan_views(_padded_to(output, n, m), call, *call.shape) if call.wants_views else {}
+        results.append((sinkhorn_call._to_numpy(output), views, seconds))
+    return results
+
+
+def _padded_to(output, n: int, m: int):
+    """The output on its problem padded back to the batch's bucket, so that its plan
+    views run the bucket's compiled programs rather than one per size."""
+    import dataclasses
+
+    from monge.solvers.sinkhorn import pad_problem
+
+    n0, m0 = output.problem.shape
+    return dataclasses.replace(
+        output, problem=pad_problem(output.problem, n, m),
+        f=np.pad(np.asarray(output.f), (0, n - n0)), g=np.pad(np.asarray(output.g), (0, m - m0)),
+    )

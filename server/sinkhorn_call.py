@@ -62,12 +62,31 @@ class SinkhornCall:
     return_plan: bool
     method: str = "auto"  # auto, kernel, log (Sinkhorn iterations) or sns
     online: bool = False  # cost computed in blocks: the dense one would not fit
+    top_k: int = 0  # return the plan's k largest entries per row (0: none)
+    barycentric_map: bool = False  # return where each source point is sent
 
     @property
     def shape(self) -> tuple[int, int]:
         if self.cost_matrix is not None:
             return self.cost_matrix.shape
         return self.x.shape[0], self.y.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return (self.cost_matrix if self.cost_matrix is not None else self.x).dtype
+
+    @property
+    def wants_views(self) -> bool:
+        """Whether the reply carries a view of the plan (dense, top-k or barycentric)."""
+        return self.return_plan or bool(self.top_k) or self.barycentric_map
+
+    def reply_bytes(self) -> int:
+        """About how large the reply's arrays will be: potentials and the views asked for."""
+        n, m = self.shape
+        itemsize = self.dtype.itemsize
+        dimension = self.x.shape[1] if self.barycentric_map else 0
+        plan = n * m * itemsize if self.return_plan else 0
+        return (n + m) * itemsize + plan + limits.views_output(n, self.top_k, dimension, itemsize)
 
 
 def points_or_matrix(request, errors: v.Violations, config: ServerConfig):
@@ -108,15 +127,20 @@ def dense_limit_message(n: int, m: int, config: ServerConfig) -> str:
             "(max_dense_elements) for a dense solve")
 
 
-def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors) -> bool:
+def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors, *, top_k=0,
+           barycentric=False) -> bool:
     """Whether the call runs online (cost computed in blocks of rows). A dense solve
     must fit both `max_dense_elements` and `max_request_memory_bytes`; a call on points
     that does not fit runs online when its method allows, and is refused otherwise,
-    naming the limit."""
+    naming the limit. The plan's views (top-k entries, barycentric map) count with the
+    solve: their outputs, and in dense mode the matrices they build."""
     itemsize = np.dtype(dtype).itemsize
     budget = config.max_request_memory_bytes
     rows, cols = (n, m) if method == "sns" else padded_shape(n, m)  # what `run` solves
-    dense_bytes = limits.dense_sinkhorn(rows, cols, itemsize, return_plan=return_plan, sns=method == "sns")
+    d = 0 if x is None else x.shape[1]
+    views = dict(top_k=top_k, dimension=d if barycentric else 0)
+    dense_bytes = limits.dense_sinkhorn(rows, cols, itemsize, return_plan=return_plan, sns=method == "sns",
+                                        **views)
     too_many = n * m > config.max_dense_elements
     if not too_many and dense_bytes <= budget:
         return False
@@ -126,7 +150,7 @@ def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors) -> 
                                       f"limit of {config.max_dense_elements:,} (max_dense_elements)")
             return True
         online_bytes = limits.online_sinkhorn(rows, cols, x.shape[1], itemsize, block=ONLINE_BLOCK,
-                                              return_plan=return_plan)
+                                              return_plan=return_plan, **views)
         if online_bytes > budget:
             errors.add("x", limits.over_budget(online_bytes, budget, f"a {n:,} x {m:,} solve with the "
                                                                     "cost computed in blocks"))
@@ -150,7 +174,13 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
     method = "auto"
     with errors.check():
         method = _METHODS[v.known_enum(request.method, sinkhorn_pb2.SinkhornMethod, "method")]
-    online = _route(*shape, dtype, x, cost_matrix, method, request.return_plan, config, errors)
+    top_k = _top_k(request, shape, dtype, config, errors)
+    barycentric = request.return_barycentric_map
+    if barycentric and cost_matrix is not None:
+        errors.add("return_barycentric_map", "needs points x and y: a cost matrix has no positions to average")
+        barycentric = False
+    online = _route(*shape, dtype, x, cost_matrix, method, request.return_plan, config, errors,
+                    top_k=top_k, barycentric=barycentric)
     a = b = None
     with errors.check():
         a = v.weights(request, "a", shape[0])
@@ -199,7 +229,34 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         cost="matrix" if cost_matrix is not None else _COSTS[request.cost],
         epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
         reg_m=reg_m, return_plan=request.return_plan, method=method, online=online,
+        top_k=top_k, barycentric_map=barycentric,
     )
+
+
+def for_pair(call: SinkhornCall, x, a, y, b, config: ServerConfig, field: str) -> SinkhornCall:
+    """The same settings between other point clouds (the Sinkhorn divergence's x-x and
+    y-y solves), routed dense or online for their own shape; a refusal names `field`."""
+    errors = v.Violations()
+    online = _route(len(x), len(y), x.dtype, x, None, call.method, False, config, errors)
+    if errors.items:
+        raise InvalidArgument(*[(field, description) for _, description in errors.items])
+    return dataclasses.replace(call, x=x, a=a, y=y, b=b, online=online, return_plan=False, top_k=0,
+                               barycentric_map=False)
+
+
+def _top_k(request, shape, dtype, config: ServerConfig, errors: v.Violations) -> int:
+    """plan_top_k: 0 (none) or 1 <= k <= m, and a reply that fits the message limit."""
+    n, m = shape
+    k = request.plan_top_k
+    if not 0 <= k <= m:
+        errors.add("plan_top_k", f"must be in [0, {m}] (0: none; at most m = {m}, the plan's columns), got {k}")
+        return 0
+    reply_bytes = limits.top_k_output(n, k, np.dtype(dtype).itemsize)
+    if reply_bytes > config.max_message_bytes:
+        errors.add("plan_top_k", f"{n:,} x {k:,} entries would take {reply_bytes:,} bytes (row, column and "
+                                 f"value each), over the message limit of {config.max_message_bytes:,}")
+        return 0
+    return k
 
 
 def run(call: SinkhornCall, stop, progress=None):
@@ -237,10 +294,31 @@ def run(call: SinkhornCall, stop, progress=None):
         first_chunk=chunk_for_size(call.shape[0] * call.shape[1] * (ONLINE_WORK if call.online else 1)),
     )
     n, m = original_shape
-    plan = np.asarray(output.plan())[:n, :m] if call.return_plan else None
+    views = plan_views(output, call, n, m) if call.wants_views else {}
     output = _to_numpy(output)
     output["f"], output["g"] = output["f"][:n], output["g"][:m]
-    return output, plan, time.perf_counter() - started
+    return output, views, time.perf_counter() - started
+
+
+def plan_views(output, call: SinkhornCall, n: int, m: int) -> dict:
+    """The outputs asked for on request ("plan", "sparse_plan", "barycentric_map"),
+    computed from `output` of the problem as solved and cut back to the caller's n x m.
+
+    `output` may be of the problem padded with zero-weight points (its bucket), so
+    that these views share compiled programs across sizes as the solve does: padded
+    rows are cut, and padded columns carry no mass (their log-plan entries are -inf,
+    so the top k of a row are real columns; a row with fewer than k columns of
+    positive weight may come back with fewer than k entries, the rest being zeros)."""
+    views = {}
+    if call.return_plan:
+        views["plan"] = np.asarray(output.plan())[:n, :m]
+    if call.top_k:
+        rows, cols, values = (np.asarray(part) for part in output.plan_topk(call.top_k))
+        keep = (rows < n) & (cols < m)
+        views["sparse_plan"] = ((n, m), rows[keep], cols[keep], values[keep])
+    if call.barycentric_map:
+        views["barycentric_map"] = np.asarray(output.barycentric_map())[:n]
+    return views
 
 
 # Above this many padded elements a shape's compile time is small beside its solve.
@@ -290,7 +368,7 @@ def _run_sns(call: SinkhornCall, stop, progress):
     from monge.solvers.sns import sns
 
     if stop.is_set():
-        return _cancelled(call), None, 0.0
+        return _cancelled(call), {}, 0.0
     counts = dict.fromkeys(_NEWTON_COUNTS, 0)
 
     def solve_chunk(iterations, init):
@@ -312,9 +390,9 @@ def _run_sns(call: SinkhornCall, stop, progress):
         solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
         progress=progress, first_chunk=SNS_CHUNK, grow=False,
     )
-    plan = np.asarray(output.plan()) if call.return_plan else None
+    views = plan_views(output, call, *call.shape) if call.wants_views else {}
     result = _to_numpy(output) | {"newton": counts | {"kept_per_row": int(output.kept_per_row)}}
-    return result, plan, time.perf_counter() - started
+    return result, views, time.perf_counter() - started
 
 
 def _cancelled(call: SinkhornCall):
@@ -338,9 +416,25 @@ def _to_numpy(output):
     } | {"message": output.message}
 
 
-def encode_response(result) -> sinkhorn_pb2.SinkhornResponse:
-    output, plan, seconds = result
+def diagnostics(output: dict, seconds: float) -> diagnostics_pb2.SolverDiagnostics:
+    """The diagnostics of a solve, from `run`'s numbers."""
     status = int(output["status"])
+    return diagnostics_pb2.SolverDiagnostics(
+        status=status + 1,  # monge.solvers.Status starts at 0, the proto enum at 1
+        message=output["message"],
+        converged=status == 0,
+        iterations=int(output["iterations"]),
+        error=float(output["marginal_error"]),
+        solve_seconds=seconds,
+    )
+
+
+def encode_response(result) -> sinkhorn_pb2.SinkhornResponse:
+    """`result` is what `run` returns: (numbers and potentials, views, seconds)."""
+    from monge.server.exact_call import encode_sparse
+
+    output, views, seconds = result
+    plan, sparse, moved = (views.get(name) for name in ("plan", "sparse_plan", "barycentric_map"))
     return sinkhorn_pb2.SinkhornResponse(
         cost=float(output["cost"]),
         objective=float(output["objective"]),
@@ -348,16 +442,11 @@ def encode_response(result) -> sinkhorn_pb2.SinkhornResponse:
         g=encode(output["g"]),
         marginal_error=float(output["marginal_error"]),
         plan=encode(plan) if plan is not None else None,
-        diagnostics=diagnostics_pb2.SolverDiagnostics(
-            status=status + 1,  # monge.solvers.Status starts at 0, the proto enum at 1
-            message=output["message"],
-            converged=status == 0,
-            iterations=int(output["iterations"]),
-            error=float(output["marginal_error"]),
-            solve_seconds=seconds,
-        ),
+        diagnostics=diagnostics(output, seconds),
         newton=sinkhorn_pb2.NewtonStatistics(**output["newton"]) if "newton" in output else None,
+        sparse_plan=encode_sparse(*sparse) if sparse is not None else None,
+        barycentric_map=encode(moved) if moved is not None else None,
     )
 
 
-__all__ = ["SinkhornCall", "parse", "run", "encode_response", "InvalidArgument"]
+__all__ = ["SinkhornCall", "parse", "run", "encode_response", "plan_views", "for_pair", "InvalidArgument"]

@@ -632,7 +632,9 @@ def power_of_two_bucket(size: int) -> int:
     return max(16, 1 << (size - 1).bit_length())
 
 
-def _pad_problem(problem: OTProblem, n: int, m: int) -> OTProblem:
+def pad_problem(problem: OTProblem, n: int, m: int) -> OTProblem:
+    """The same problem on n >= n0 by m >= m0 points: zero-weight points (at the origin,
+    or zero costs) appended, which changes no answer on the original points."""
     geometry = problem.geometry
     n0, m0 = problem.shape
     if geometry.matrix is not None:
@@ -675,7 +677,7 @@ def solve_batch(
         groups.setdefault(key, []).append(index)
     results: list[SinkhornOutput | None] = [None] * len(problems)
     for (_, _, _, n, m), indices in groups.items():
-        padded = [_pad_problem(problems[i], n, m) for i in indices]
+        padded = [pad_problem(problems[i], n, m) for i in indices]
         stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *padded)
         dtype = padded[0].geometry.dtype
         starts = []
