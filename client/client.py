@@ -29,6 +29,8 @@ from monge.client.results import (
     ProbabilityFlowLikelihood,
     ProbabilityFlowSamples,
     ServerInfo,
+    SinkhornBatchResult,
+    SinkhornDivergenceResult,
     SinkhornResult,
     SparsityConstrainedResult,
 )
@@ -115,6 +117,8 @@ class Client:
         max_iterations: int = 10_000,
         return_plan: bool = False,
         method: str = "auto",
+        plan_top_k: int | None = None,
+        return_barycentric_map: bool = False,
         timeout: float | None = None,
     ) -> SinkhornResult:
         """Entropic OT between the rows of x and y (or under a given cost matrix).
@@ -125,13 +129,57 @@ class Client:
         method: "auto", "kernel" or "log" Sinkhorn iterations, or "sns"
         (Sinkhorn-Newton-Sparse, balanced problems only; `result.newton` then holds
         its Newton statistics).
+        Views of the plan, on request: `return_plan` the dense (n, m) plan (small
+        problems); `plan_top_k=k` its k largest entries per row as
+        `result.sparse_plan` (a `scipy.sparse.coo_array`, any size: computed in blocks
+        of rows); `return_barycentric_map` the (n, d) `result.barycentric_map`,
+        (P y)_i / (P 1)_i (points only).
         """
         request = requests.sinkhorn(
             x, y, a, b, cost_matrix=cost_matrix, cost=cost, epsilon=epsilon, threshold=threshold,
             reg_m=reg_m, max_iterations=max_iterations, return_plan=return_plan, method=method,
+            plan_top_k=plan_top_k, return_barycentric_map=return_barycentric_map,
         )
         reply = self._call(self._stub.Sinkhorn, request, timeout, retry_when_busy=True)
         return SinkhornResult.from_proto(reply)
+
+    def sinkhorn_batch(self, problems, *, timeout: float | None = None, **settings) -> SinkhornBatchResult:
+        """Many Sinkhorn problems in one call; results in the order given.
+
+        Each problem is a `requests.sinkhorn(...)` (its own settings), a tuple (x, y) or
+        (x, y, a, b), or a dict of `sinkhorn`'s arguments; `settings` (epsilon=...,
+        reg_m=..., plan_top_k=...) apply to the tuples and dicts. The server pads
+        problems that share their settings, dtype, dimension and size bucket with
+        zero-weight points and solves them together as one vectorised program (which
+        changes no answer); the others one after another.
+        """
+        request = requests.sinkhorn_batch(problems, **settings)
+        reply = self._call(self._stub.SinkhornBatch, request, timeout, retry_when_busy=True)
+        return SinkhornBatchResult.from_proto(reply)
+
+    def sinkhorn_divergence(
+        self,
+        x,
+        y,
+        a=None,
+        b=None,
+        *,
+        cost: str = "sqeuclidean",
+        epsilon: float = 0.05,
+        threshold: float = 1e-6,
+        max_iterations: int = 10_000,
+        timeout: float | None = None,
+    ) -> SinkhornDivergenceResult:
+        """The debiased Sinkhorn divergence OT(a, b) - (OT(a, a) + OT(b, b)) / 2 between
+        the rows of x and y (OT the regularised objective; GeomLoss's and ott-jax's
+        `sinkhorn_divergence`). Balanced: a and b (uniform by default) must have equal
+        totals. epsilon is absolute, in cost units.
+        """
+        request = requests.sinkhorn_divergence(
+            x, y, a, b, cost=cost, epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
+        )
+        reply = self._call(self._stub.SinkhornDivergence, request, timeout, retry_when_busy=True)
+        return SinkhornDivergenceResult.from_proto(reply)
 
     def exact_transport(
         self,

@@ -66,6 +66,8 @@ def sinkhorn(
     max_iterations: int = 10_000,
     return_plan: bool = False,
     method: str = "auto",
+    plan_top_k: int | None = None,
+    return_barycentric_map: bool = False,
 ) -> sinkhorn_pb2.SinkhornRequest:
     """A SinkhornRequest; see `Client.sinkhorn` for the meaning of each argument."""
     request = sinkhorn_pb2.SinkhornRequest(
@@ -75,11 +77,50 @@ def sinkhorn(
         max_iterations=max_iterations,
         return_plan=return_plan,
         method=_choice("method", method, _SINKHORN_METHODS),
+        plan_top_k=plan_top_k or 0,
+        return_barycentric_map=return_barycentric_map,
     )
     _set_arrays(request, x=x, y=y, a=a, b=b, cost_matrix=cost_matrix)
     if reg_m is not None:
         source, target = (reg_m, reg_m) if np.isscalar(reg_m) else reg_m
         request.reg_m.source, request.reg_m.target = float(source), float(target)
+    return request
+
+
+def sinkhorn_batch(problems, **settings) -> sinkhorn_pb2.SinkhornBatchRequest:
+    """A SinkhornBatchRequest; see `Client.sinkhorn_batch`. Each problem is a
+    SinkhornRequest (sent as it is), a tuple (x, y) or (x, y, a, b), or a dict of
+    `sinkhorn`'s arguments; `settings` (epsilon=..., ...) apply to those built here."""
+    built = []
+    for index, problem in enumerate(problems):
+        if isinstance(problem, sinkhorn_pb2.SinkhornRequest):
+            built.append(problem)
+        elif isinstance(problem, dict):
+            built.append(sinkhorn(**(settings | problem)))
+        elif isinstance(problem, (tuple, list)) and len(problem) in (2, 4):
+            built.append(sinkhorn(*problem, **settings))
+        else:
+            raise TypeError(f"problems[{index}]: expected a SinkhornRequest, (x, y), (x, y, a, b) or a dict, "
+                            f"got {type(problem).__name__}")
+    return sinkhorn_pb2.SinkhornBatchRequest(problems=built)
+
+
+def sinkhorn_divergence(
+    x,
+    y,
+    a=None,
+    b=None,
+    *,
+    cost: str = "sqeuclidean",
+    epsilon: float = 0.05,
+    threshold: float = 1e-6,
+    max_iterations: int = 10_000,
+) -> sinkhorn_pb2.SinkhornDivergenceRequest:
+    """A SinkhornDivergenceRequest; see `Client.sinkhorn_divergence`."""
+    request = sinkhorn_pb2.SinkhornDivergenceRequest(
+        cost=_choice("cost", cost, _COSTS), epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
+    )
+    _set_arrays(request, x=x, y=y, a=a, b=b)
     return request
 
 

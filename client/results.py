@@ -77,7 +77,10 @@ class _SolverResult:
 @dataclasses.dataclass(frozen=True)
 class SinkhornResult(_SolverResult):
     """Entropic OT solution. `cost` is <P, C>; f, g are KL-convention potentials:
-    P = diag(a) exp((f + g - C) / epsilon) diag(b)."""
+    P = diag(a) exp((f + g - C) / epsilon) diag(b). The views of the plan are None
+    unless asked for: `plan` (n, m) dense, `sparse_plan` the k largest entries of each
+    row (a `scipy.sparse.coo_array`), `barycentric_map` (n, d) where each source point
+    is sent."""
 
     cost: float
     objective: float
@@ -87,6 +90,8 @@ class SinkhornResult(_SolverResult):
     plan: np.ndarray | None
     diagnostics: Diagnostics
     newton: NewtonStatistics | None = None  # set for method="sns"
+    sparse_plan: "scipy.sparse.coo_array | None" = None  # noqa: F821
+    barycentric_map: np.ndarray | None = None
 
     @classmethod
     def from_proto(cls, r) -> "SinkhornResult":
@@ -99,7 +104,62 @@ class SinkhornResult(_SolverResult):
             plan=_optional(r, "plan"),
             diagnostics=Diagnostics.from_proto(r.diagnostics),
             newton=NewtonStatistics.from_proto(r.newton) if r.HasField("newton") else None,
+            sparse_plan=sparse_plan(r.sparse_plan, "sparse_plan") if r.HasField("sparse_plan") else None,
+            barycentric_map=_optional(r, "barycentric_map"),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkhornBatchResult:
+    """The results of a batch, in the order of its problems (index or iterate it), and
+    how the server split the work."""
+
+    results: tuple[SinkhornResult, ...]
+    vectorized_groups: int  # vmapped solves of two or more problems
+    single_solves: int  # problems solved alone
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __getitem__(self, index):
+        return self.results[index]
+
+    @classmethod
+    def from_proto(cls, r) -> "SinkhornBatchResult":
+        return cls(tuple(SinkhornResult.from_proto(one) for one in r.results), r.vectorized_groups,
+                   r.single_solves)
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkhornDivergenceTerm:
+    """One of a divergence's three solves: its regularised objective, <P, C>, diagnostics."""
+
+    objective: float
+    cost: float
+    diagnostics: Diagnostics
+
+    @classmethod
+    def from_proto(cls, t) -> "SinkhornDivergenceTerm":
+        return cls(t.objective, t.cost, Diagnostics.from_proto(t.diagnostics))
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkhornDivergenceResult:
+    """S(a, b) = xy.objective - (xx.objective + yy.objective) / 2 (debiased)."""
+
+    divergence: float
+    converged: bool  # all three solves
+    xy: SinkhornDivergenceTerm
+    xx: SinkhornDivergenceTerm
+    yy: SinkhornDivergenceTerm
+
+    @classmethod
+    def from_proto(cls, r) -> "SinkhornDivergenceResult":
+        terms = (SinkhornDivergenceTerm.from_proto(t) for t in (r.xy, r.xx, r.yy))
+        return cls(r.divergence, r.converged, *terms)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -91,3 +91,79 @@ def test_deadline_is_honoured(client, rng):
     x, y, _, _ = _problem(rng, 400, 400)
     with pytest.raises(DeadlineExceededError):
         client.sinkhorn(x, y, epsilon=1e-4, threshold=1e-14, max_iterations=1_000_000, timeout=0.2)
+
+
+# -- views of the plan: top-k entries per row, barycentric map, dense plan ------------
+
+
+def _top_k_of(plan, k):
+    """POT's dense plan restricted to each row's k largest entries (as a dense array)."""
+    top = np.argsort(-plan, axis=1, kind="stable")[:, :k]
+    kept = np.zeros_like(plan)
+    np.put_along_axis(kept, top, np.take_along_axis(plan, top, 1), 1)
+    return kept
+
+
+@pytest.mark.parametrize("reg_m", [None, 0.7])
+def test_views_agree_with_pot_and_in_process(client, reg_m):
+    import scipy.sparse
+
+    from monge.solvers.sinkhorn import sinkhorn as in_process
+
+    x, y, a, b = _problem(np.random.default_rng(7), 30, 40, d=3)
+    eps = 0.3
+    r = client.sinkhorn(x, y, a, b, epsilon=eps, reg_m=reg_m, threshold=1e-12, return_plan=True,
+                        plan_top_k=5, return_barycentric_map=True)
+    if reg_m is None:
+        reference = ot.sinkhorn(a, b, ot.dist(x, y), eps, stopThr=1e-14, numItermax=100_000)
+    else:
+        reference = ot.unbalanced.sinkhorn_unbalanced(a, b, ot.dist(x, y), eps, reg_m, stopThr=1e-15,
+                                                      numItermax=1_000_000)
+    assert r.converged
+    np.testing.assert_allclose(r.plan, reference, atol=1e-12)
+
+    sparse = r.sparse_plan
+    assert isinstance(sparse, scipy.sparse.coo_array) and sparse.shape == (30, 40) and sparse.nnz == 30 * 5
+    np.testing.assert_array_equal(sparse.row, np.repeat(np.arange(30), 5))  # row-major, largest first
+    np.testing.assert_allclose(sparse.toarray(), _top_k_of(reference, 5), atol=1e-12)
+    assert np.all(np.diff(sparse.data.reshape(30, 5), axis=1) <= 0)
+
+    moved = reference @ y / reference.sum(1, keepdims=True)
+    assert r.barycentric_map.shape == (30, 3)
+    np.testing.assert_allclose(r.barycentric_map, moved, rtol=1e-9, atol=1e-10)
+
+    local = in_process(x, y, a, b, epsilon=eps, reg_m=reg_m, threshold=1e-12)
+    rows, cols, values = (np.asarray(v) for v in local.plan_topk(5))
+    np.testing.assert_array_equal(sparse.col, cols)
+    np.testing.assert_allclose(sparse.data, values, rtol=1e-9)
+    np.testing.assert_allclose(r.barycentric_map, np.asarray(local.barycentric_map()), rtol=1e-9)
+
+
+def test_views_of_a_cost_matrix_float32_and_sns(client, rng):
+    x, y, a, b = _problem(rng, 20, 25, dtype=np.float32)
+    cost = ot.dist(x, y)
+    r = client.sinkhorn(cost_matrix=cost, epsilon=0.5, threshold=1e-5, plan_top_k=25)
+    assert r.sparse_plan.dtype == np.float32 and r.barycentric_map is None and r.plan is None
+    reference = ot.sinkhorn(np.full(20, 1 / 20), np.full(25, 1 / 25), cost.astype(np.float64), 0.5,
+                            stopThr=1e-12)
+    np.testing.assert_allclose(r.sparse_plan.toarray(), reference, atol=1e-6)  # k = m: the whole plan
+    sns = client.sinkhorn(x.astype(np.float64), y.astype(np.float64), epsilon=0.5, threshold=1e-10,
+                          method="sns", plan_top_k=3, return_barycentric_map=True, return_plan=True)
+    assert sns.newton is not None and sns.sparse_plan.nnz == 60
+    np.testing.assert_allclose(sns.sparse_plan.toarray(), _top_k_of(sns.plan, 3), atol=1e-14)
+    np.testing.assert_allclose(sns.barycentric_map, sns.plan @ y / sns.plan.sum(1, keepdims=True), rtol=1e-9)
+
+
+def test_view_refusals_name_the_field(client, rng):
+    from monge.client import InvalidArgumentError
+
+    x, y, _, _ = _problem(rng, 10, 6)
+    for call, field, words in [
+        (lambda: client.sinkhorn(x, y, plan_top_k=7), "plan_top_k", "[0, 6]"),
+        (lambda: client.sinkhorn(x, y, plan_top_k=-1), "plan_top_k", "got -1"),
+        (lambda: client.sinkhorn(cost_matrix=ot.dist(x, y), return_barycentric_map=True),
+         "return_barycentric_map", "cost matrix"),
+    ]:
+        with pytest.raises(InvalidArgumentError) as caught:
+            call()
+        assert caught.value.field == field and words in caught.value.violations[0].description
