@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from monge.client import InvalidArgumentError, requests
-from monge.server import sinkhorn_batch, sinkhorn_call
+from monge.server import limits, sinkhorn_batch, sinkhorn_call
 from monge.server.config import MIB, ServerConfig
 from monge.solvers.sinkhorn import sinkhorn as solve_in_process
 
@@ -310,3 +310,64 @@ def test_serve_flags_set_the_limits():
             ServerConfig(**{name: 0})
     with pytest.raises(ValueError, match="max_training_seconds"):
         ServerConfig(max_training_seconds=0.0)
+
+
+# -- the plan's views, batches and divergences ------------------------------------------
+
+
+def test_views_of_an_online_solve_match_the_dense_plan(counted):
+    x, y = _points(200, seed=1), _points(150, seed=2) + 0.5
+    with _client(counted) as c:
+        r = c.sinkhorn(x, y, epsilon=0.5, threshold=1e-9, plan_top_k=3, return_barycentric_map=True)
+        _refused(lambda: c.sinkhorn(x, y, plan_top_k=151), "plan_top_k", "[0, 150]")
+    plan = np.asarray(solve_in_process(x, y, epsilon=0.5, threshold=1e-9).plan())
+    top = np.argsort(-plan, axis=1)[:, :3]
+    np.testing.assert_array_equal(r.sparse_plan.col.reshape(200, 3), top)
+    np.testing.assert_allclose(r.sparse_plan.data.reshape(200, 3), np.take_along_axis(plan, top, 1), rtol=1e-6)
+    np.testing.assert_allclose(r.barycentric_map, plan @ y / plan.sum(1, keepdims=True), rtol=1e-6)
+
+
+def test_view_outputs_count_against_the_limits():
+    x = _points(2048, dtype=np.float32)
+    roomy = ServerConfig(max_request_memory_bytes=128 * MIB)
+    # 2048 x 2048 top-k entries are 80 MiB: with the dense solve's 64 MiB, over 128 MiB.
+    assert not _parse(roomy, x=x, y=x, plan_top_k=16).online
+    assert _parse(roomy, x=x, y=x, plan_top_k=2048).online
+    with pytest.raises(sinkhorn_call.InvalidArgument) as caught:
+        _parse(roomy, cost_matrix=np.ones((2048, 2048), np.float32), plan_top_k=2048)
+    assert caught.value.violations[0][0] == "cost_matrix"
+    small_messages = ServerConfig(max_message_bytes=1 * MIB)
+    with pytest.raises(sinkhorn_call.InvalidArgument) as caught:
+        _parse(small_messages, x=x, y=x, plan_top_k=32)  # 2048 x 32 x 20 bytes = 1.25 MiB
+    assert caught.value.violations[0][0] == "plan_top_k" and "message limit" in caught.value.violations[0][1]
+
+
+def test_batches_split_by_memory_and_by_reply_size():
+    from monge.server import sinkhorn_batch_call
+
+    x = _points(300)
+    request = requests.sinkhorn_batch([(x, x)] * 5, return_plan=True)
+    key = sinkhorn_batch.batch_key(_parse(ServerConfig(), x=x, y=x))
+    budget = 2 * limits.dense_sinkhorn(512, 512, 8, return_plan=True)
+    assert sinkhorn_batch.max_batch_for_memory(key, budget) == 2
+    batch = sinkhorn_batch_call.parse(request, ServerConfig(max_request_memory_bytes=budget))
+    assert batch.plan() == [[0, 1], [2, 3], [4]]
+    with pytest.raises(sinkhorn_call.InvalidArgument) as caught:
+        # Each 300 x 300 float64 plan (720,000 bytes) fits 1 MiB; five do not.
+        sinkhorn_batch_call.parse(request, ServerConfig(max_message_bytes=MIB))
+    assert caught.value.violations[0][0] == "problems"
+
+
+def test_divergence_routes_each_solve_and_names_the_measure():
+    from monge.server import divergence_call
+
+    small, large = _points(10), _points(600, seed=1)
+    call = divergence_call.parse(requests.sinkhorn_divergence(small, large), ServerConfig())
+    assert not (call.xy.online or call.xx.online or call.yy.online)
+    assert call.yy.shape == (600, 600) and call.xx.shape == (10, 10)
+    with pytest.raises(sinkhorn_call.InvalidArgument) as caught:
+        # x-y (16 x 768 padded) fits 1 MiB; y-y does not, dense or in blocks.
+        divergence_call.parse(requests.sinkhorn_divergence(small, large), ServerConfig(max_request_memory_bytes=MIB))
+    assert caught.value.violations[0][0] == "y"
+    online = divergence_call.parse(requests.sinkhorn_divergence(small, large), ServerConfig(max_dense_elements=1000))
+    assert online.yy.online and online.xy.online and not online.xx.online
