@@ -71,6 +71,12 @@ def _sinkhorn(**fields):
     return sinkhorn_pb2.SinkhornRequest(**{k: v for k, v in fields.items() if v is not None})
 
 
+def _divergence(**fields):
+    fields.setdefault("x", encode(_points(6, seed=1)))
+    fields.setdefault("y", encode(_points(6, seed=2)))
+    return sinkhorn_pb2.SinkhornDivergenceRequest(**{k: v for k, v in fields.items() if v is not None})
+
+
 def _exact(**fields):
     fields.setdefault("x", encode(_points(6, seed=1)))
     fields.setdefault("y", encode(_points(6, seed=2)))
@@ -192,6 +198,7 @@ def default_cases() -> list[Case]:
     y_bytes = encode(_points(6, seed=2)).data
     uniform = np.full(6, 1 / 6)
     S, E, K = "Sinkhorn", "ExactTransport", "SparsityConstrainedTransport"
+    B, D = "SinkhornBatch", "SinkhornDivergence"
     return [
         # Tensors: the codec and the float checks, the same for every field and call.
         Case(S, "x: dtype DTYPE_UNSPECIFIED", _sinkhorn(x=_tensor(x, dtype=0))),
@@ -229,6 +236,21 @@ def default_cases() -> list[Case]:
         Case(S, "method = 9 (no such enum value)", _sinkhorn(method=9)),
         Case(S, "method SNS with reg_m", _sinkhorn(method=sinkhorn_pb2.SINKHORN_METHOD_SNS,
                                                    reg_m=sinkhorn_pb2.MarginalPenalty(source=1.0, target=1.0))),
+        # Views of the plan.
+        Case(S, "plan_top_k = 7 > m = 6", _sinkhorn(plan_top_k=7)),
+        Case(S, "plan_top_k = -1", _sinkhorn(plan_top_k=-1)),
+        Case(S, "return_barycentric_map with a cost matrix",
+             _sinkhorn(x=None, y=None, cost_matrix=encode(np.ones((6, 6))), return_barycentric_map=True)),
+        Case(S, "top 6 per row, barycentric map and dense plan",
+             _sinkhorn(plan_top_k=6, return_barycentric_map=True, return_plan=True, epsilon=1.0)),
+        # Batches and divergences.
+        Case(B, "no problems", sinkhorn_pb2.SinkhornBatchRequest()),
+        Case(B, "problems[1]: epsilon = 0, problems[2]: plan_top_k = 9",
+             sinkhorn_pb2.SinkhornBatchRequest(problems=[_sinkhorn(), _sinkhorn(epsilon=0.0),
+                                                         _sinkhorn(plan_top_k=9)])),
+        Case(D, "y missing", _divergence(y=None)),
+        Case(D, "b: total 2, a: total 1", _divergence(b=encode(2 * uniform))),
+        Case(D, "y: dimension 3, x: dimension 2", _divergence(y=encode(_points(6, d=3)))),
         Case(E, "p = 0.5", _exact(p=0.5)),
         Case(E, "p with a cost matrix", _exact(x=None, y=None, cost_matrix=encode(np.ones((6, 6))), p=2.0)),
         Case(E, "p and cost together", _exact(p=2.0, cost=sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN)),
@@ -263,6 +285,8 @@ def counted_cases() -> list[Case]:
         Case(S, "the same, method KERNEL", _sinkhorn(x=x, y=y, method=sinkhorn_pb2.SINKHORN_METHOD_KERNEL)),
         Case(S, "the same, method SNS", _sinkhorn(x=x, y=y, method=sinkhorn_pb2.SINKHORN_METHOD_SNS)),
         Case(S, "the same, return_plan", _sinkhorn(x=x, y=y, return_plan=True)),
+        Case(S, "the same, top 5 per row and barycentric map: online",
+             _sinkhorn(x=x, y=y, epsilon=0.5, plan_top_k=5, return_barycentric_map=True)),
         Case(S, "cost_matrix: 200 x 150", _sinkhorn(x=None, y=None, cost_matrix=encode(np.ones((200, 150))))),
         Case(K, "200 x 150 points", _sparsity(x=x, y=y)),
         Case(E, "200 x 150 points, p = 3 (dense cost)", _exact(x=x, y=y, p=3.0)),
@@ -315,8 +339,8 @@ SECTIONS = [
             "max_trajectory_elements = 2,000, max_job_items = 3", SMALL, small_cases()),
 ]
 
-SOLVER_RPCS = ("Sinkhorn", "ExactTransport", "SparsityConstrainedTransport", "SampleProbabilityFlow",
-               "ProbabilityFlowLogLikelihood", "QueryRUOT", "ExportRUOTModel")
+SOLVER_RPCS = ("Sinkhorn", "SinkhornBatch", "SinkhornDivergence", "ExactTransport", "SparsityConstrainedTransport",
+               "SampleProbabilityFlow", "ProbabilityFlowLogLikelihood", "QueryRUOT", "ExportRUOTModel")
 FEDWAD_RPCS = ("CreateSession", "GetSession", "CancelSession")
 
 
@@ -338,11 +362,24 @@ def row(case: Case, code: str, field: str, message: str) -> str:
     return f"| {case.rpc} | {cell(case.what)} | {code} | {cell(field)} | {cell(message)} |"
 
 
+def _views(reply) -> str:
+    """The plan's views in a Sinkhorn reply, by their shapes."""
+    shown = []
+    for name in ("plan", "sparse_plan", "barycentric_map"):
+        if name in reply.DESCRIPTOR.fields_by_name and reply.HasField(name):
+            value = getattr(reply, name)
+            if name == "sparse_plan":
+                shown.append(f"sparse_plan {list(value.values.shape)[0]} entries of {list(value.shape)}")
+            else:
+                shown.append(f"{name} {list(value.shape)}")
+    return "; " + ", ".join(shown) if shown else ""
+
+
 def summarize_ok(reply) -> str:
     diagnostics = getattr(reply, "diagnostics", None)
     if diagnostics is not None and diagnostics.ByteSize():
         iterations = f" ({diagnostics.iterations} iterations)" if diagnostics.iterations else ""
-        return diagnostics.message + iterations
+        return diagnostics.message + iterations + _views(reply)
     return "accepted"
 
 

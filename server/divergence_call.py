@@ -17,6 +17,7 @@ import numpy as np
 
 from monge.server import sinkhorn_call
 from monge.server.config import ServerConfig
+from monge.server.errors import InvalidArgument
 from monge.server.sinkhorn_call import SinkhornCall
 from monge.v1 import sinkhorn_pb2
 
@@ -35,6 +36,10 @@ class DivergenceCall:
 
 
 def parse(request: sinkhorn_pb2.SinkhornDivergenceRequest, config: ServerConfig) -> DivergenceCall:
+    missing = [(name, "is required (points only: a divergence needs the cost within each cloud too)")
+               for name in ("x", "y") if not request.HasField(name)]
+    if missing:
+        raise InvalidArgument(*missing)
     pair = sinkhorn_pb2.SinkhornRequest(cost=request.cost)
     for name in _TENSORS:  # set fields only: an unset one stays unset ("is required")
         if request.HasField(name):

@@ -55,9 +55,11 @@ class BatchCall:
 
 def parse(request: sinkhorn_pb2.SinkhornBatchRequest, config: ServerConfig) -> BatchCall:
     count = len(request.problems)
-    if not 1 <= count <= MAX_PROBLEMS:
-        raise InvalidArgument.field("problems", f"must hold 1 to {MAX_PROBLEMS:,} problems, got {count:,} "
-                                                "(submit a job for more)")
+    if count == 0:
+        raise InvalidArgument.field("problems", "at least one problem is required")
+    if count > MAX_PROBLEMS:
+        raise InvalidArgument.field("problems", f"has {count:,} problems, over the limit of {MAX_PROBLEMS:,} "
+                                                "per call (submit a job for more)")
     errors = v.Violations()
     calls = []
     for index, problem in enumerate(request.problems):
