@@ -180,11 +180,26 @@ def sinkhorn_requests(draw) -> sinkhorn_pb2.SinkhornRequest:
     request = sinkhorn_pb2.SinkhornRequest(**draw(problem()))
     _set(request, epsilon=draw(_optional(st.floats(0.05, 5.0))), threshold=draw(_optional(st.floats(1e-9, 1e-2))),
          max_iterations=draw(ITERATIONS), cost=draw(_enum(0, 1)), method=draw(_enum(0, 1)),
-         return_plan=draw(st.booleans()))
+         return_plan=draw(st.booleans()), return_barycentric_map=draw(st.booleans()),
+         plan_top_k=draw(st.one_of(st.none(), st.sampled_from([0, 2, -1, 4]), EDGE_INTS)))  # m = 3
     if draw(st.booleans()):
         positive = st.one_of(st.floats(0.1, 10.0), EDGE_FLOATS)
         request.reg_m.source, request.reg_m.target = draw(positive), draw(positive)
     return request
+
+
+@st.composite
+def sinkhorn_batch_requests(draw) -> sinkhorn_pb2.SinkhornBatchRequest:
+    return sinkhorn_pb2.SinkhornBatchRequest(problems=draw(st.lists(sinkhorn_requests(), max_size=3)))
+
+
+@st.composite
+def divergence_requests(draw) -> sinkhorn_pb2.SinkhornDivergenceRequest:
+    fields = {name: t for name, t in draw(problem(matrix=False)).items() if name in ("x", "y", "a", "b")}
+    request = sinkhorn_pb2.SinkhornDivergenceRequest(**fields)
+    return _set(request, epsilon=draw(_optional(st.floats(0.05, 5.0))),
+                threshold=draw(_optional(st.floats(1e-9, 1e-2))), max_iterations=draw(ITERATIONS),
+                cost=draw(_enum(0, 1)))
 
 
 @st.composite
@@ -282,6 +297,30 @@ def test_sinkhorn_answers_every_request(channel, request):
         _assert_named(violations, request)
     else:
         assert reply.diagnostics.status != 0 and reply.HasField("f")
+
+
+@settings(FUZZ, max_examples=20)
+@given(request=sinkhorn_batch_requests())
+def test_sinkhorn_batch_answers_every_request(channel, request):
+    reply, violations = _answer(service_pb2_grpc.SolverServiceStub(channel).SinkhornBatch, request)
+    if violations:
+        for field, _ in violations:
+            if field != "problems":
+                index = int(field.removeprefix("problems[").split("]")[0])
+                _assert_named([(field, "")], request.problems[index], prefix=f"problems[{index}].")
+    else:
+        assert len(reply.results) == len(request.problems)
+        assert all(r.diagnostics.status != 0 and r.HasField("f") for r in reply.results)
+
+
+@settings(FUZZ, max_examples=20)
+@given(request=divergence_requests())
+def test_sinkhorn_divergence_answers_every_request(channel, request):
+    reply, violations = _answer(service_pb2_grpc.SolverServiceStub(channel).SinkhornDivergence, request)
+    if violations:
+        _assert_named(violations, request)
+    else:
+        assert all(getattr(reply, name).diagnostics.status != 0 for name in ("xy", "xx", "yy"))
 
 
 @FUZZ
