@@ -4,7 +4,9 @@ A problem file is an .npz with arrays `x` and `y` (points, (n, d) and (m, d)) an
 optionally `a`, `b` (weights), or `cost` (an (n, m) matrix) instead of the points.
 A result file is an .npz of the result's numbers and arrays; a sparse plan is saved as
 `plan_rows`, `plan_cols`, `plan_values` and `plan_shape` (coordinates), a dense one as `plan`;
-a trained score model's weights as `weights.layers.0.w`, ...
+a Sinkhorn plan's top entries per row as `sparse_plan_rows`, ... (the same four), its
+barycentric map as `barycentric_map`; a trained score model's weights as
+`weights.layers.0.w`, ...
 """
 
 from __future__ import annotations
@@ -136,9 +138,9 @@ def summary(result) -> str:
             f"marginal error {result.marginal_error:.3g}")
 
 
-def _sparse(arrays: dict, plan) -> None:
-    arrays.update(plan_rows=np.asarray(plan.row), plan_cols=np.asarray(plan.col),
-                  plan_values=np.asarray(plan.data), plan_shape=np.asarray(plan.shape, dtype=np.int64))
+def _sparse(arrays: dict, plan, name: str = "plan") -> None:
+    arrays.update({f"{name}_rows": np.asarray(plan.row), f"{name}_cols": np.asarray(plan.col),
+                   f"{name}_values": np.asarray(plan.data), f"{name}_shape": np.asarray(plan.shape, dtype=np.int64)})
 
 
 def _probability_flow_arrays(result) -> dict:
@@ -177,6 +179,10 @@ def result_arrays(result) -> dict:
         arrays.update(f=result.f, g=result.g, objective=np.float64(result.objective))
         if result.plan is not None:
             arrays["plan"] = result.plan
+        if result.sparse_plan is not None:
+            _sparse(arrays, result.sparse_plan, "sparse_plan")
+        if result.barycentric_map is not None:
+            arrays["barycentric_map"] = result.barycentric_map
     elif isinstance(result, ExactTransportResult):
         arrays["method"] = np.str_(result.method)
         if result.distance is not None:

@@ -55,12 +55,18 @@ def test_solve_sinkhorn_writes_result(served, tmp_path, rng):
     out = tmp_path / "r.npz"
     run = subprocess.run(MONGE + ["solve", "sinkhorn", "--target", target, "--x", str(tmp_path / "x.npy"),
                                   "--y", str(tmp_path / "y.npy"), "--epsilon", "0.5", "--threshold", "1e-10",
-                                  "--out", str(out)], capture_output=True, text=True, timeout=120)
+                                  "--top-k", "2", "--barycentric-map", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "converged" in run.stdout
     saved = np.load(out)
-    reference = ot.sinkhorn2(np.full(30, 1 / 30), np.full(40, 1 / 40), ot.dist(x, y), 0.5, stopThr=1e-13)
+    a, b = np.full(30, 1 / 30), np.full(40, 1 / 40)
+    reference = ot.sinkhorn2(a, b, ot.dist(x, y), 0.5, stopThr=1e-13)
     assert float(saved["cost"]) == pytest.approx(reference, rel=1e-6)
+    plan = ot.sinkhorn(a, b, ot.dist(x, y), 0.5, stopThr=1e-13)
+    assert saved["sparse_plan_values"].shape == (60,) and list(saved["sparse_plan_shape"]) == [30, 40]
+    np.testing.assert_allclose(saved["sparse_plan_values"].reshape(30, 2), -np.sort(-plan, axis=1)[:, :2], rtol=1e-6)
+    np.testing.assert_allclose(saved["barycentric_map"], plan @ y / plan.sum(1, keepdims=True), rtol=1e-6)
 
 
 def test_solve_reports_bad_input_without_traceback(served, tmp_path):
