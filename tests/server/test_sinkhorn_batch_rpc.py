@@ -64,3 +64,20 @@ def test_refusals_name_the_problem(client):
     with pytest.raises(InvalidArgumentError) as caught:
         client.sinkhorn_batch([])
     assert caught.value.field == "problems"
+
+
+def test_a_cancelled_batch_stops_before_its_next_solve():
+    from monge.server import sinkhorn_batch_call
+    from monge.server.config import ServerConfig
+    from monge.v1 import diagnostics_pb2
+
+    class Stopped:
+        def is_set(self):
+            return True
+
+    rng = np.random.default_rng(14)
+    batch = sinkhorn_batch_call.parse(requests.sinkhorn_batch([_points(rng, 5, 6)[:2]] * 3), ServerConfig())
+    reply = sinkhorn_batch_call.encode_response(sinkhorn_batch_call.run(batch, Stopped()))
+    assert len(reply.results) == 3 and (reply.vectorized_groups, reply.single_solves) == (0, 0)
+    assert {r.diagnostics.status for r in reply.results} == {diagnostics_pb2.SOLVER_STATUS_CANCELLED}
+    assert all(r.f.shape == [5] for r in reply.results)
