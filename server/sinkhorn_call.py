@@ -133,7 +133,8 @@ def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors, *, 
     must fit both `max_dense_elements` and `max_request_memory_bytes`; a call on points
     that does not fit runs online when its method allows, and is refused otherwise,
     naming the limit. The plan's views (top-k entries, barycentric map) count with the
-    solve: their outputs, and in dense mode the matrices they build."""
+    solve by their outputs; what they build on the way stays within the solve's peak
+    (`limits.dense_sinkhorn`)."""
     itemsize = np.dtype(dtype).itemsize
     budget = config.max_request_memory_bytes
     rows, cols = (n, m) if method == "sns" else padded_shape(n, m)  # what `run` solves
