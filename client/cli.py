@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most time steps of one simulated Var-RUOT trajectory")
     serve.add_argument("--max-trajectory-elements", type=int, default=100_000_000,
                        help="most values (steps x particles x dimension) of one trajectory")
-    serve.add_argument("--max-job-items", type=int, default=10_000, help="most items in one job")
+    serve.add_argument("--max-job-items", type=int, default=10_000, help="most items in one job (and problems in one SinkhornBatch call)")
     serve.set_defaults(run=_serve)
 
     info = commands.add_parser("info", help="show the server's version, backend and devices")

@@ -40,7 +40,7 @@ class ServerConfig:
         trajectories, mass, action, population; dt apart from the first snapshot).
     max_trajectory_elements: most values one trajectory may hold (time steps x particles
         x dimension): Var-RUOT simulations, and probability-flow `return_trajectory`.
-    max_job_items: most items in one job.
+    max_job_items: most items in one job, and most problems in one SinkhornBatch call.
     grace_seconds: how long in-flight calls may finish after SIGTERM/SIGINT.
     workers: worker processes; None means one per GPU, or one CPU worker.
     queue_limit: solver calls waiting for a worker before RESOURCE_EXHAUSTED.

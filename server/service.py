@@ -61,11 +61,11 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
 
     @rpc
     async def SinkhornBatch(self, request, context):
-        return await self.call("sinkhorn_batch_rpc", request)
+        return await self.call("sinkhorn_batch_rpc", request, context)
 
     @rpc
     async def SinkhornDivergence(self, request, context):
-        return await self.call("sinkhorn_divergence", request)
+        return await self.call("sinkhorn_divergence", request, context)
 
     @rpc
     async def ExactTransport(self, request, context):

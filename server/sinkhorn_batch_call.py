@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from monge.server import sinkhorn_batch, sinkhorn_call
+from monge.server import limits, sinkhorn_batch, sinkhorn_call
 from monge.server import validation as v
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
 from monge.server.sinkhorn_call import SinkhornCall
 from monge.v1 import sinkhorn_pb2
-
-# Problems per call: beyond this, per-problem overhead dominates; submit a job instead.
-MAX_PROBLEMS = 10_000
-
 
 @dataclasses.dataclass(frozen=True)
 class BatchCall:
@@ -57,9 +53,9 @@ def parse(request: sinkhorn_pb2.SinkhornBatchRequest, config: ServerConfig) -> B
     count = len(request.problems)
     if count == 0:
         raise InvalidArgument.field("problems", "at least one problem is required")
-    if count > MAX_PROBLEMS:
-        raise InvalidArgument.field("problems", f"has {count:,} problems, over the limit of {MAX_PROBLEMS:,} "
-                                                "per call (submit a job for more)")
+    if count > config.max_job_items:  # as many as a job may hold
+        raise InvalidArgument.field("problems", limits.over_limit(f"{count:,} problems", config.max_job_items,
+                                                                  "max_job_items"))
     errors = v.Violations()
     calls = []
     for index, problem in enumerate(request.problems):
