@@ -319,6 +319,7 @@ def small_cases() -> list[Case]:
         Case("SubmitJob", "training: steps = 101", _train(steps=101)),
         Case("SubmitJob", "Var-RUOT fit: report_every = 101", _fit(report_every=101)),
         Case("SubmitJob", "4 items", jobs_pb2.SubmitJobRequest(items=[jobs_pb2.JobItem(sinkhorn=_sinkhorn())] * 4)),
+        Case("SinkhornBatch", "4 problems", sinkhorn_pb2.SinkhornBatchRequest(problems=[_sinkhorn()] * 4)),
         Case(Q, "trajectories to t = 20 (81 steps of dt 0.25)", _query(
             trajectories=ruot_pb2.RUOTTrajectoriesQuery(times=[20.0]))),
         Case(Q, "mass of 100 particles to t = 5 (21 steps)", _query(mass=ruot_pb2.RUOTMassQuery(
@@ -366,7 +367,7 @@ def _views(reply) -> str:
     """The plan's views in a Sinkhorn reply, by their shapes."""
     shown = []
     for name in ("plan", "sparse_plan", "barycentric_map"):
-        if name in reply.DESCRIPTOR.fields_by_name and reply.HasField(name):
+        if reply.DESCRIPTOR.name == "SinkhornResponse" and reply.HasField(name):
             value = getattr(reply, name)
             if name == "sparse_plan":
                 shown.append(f"sparse_plan {list(value.values.shape)[0]} entries of {list(value.shape)}")
