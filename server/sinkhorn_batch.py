@@ -3,7 +3,8 @@
 The server's `DynamicBatcher` groups requests that share a `batch_key` (settings, dtype,
 dimension and size bucket); the worker solves them with `solvers.sinkhorn.solve_batch`,
 which pads every problem with zero-weight points to the bucket and vmaps one compiled
-program over the batch. Requests and replies cross the process boundary as a framed
+program over the batch on an accelerator, or solves the members in turn on CPU (where a
+vmapped batch is slower than its calls one by one). Requests and replies cross the process boundary as a framed
 list of serialized protobufs: only data, never code.
 """
 
@@ -95,13 +96,16 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     (numbers, views, seconds) per call, in order.
 
     The batch runs in chunks of iterations, warm-started, so that `stop` is honoured
-    between chunks as for a single call. The batch is padded to a power-of-two count
-    (repeating its first problem) so that a handful of programs serve every count."""
+    between chunks as for a single call. Vmapped (accelerators), the batch is padded to
+    a power-of-two count (repeating its first problem) so that a handful of programs
+    serve every count; on CPU the members are solved in turn (`solve_batch`)."""
     import dataclasses
 
     from monge.server.chunked import chunk_for_size
     from monge.solvers.loop import Status
-    from monge.solvers.sinkhorn import SinkhornConfig, make_problem, power_of_two_bucket, solve_batch
+    from monge.solvers.sinkhorn import (
+        SinkhornConfig, default_vectorization, make_problem, power_of_two_bucket, solve_batch,
+    )
 
     keys = {batch_key(call) for call in calls}
     if len(keys) != 1 or None in keys:
@@ -109,7 +113,9 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     first = calls[0]
     problems = [make_problem(c.x, c.y, c.a, c.b, c.cost_matrix, c.cost) for c in calls]
     count = len(problems)
-    problems += [problems[0]] * ((1 << (count - 1).bit_length()) - count)
+    vectorize = default_vectorization()
+    if vectorize == "vmap":  # a loop solves no padding members
+        problems += [problems[0]] * ((1 << (count - 1).bit_length()) - count)
     _, _, _, n, m, *_ = keys.pop()
     chunk = chunk_for_size(n * m * len(problems))
 
@@ -126,7 +132,11 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
             max_iterations=min(chunk, budget),
             method="log" if first.method == "log" else "kernel",
         )
-        for index, output in enumerate(solve_batch(problems, config, starts, bucket=power_of_two_bucket)):
+        # A loop skips the members already done; vmap keeps the batch's shape (one program).
+        active = np.flatnonzero(~done) if vectorize == "loop" else np.arange(len(problems))
+        solved = solve_batch([problems[i] for i in active], config, [starts[i] for i in active],
+                             bucket=power_of_two_bucket, vectorize=vectorize)
+        for index, output in zip(active, solved):
             if done[index]:
                 continue
             iterations[index] += int(output.iterations)

@@ -651,21 +651,50 @@ def pad_problem(problem: OTProblem, n: int, m: int) -> OTProblem:
 _solve_vmapped = jax.jit(jax.vmap(_solve, in_axes=(0, None, 0)))
 
 
+def default_vectorization() -> str:
+    """How `solve_batch` solves a batch on the default device: "vmap" on an accelerator,
+    "loop" on CPU (see `solve_batch`)."""
+    return "loop" if jax.default_backend() == "cpu" else "vmap"
+
+
+def _solve_alone(problem: OTProblem, config: SinkhornConfig, start) -> SinkhornOutput:
+    n0, m0 = problem.shape
+    n, m = size_bucket(n0), size_bucket(m0)
+    dtype = problem.geometry.dtype
+    f0, g0 = (jnp.zeros(n0, dtype), jnp.zeros(m0, dtype)) if start is None else start
+    start = (jnp.pad(jnp.asarray(f0, dtype), (0, n - n0)), jnp.pad(jnp.asarray(g0, dtype), (0, m - m0)))
+    out = solve(pad_problem(problem, n, m), config, start)
+    return dataclasses.replace(out, f=out.f[:n0], g=out.g[:m0], problem=problem)
+
+
 def solve_batch(
     problems: Sequence[OTProblem],
     config: SinkhornConfig,
     init: Sequence[tuple | None] | None = None,
     bucket=size_bucket,
+    vectorize: str | None = None,
 ) -> list[SinkhornOutput]:
     """Solve many problems of different sizes; results come back in the caller's order.
 
-    Problems are grouped by kind (cost, dimension, dtype), padded with zero-weight
-    points to shape buckets and solved with one vmapped program per bucket. Under
-    vmap a branch on a traced value runs both sides, so "auto" is resolved to the
+    vectorize="vmap": problems are grouped by kind (cost, dimension, dtype), padded with
+    zero-weight points to shape buckets and solved with one vmapped program per bucket.
+    Under vmap a branch on a traced value runs both sides, so "auto" is resolved to the
     (stabilised) kernel iterations here; pass method="log" to force log iterations.
-    Warm starts, if given, are per problem (None for a cold start). `bucket` maps a
-    size to its padded size (`size_bucket`, or the coarser `power_of_two_bucket`).
+    `bucket` maps a size to its padded size (`size_bucket`, or the coarser
+    `power_of_two_bucket`).
+    vectorize="loop": each problem is solved alone (padded to its `size_bucket`, the
+    programs single calls use). On CPU a vmapped batch touches every member's kernel in
+    every iteration and streams them from memory instead of cache: measured 20x slower
+    than solving the members in turn (benchmarks/RESULTS.md, "Dynamic batching").
+    None: `default_vectorization()`, vmap on accelerators and loop on CPU.
+    Warm starts, if given, are per problem (None for a cold start).
     """
+    vectorize = vectorize or default_vectorization()
+    if vectorize not in ("vmap", "loop"):
+        raise ValueError(f"vectorize must be 'vmap' or 'loop', got {vectorize!r}")
+    if vectorize == "loop":
+        return [_solve_alone(problem, config, None if init is None else init[i])
+                for i, problem in enumerate(problems)]
     if config.method == "auto" and not config.online:
         config = dataclasses.replace(config, method="kernel")
     groups: dict[tuple, list[int]] = {}

@@ -24,6 +24,7 @@ from monge.solvers.sinkhorn import (
     sinkhorn_divergence,
     solve,
     solve_batch,
+    default_vectorization,
 )
 
 N, M, D = 30, 40, 3
@@ -295,11 +296,12 @@ def test_objective_gradient_in_weights_and_epsilon(rng):
     np.testing.assert_allclose(float(grad_eps), fd, rtol=1e-5)
 
 
-def test_batch_matches_single_solves_in_order(rng):
+@pytest.mark.parametrize("vectorize", ["vmap", "loop"])
+def test_batch_matches_single_solves_in_order(rng, vectorize):
     sizes = [(N, M), (20, 33), (N, M - 5)]  # one bucket: a single vmapped program
     problems = [OTProblem.from_points(*_problem(rng, n, m)) for n, m in sizes]
     config = SinkhornConfig(epsilon=0.5, threshold=1e-12)
-    outs = solve_batch(problems, config)
+    outs = solve_batch(problems, config, vectorize=vectorize)
     for problem, out in zip(problems, outs):
         single = solve(problem, SinkhornConfig(epsilon=0.5, threshold=1e-12, method="kernel"))
         assert out.f.shape == (problem.shape[0],) and out.g.shape == (problem.shape[1],)
@@ -309,6 +311,12 @@ def test_batch_matches_single_solves_in_order(rng):
                       np.asarray(single.g), np.asarray(problem.a))
         np.testing.assert_allclose(f, np.asarray(single.f), atol=1e-9)
         assert int(out.iterations) == int(single.iterations)
+
+
+def test_batch_vectorizes_by_device():
+    assert default_vectorization() == ("loop" if jax.default_backend() == "cpu" else "vmap")
+    with pytest.raises(ValueError, match="vectorize"):
+        solve_batch([], SinkhornConfig(), vectorize="pmap")
 
 
 def test_status_is_a_value(rng):
