@@ -28,12 +28,12 @@ import dataclasses
 import functools
 import math
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from monge.solvers import pfode_adaptive
 from monge.solvers.pfode_samplers import (
     AbstractExponentialSampler,
     AbstractFixedGridSampler,
@@ -44,6 +44,7 @@ from monge.solvers.pfode_samplers import (
     Euler,
     ExponentialEuler,
     Heun,
+    IntegrationState,
     SampleStatus,
     velocity,
 )
@@ -77,7 +78,8 @@ __all__ = [
     "AbstractPrediction", "AbstractPrior", "AbstractSampler", "AbstractSchedule",
     "AbstractScoreSource", "AbstractTimeGrid", "DataPrediction", "Diffrax", "Dopri5",
     "DPMSolverPlusPlus", "EDMSchedule", "Euler", "ExactDivergence", "ExponentialEuler",
-    "GaussianMixture", "Heun", "HutchinsonDivergence", "KarrasTimeGrid", "LikelihoodOutput",
+    "GaussianMixture", "Heun", "HutchinsonDivergence", "IntegrationState", "LikelihoodRun", "SampleRun",
+    "grid_ends_at_zero", "KarrasTimeGrid", "LikelihoodOutput",
     "LogSNRTimeGrid", "MarginalPrior", "MLPArchitecture", "MLPModel", "NoisePrediction",
     "NoisePrior", "SampleOutput", "SampleStatus", "ScorePrediction", "UniformTimeGrid",
     "VelocityPrediction", "VESchedule", "VPSchedule", "log_likelihood", "sample",
@@ -294,22 +296,191 @@ def _scalars_to_arrays(tree):
     )
 
 
-@eqx.filter_jit
-def _sample_core(source, schedule, sampler, grid, prior, key, x_init, t_start, t_end, lik_key, lik_tols,
-                 *, steps, num_samples, save_trajectory, dtype, divergence):
-    source, schedule, prior = _cast((source, schedule, prior), dtype)
+def grid_ends_at_zero(schedule, grid, t_end) -> bool:
+    """Whether a grid's last time has sigma = 0 (EDM's default grid, or t_end = 0 on VP
+    or EDM): there the score is undefined and the last step is a special one."""
+    if isinstance(grid, KarrasTimeGrid) and grid.append_zero:
+        return True
+    try:
+        return not float(schedule.sigma(jnp.asarray(float(t_end)))) > 0
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return False
+
+
+# Sampling in parts: `start` draws the prior and builds the grid, `advance` takes at most
+# `chunk` (traced) steps, `finish` reads the result off the state. The same pure
+# functions make the one-program `_sample_core` used in-process.
+
+
+def _start(source, schedule, sampler, grid, prior, key, x_init, t_start, t_end, steps, num_samples,
+           save_trajectory, dtype):
     t_start, t_end = jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype)
     times = grid(schedule, t_start, t_end, steps).astype(dtype)
     if x_init is None:
         x = prior.sample(key, source, schedule, t_start, num_samples, dtype)
     else:
         x = x_init.astype(dtype)
-    x_end, trajectory, nfe, status = sampler.integrate(source, schedule, times, x, save_trajectory)
-    out = SampleOutput(x_end, nfe, times, status, trajectory)
+    return times, sampler.start(source, schedule, times, x, save_trajectory)
+
+
+def _finish(source, schedule, sampler, times, state):
+    x_end, trajectory, nfe, status = sampler.finish(source, schedule, times, state)
+    return SampleOutput(x_end, nfe, times, status, trajectory)
+
+
+@eqx.filter_jit
+def _sample_start(source, schedule, sampler, grid, prior, key, x_init, t_start, t_end,
+                  *, steps, num_samples, save_trajectory, dtype):
+    source, schedule, sampler, prior = _cast((source, schedule, sampler, prior), dtype)
+    return _start(source, schedule, sampler, grid, prior, key, x_init, t_start, t_end, steps, num_samples,
+                  save_trajectory, dtype)
+
+
+@eqx.filter_jit
+def _sample_advance(source, schedule, sampler, times, state, chunk, *, dtype):
+    source, schedule, sampler = _cast((source, schedule, sampler), dtype)
+    return sampler.advance(source, schedule, times, state, chunk)
+
+
+@eqx.filter_jit
+def _sample_finish(source, schedule, sampler, times, state, *, dtype):
+    source, schedule, sampler = _cast((source, schedule, sampler), dtype)
+    return _finish(source, schedule, sampler, times, state)
+
+
+@eqx.filter_jit
+def _sample_core(source, schedule, sampler, grid, prior, key, x_init, t_start, t_end, lik_key, lik_tols,
+                 *, steps, num_samples, save_trajectory, dtype, divergence, max_progress):
+    source, schedule, sampler, prior = _cast((source, schedule, sampler, prior), dtype)
+    times, state = _start(source, schedule, sampler, grid, prior, key, x_init, t_start, t_end, steps, num_samples,
+                          save_trajectory, dtype)
+    state = sampler.advance(source, schedule, times, state, jnp.asarray(max_progress, jnp.int32))
+    out = _finish(source, schedule, sampler, times, state)
     if divergence is not None:
-        lik = _likelihood_core(source, schedule, prior, divergence, x_end, t_start, t_end, lik_key, *lik_tols)
-        out = dataclasses.replace(out, log_prob=lik.log_prob, log_prob_stderr=lik.stderr)
+        t_start, t_end = jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype)
+        rtol, atol = lik_tols
+        lik_state = _likelihood_begin(source, schedule, divergence, out.samples, t_start, t_end, lik_key, rtol, atol)
+        lik_state = _likelihood_step(source, schedule, lik_state, t_start, rtol, atol,
+                                     LIKELIHOOD_MAX_STEPS, LIKELIHOOD_MAX_STEPS)
+        lik = _likelihood_end(divergence, lik_state, t_start, LIKELIHOOD_MAX_STEPS)
+        prior_lp = prior.log_prob(lik.latents, source, schedule, t_start)
+        status = jnp.where(out.status == SampleStatus.SUCCESS, lik.status, out.status)
+        out = dataclasses.replace(out, log_prob=prior_lp + lik.delta, log_prob_stderr=lik.stderr, status=status)
     return out
+
+
+class SampleRun:
+    """A validated sampling request, to run whole (`run()`, one compiled program; what
+    `sample` does) or in chunks that a caller may stop between (what the service does):
+
+        job = SampleRun(source, schedule, sampler, num_samples=..., key=..., nfe=20)
+        state = job.start()
+        while not job.finished(state):
+            state = job.advance(state, 50)       # at most 50 more steps; check a stop flag
+        out = job.finish(state)                  # SampleOutput without log_prob
+        lik = job.likelihood_run(out)            # None, or a LikelihoodRun for the samples
+
+    `progress(state)` counts grid steps (Dopri5: attempted steps) and never exceeds
+    `max_progress`. Chunks are traced: every chunk size runs the same programs, one per
+    request shape (samples, steps, dtype, sampler and source structure). Arguments as
+    `sample`."""
+
+    def __init__(
+        self,
+        source: AbstractScoreSource,
+        schedule: AbstractSchedule,
+        sampler: AbstractSampler = Heun(),
+        *,
+        num_samples: int,
+        key: jax.Array,
+        steps: int | None = None,
+        nfe: int | None = None,
+        grid: AbstractTimeGrid | None = None,
+        t_start: float | None = None,
+        t_end: float | None = None,
+        prior: AbstractPrior = NoisePrior(),
+        x_init: jax.Array | None = None,
+        dtype=jnp.float32,
+        save_trajectory: bool = False,
+        likelihood: AbstractDivergence | None = None,
+        likelihood_rtol: float = 1e-5,
+        likelihood_atol: float = 1e-5,
+    ):
+        if not isinstance(source, AbstractScoreSource):
+            raise ValueError(f"source must be an AbstractScoreSource, got {type(source).__name__}")
+        num_samples = _check_int("num_samples", num_samples)
+        if (steps is None) == (nfe is None):
+            raise ValueError("give exactly one of steps and nfe")
+        t_start, t_end = _interval(schedule, t_start, t_end)
+        grid = sampler.default_grid(schedule) if grid is None else grid
+        to_zero = grid_ends_at_zero(schedule, grid, t_end)
+        if nfe is not None:
+            nfe = _check_int("nfe", nfe)
+            steps = sampler.steps_for_nfe(nfe, to_zero)
+            if steps < 1:
+                raise ValueError(f"nfe={nfe} is too small for one step of {type(sampler).__name__}")
+            sampler = sampler.with_nfe_cap(nfe, to_zero)
+        steps = _check_int("steps", steps)
+        if x_init is not None and tuple(np.shape(x_init)) != (num_samples, source.dim):
+            raise ValueError(f"x_init must have shape {(num_samples, source.dim)}, got {tuple(np.shape(x_init))}")
+        if isinstance(prior, MarginalPrior) and not isinstance(source, GaussianMixture):
+            raise ValueError("prior: MarginalPrior needs an analytic (GaussianMixture) source")
+        self.steps, self.num_samples = steps, num_samples
+        self.max_progress = int(sampler.max_progress(steps))
+        self.dtype = jnp.dtype(dtype)
+        self.save_trajectory = bool(save_trajectory)
+        self.divergence = likelihood
+        self.lik_key = key if likelihood is None else jax.random.fold_in(key, 1)
+        self._prior = prior
+        dynamic = _scalars_to_arrays(
+            (source, schedule, sampler, grid, prior, t_start, t_end, (likelihood_rtol, likelihood_atol))
+        )
+        (self.source, self.schedule, self.sampler, self.grid, self.prior, self.t_start, self.t_end,
+         self.lik_tols) = dynamic
+        self.key, self.x_init = key, x_init
+        self._times = None
+
+    def run(self) -> SampleOutput:
+        return _sample_core(
+            self.source, self.schedule, self.sampler, self.grid, self.prior, self.key, self.x_init,
+            self.t_start, self.t_end, self.lik_key, self.lik_tols,
+            steps=self.steps, num_samples=self.num_samples, save_trajectory=self.save_trajectory,
+            dtype=self.dtype, divergence=self.divergence, max_progress=self.max_progress,
+        )
+
+    def start(self) -> IntegrationState:
+        self._times, state = _sample_start(
+            self.source, self.schedule, self.sampler, self.grid, self.prior, self.key, self.x_init,
+            self.t_start, self.t_end, steps=self.steps, num_samples=self.num_samples,
+            save_trajectory=self.save_trajectory, dtype=self.dtype,
+        )
+        return state
+
+    def advance(self, state: IntegrationState, chunk: int) -> IntegrationState:
+        chunk = jnp.asarray(_check_int("chunk", chunk), jnp.int32)
+        return _sample_advance(self.source, self.schedule, self.sampler, self._times, state, chunk, dtype=self.dtype)
+
+    @staticmethod
+    def progress(state: IntegrationState) -> int:
+        return int(state.progress)
+
+    @staticmethod
+    def finished(state: IntegrationState) -> bool:
+        return bool(state.finished)
+
+    def finish(self, state: IntegrationState) -> SampleOutput:
+        return _sample_finish(self.source, self.schedule, self.sampler, self._times, state, dtype=self.dtype)
+
+    def likelihood_run(self, out: SampleOutput) -> "LikelihoodRun | None":
+        """The log-likelihood of the samples, to run in chunks as well (None if not asked)."""
+        if self.divergence is None:
+            return None
+        rtol, atol = self.lik_tols
+        return LikelihoodRun(
+            self.source, self.schedule, out.samples, divergence=self.divergence, key=self.lik_key,
+            prior=self._prior, t_start=self.t_start, t_end=self.t_end, rtol=rtol, atol=atol,
+            max_steps=LIKELIHOOD_MAX_STEPS, dtype=self.dtype,
+        )
 
 
 def sample(
@@ -334,45 +505,43 @@ def sample(
 ) -> SampleOutput:
     """Draw `num_samples` from the prior at t_start and integrate the probability-flow
     ODE to t_end. Budget: `steps` grid steps, or `nfe` score evaluations (the most steps
-    the sampler can take within it); exactly one of them. `x_init` (num_samples, d)
-    replaces the prior draw. `likelihood` also returns log p_{t_end}(samples)."""
-    if not isinstance(source, AbstractScoreSource):
-        raise ValueError(f"source must be an AbstractScoreSource, got {type(source).__name__}")
-    num_samples = _check_int("num_samples", num_samples)
-    if (steps is None) == (nfe is None):
-        raise ValueError("give exactly one of steps and nfe")
-    if nfe is not None:
-        nfe = _check_int("nfe", nfe)
-        steps = sampler.steps_for_nfe(nfe)
-        if steps < 1:
-            raise ValueError(f"nfe={nfe} is too small for one step of {type(sampler).__name__}")
-    steps = _check_int("steps", steps)
-    if x_init is not None and tuple(np.shape(x_init)) != (num_samples, source.dim):
-        raise ValueError(f"x_init must have shape {(num_samples, source.dim)}, got {tuple(np.shape(x_init))}")
-    if isinstance(prior, MarginalPrior) and not isinstance(source, GaussianMixture):
-        raise ValueError("prior: MarginalPrior needs an analytic (GaussianMixture) source")
-    t_start, t_end = _interval(schedule, t_start, t_end)
-    grid = sampler.default_grid(schedule) if grid is None else grid
-    lik_key = key if likelihood is None else jax.random.fold_in(key, 1)
-    dynamic = _scalars_to_arrays(
-        (source, schedule, sampler, grid, prior, t_start, t_end, (likelihood_rtol, likelihood_atol))
-    )
-    source, schedule, sampler, grid, prior, t_start, t_end, lik_tols = dynamic
-    return _sample_core(
-        source, schedule, sampler, grid, prior, key, x_init, t_start, t_end, lik_key, lik_tols,
-        steps=steps, num_samples=num_samples, save_trajectory=bool(save_trajectory),
-        dtype=jnp.dtype(dtype), divergence=likelihood,
-    )
+    the sampler can take within it; an adaptive sampler is capped to it); exactly one of
+    them. `x_init` (num_samples, d) replaces the prior draw. `likelihood` also returns
+    log p_{t_end}(samples). One compiled program; `SampleRun` runs the same in chunks."""
+    return SampleRun(
+        source, schedule, sampler, num_samples=num_samples, key=key, steps=steps, nfe=nfe, grid=grid,
+        t_start=t_start, t_end=t_end, prior=prior, x_init=x_init, dtype=dtype, save_trajectory=save_trajectory,
+        likelihood=likelihood, likelihood_rtol=likelihood_rtol, likelihood_atol=likelihood_atol,
+    ).run()
 
 
-def _integrate_divergence(source, schedule, divergence, points, t_start, t_end, key, rtol, atol, max_steps=4096):
-    """Push points from t_end to t_start along the ODE, integrating z^T (dv/dx) z for each
-    probe z. -> (latents, divergence integral, its standard error, nfe, status)."""
-    n, d = points.shape
-    dtype = points.dtype
-    z = divergence.probes(key, n, d, dtype)  # (n, P, d)
+# ---------------------------------------------------------------------------------------
+# Log-likelihoods: the points and the divergence integral pushed from t_end to t_start
+# with the chunkable adaptive Dopri5 (pfode_adaptive), forwards in t.
 
-    def field(t, state, args):
+LIKELIHOOD_MAX_STEPS = 4096
+
+
+class LikelihoodState(eqx.Module):
+    ode: pfode_adaptive.AdaptiveState  # y = (x, integrated quadratic forms (n, P))
+    probes: jax.Array  # (n, P, d)
+
+    @property
+    def progress(self):
+        return self.ode.num_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class _Integrated:
+    latents: jax.Array
+    delta: jax.Array
+    stderr: jax.Array
+    nfe: jax.Array
+    status: jax.Array
+
+
+def _divergence_field(source, schedule, probes):
+    def field(t, state):
         x, _ = state
 
         def v(y):
@@ -380,48 +549,128 @@ def _integrate_divergence(source, schedule, divergence, points, t_start, t_end, 
 
         # One JVP per probe on the whole batch: rows do not interact, so the batch
         # Jacobian is block diagonal and J z_p is row-wise.
-        vx, jz = jax.vmap(lambda zp: jax.jvp(v, (x,), (zp,)), in_axes=1, out_axes=(None, 1))(z)
-        return vx, jnp.sum(jz * z, axis=-1)
+        vx, jz = jax.vmap(lambda zp: jax.jvp(v, (x,), (zp,)), in_axes=1, out_axes=(None, 1))(probes)
+        return vx, jnp.sum(jz * probes, axis=-1)
 
-    state0 = (points, jnp.zeros((n, z.shape[1]), dtype))
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), diffrax.Dopri5(), t_end, t_start, (t_start - t_end) / 32, state0,
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps, throw=False,
-    )
-    latents, integrated = sol.ys[0][-1], sol.ys[1][-1]
+    return field
+
+
+def _likelihood_begin(source, schedule, divergence, points, t_start, t_end, key, rtol, atol):
+    n, d = points.shape
+    probes = divergence.probes(key, n, d, points.dtype)  # (n, P, d)
+    state0 = (points, jnp.zeros((n, probes.shape[1]), points.dtype))
+    ode = pfode_adaptive.start(_divergence_field(source, schedule, probes), t_end, t_start, state0,
+                               (t_start - t_end) / 32, rtol, atol)
+    return LikelihoodState(ode, probes)
+
+
+def _likelihood_step(source, schedule, state, t_start, rtol, atol, max_steps, chunk):
+    ode = pfode_adaptive.advance(_divergence_field(source, schedule, state.probes), state.ode, t_start, rtol, atol,
+                                 max_steps=max_steps, chunk=chunk)
+    return LikelihoodState(ode, state.probes)
+
+
+def _likelihood_end(divergence, state, t_start, max_steps):
+    ode = state.ode
+    latents, integrated = ode.y
     delta, stderr = divergence.combine(integrated)
     status = jnp.where(
-        sol.result == diffrax.RESULTS.successful,
-        jnp.where(jnp.all(jnp.isfinite(delta)), SampleStatus.SUCCESS, SampleStatus.NONFINITE),
-        jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, SampleStatus.MAX_STEPS, SampleStatus.SOLVER_FAILED),
+        ode.reached(t_start),
+        jnp.where(jnp.all(jnp.isfinite(delta)) & jnp.all(jnp.isfinite(latents)), SampleStatus.SUCCESS,
+                  SampleStatus.NONFINITE),
+        jnp.where(ode.stalled, SampleStatus.SOLVER_FAILED, SampleStatus.MAX_STEPS),
     ).astype(jnp.int32)
-    nfe = (6 * sol.stats["num_steps"] + 1).astype(jnp.int32)
-    return latents, delta, stderr, nfe, status
-
-
-def _likelihood_core(source, schedule, prior, divergence, points, t_start, t_end, key, rtol, atol, max_steps=4096):
-    latents, delta, stderr, nfe, status = _integrate_divergence(
-        source, schedule, divergence, points, t_start, t_end, key, rtol, atol, max_steps
-    )
-    prior_lp = prior.log_prob(latents, source, schedule, t_start)
-    return LikelihoodOutput(prior_lp + delta, stderr, prior_lp, latents, nfe, status)
+    return _Integrated(latents, delta, stderr, ode.nfe, status)
 
 
 @eqx.filter_jit
-def _integrate_divergence_jit(source, schedule, points, t_start, t_end, key, rtol, atol, *, divergence, max_steps, dtype):
-    source, schedule = _cast((source, schedule), dtype)
-    return _integrate_divergence(
-        source, schedule, divergence, points.astype(dtype),
-        jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype), key, rtol, atol, max_steps,
-    )
+def _likelihood_start_jit(source, schedule, points, t_start, t_end, key, rtol, atol, *, divergence, dtype):
+    source, schedule, rtol, atol = _cast((source, schedule, rtol, atol), dtype)
+    return _likelihood_begin(source, schedule, divergence, points.astype(dtype),
+                             jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype), key, rtol, atol)
 
 
 @eqx.filter_jit
-def _prior_log_prob_jit(prior, source, schedule, latents, t_start):
-    # Separate from the ODE solve: a different prior must not recompile the integration.
-    prior, source, schedule = _cast((prior, source, schedule), latents.dtype)
-    return prior.log_prob(latents, source, schedule, jnp.asarray(t_start, latents.dtype))
+def _likelihood_advance_jit(source, schedule, state, t_start, rtol, atol, max_steps, chunk, *, dtype):
+    source, schedule, rtol, atol = _cast((source, schedule, rtol, atol), dtype)
+    return _likelihood_step(source, schedule, state, jnp.asarray(t_start, dtype), rtol, atol, max_steps, chunk)
+
+
+@eqx.filter_jit
+def _likelihood_finish_jit(prior, source, schedule, state, t_start, max_steps, *, divergence, dtype):
+    # The prior is applied here, not in the ODE programs: a different prior must not
+    # recompile the integration.
+    prior, source, schedule = _cast((prior, source, schedule), dtype)
+    t_start = jnp.asarray(t_start, dtype)
+    out = _likelihood_end(divergence, state, t_start, max_steps)
+    prior_lp = prior.log_prob(out.latents, source, schedule, t_start)
+    return LikelihoodOutput(prior_lp + out.delta, out.stderr, prior_lp, out.latents, out.nfe, out.status)
+
+
+for _cls in (_Integrated,):
+    jax.tree_util.register_dataclass(_cls, data_fields=[f.name for f in dataclasses.fields(_cls)], meta_fields=[])
+
+
+class LikelihoodRun:
+    """A validated likelihood request, to run whole (`run()`) or in chunks of attempted
+    Dopri5 steps (`start`, `advance(state, chunk)`, `finished`, `finish`), as SampleRun.
+    Arguments as `log_likelihood`."""
+
+    def __init__(
+        self,
+        source: AbstractScoreSource,
+        schedule: AbstractSchedule,
+        points: jax.Array,
+        *,
+        divergence: AbstractDivergence = ExactDivergence(),
+        key: jax.Array | None = None,
+        prior: AbstractPrior = NoisePrior(),
+        t_start: float | None = None,
+        t_end: float | None = None,
+        rtol: float = 1e-6,
+        atol: float = 1e-6,
+        max_steps: int = LIKELIHOOD_MAX_STEPS,
+        dtype=None,
+    ):
+        if not isinstance(source, AbstractScoreSource):
+            raise ValueError(f"source must be an AbstractScoreSource, got {type(source).__name__}")
+        points = jnp.asarray(points)
+        if points.ndim != 2 or points.shape[1] != source.dim:
+            raise ValueError(f"points must have shape (n, {source.dim}), got {points.shape}")
+        if divergence.needs_key and key is None:
+            raise ValueError("key: the Hutchinson estimator needs a PRNG key")
+        if isinstance(prior, MarginalPrior) and not isinstance(source, GaussianMixture):
+            raise ValueError("prior: MarginalPrior needs an analytic (GaussianMixture) source")
+        self.max_progress = _check_int("max_steps", int(max_steps))
+        t_start, t_end = _interval(schedule, t_start, t_end)
+        self.dtype = jnp.dtype(points.dtype if dtype is None else dtype)
+        self.key = jax.random.key(0) if key is None else key
+        self.divergence, self.points = divergence, points
+        (self.source, self.schedule, self.prior, self.t_start, self.t_end, self.rtol, self.atol,
+         self.max_steps) = _scalars_to_arrays((source, schedule, prior, t_start, t_end, rtol, atol, max_steps))
+
+    def start(self) -> LikelihoodState:
+        return _likelihood_start_jit(self.source, self.schedule, self.points, self.t_start, self.t_end, self.key,
+                                     self.rtol, self.atol, divergence=self.divergence, dtype=self.dtype)
+
+    def advance(self, state: LikelihoodState, chunk: int) -> LikelihoodState:
+        chunk = jnp.asarray(_check_int("chunk", chunk), jnp.int32)
+        return _likelihood_advance_jit(self.source, self.schedule, state, self.t_start, self.rtol, self.atol,
+                                       self.max_steps, chunk, dtype=self.dtype)
+
+    @staticmethod
+    def progress(state: LikelihoodState) -> int:
+        return int(state.progress)
+
+    def finished(self, state: LikelihoodState) -> bool:
+        return bool(state.ode.finished(jnp.asarray(self.t_start, self.dtype), self.max_steps))
+
+    def finish(self, state: LikelihoodState) -> LikelihoodOutput:
+        return _likelihood_finish_jit(self.prior, self.source, self.schedule, state, self.t_start, self.max_steps,
+                                      divergence=self.divergence, dtype=self.dtype)
+
+    def run(self) -> LikelihoodOutput:
+        return self.finish(self.advance(self.start(), self.max_progress))
 
 
 def log_likelihood(
@@ -436,30 +685,13 @@ def log_likelihood(
     t_end: float | None = None,
     rtol: float = 1e-6,
     atol: float = 1e-6,
-    max_steps: int = 4096,
+    max_steps: int = LIKELIHOOD_MAX_STEPS,
     dtype=None,
 ) -> LikelihoodOutput:
     """log p_{t_end}(points) under the model: integrate the ODE and the divergence of its
-    velocity from t_end to t_start (Dopri5, rtol/atol), add the prior's log density."""
-    if not isinstance(source, AbstractScoreSource):
-        raise ValueError(f"source must be an AbstractScoreSource, got {type(source).__name__}")
-    points = jnp.asarray(points)
-    if points.ndim != 2 or points.shape[1] != source.dim:
-        raise ValueError(f"points must have shape (n, {source.dim}), got {points.shape}")
-    if divergence.needs_key and key is None:
-        raise ValueError("key: the Hutchinson estimator needs a PRNG key")
-    if isinstance(prior, MarginalPrior) and not isinstance(source, GaussianMixture):
-        raise ValueError("prior: MarginalPrior needs an analytic (GaussianMixture) source")
-    max_steps = _check_int("max_steps", max_steps)
-    t_start, t_end = _interval(schedule, t_start, t_end)
-    dtype = jnp.dtype(points.dtype if dtype is None else dtype)
-    key = jax.random.key(0) if key is None else key
-    source, schedule, prior, t_start, t_end, rtol, atol = _scalars_to_arrays(
-        (source, schedule, prior, t_start, t_end, rtol, atol)
-    )
-    latents, delta, stderr, nfe, status = _integrate_divergence_jit(
-        source, schedule, points, t_start, t_end, key, rtol, atol,
-        divergence=divergence, max_steps=max_steps, dtype=dtype,
-    )
-    prior_lp = _prior_log_prob_jit(prior, source, schedule, latents, t_start)
-    return LikelihoodOutput(prior_lp + delta, stderr, prior_lp, latents, nfe, status)
+    velocity from t_end to t_start (Dopri5, rtol/atol, at most max_steps attempted
+    steps), add the prior's log density. `LikelihoodRun` runs the same in chunks."""
+    return LikelihoodRun(
+        source, schedule, points, divergence=divergence, key=key, prior=prior, t_start=t_start, t_end=t_end,
+        rtol=rtol, atol=atol, max_steps=max_steps, dtype=dtype,
+    ).run()

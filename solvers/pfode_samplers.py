@@ -14,8 +14,17 @@ Adaptive or generic (diffrax):
     Diffrax               any diffrax Runge-Kutta solver, on the grid or with a controller:
                           the reference "plain diffrax solve" of the same ODE
 
-Every sampler returns the final state, an optional trajectory on the grid, the number of
-score evaluations actually spent and a status (errors are values; the caller decides).
+Every sampler integrates in three parts, so that a service can stop between chunks of
+steps: `start` (the state at t_start), `advance(state, chunk)` (at most `chunk` more
+steps; `chunk` is traced, so every chunk size runs one compiled program) and `finish`
+(the final state, an optional trajectory on the grid, the number of score evaluations
+actually spent and a status; errors are values, the caller decides). `integrate` does
+all three at once.
+
+A grid that ends where sigma = 0 (EDM's, by default) has no score at its last time: the
+fixed-grid samplers never evaluate there, and the ODE solvers (Dopri5, Diffrax) stop at
+the time before it and land on the data with one exponential-integrator step,
+x = alpha(0) D(x, t), as EDM's final Euler step does.
 """
 
 from __future__ import annotations
@@ -23,12 +32,14 @@ from __future__ import annotations
 import abc
 import enum
 import math
+from typing import Any
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from monge.solvers import pfode_adaptive
 from monge.solvers.pfode_schedules import AbstractSchedule, AbstractTimeGrid, LogSNRTimeGrid, UniformTimeGrid
 from monge.solvers.pfode_sources import AbstractScoreSource
 
@@ -59,27 +70,70 @@ def velocity(source: AbstractScoreSource, schedule: AbstractSchedule, x, t):
     return a * x + b * (alpha * source.denoise(x, t, schedule) - x) / sigma**2
 
 
+class IntegrationState(eqx.Module):
+    """Where a sampler's integration stands between chunks: `progress` counts the steps
+    taken (grid steps; attempted steps for adaptive samplers), `finished` says whether
+    more `advance` calls would do anything. `inner` is the sampler's own state."""
+
+    inner: Any
+    progress: jax.Array  # int32
+    finished: jax.Array  # bool
+
+
 class AbstractSampler(eqx.Module):
     def default_grid(self, schedule: AbstractSchedule) -> AbstractTimeGrid:
         """The grid used when the request names none: the schedule's own."""
         return schedule.default_grid()
 
     @abc.abstractmethod
-    def steps_for_nfe(self, nfe: int) -> int:
-        """The largest number of grid steps whose evaluations fit in `nfe`."""
+    def steps_for_nfe(self, nfe: int, ends_at_zero: bool = False) -> int:
+        """The largest number of grid steps whose evaluations fit in `nfe` (on a grid
+        whose last time has sigma = 0 when `ends_at_zero`)."""
+
+    def with_nfe_cap(self, nfe: int, ends_at_zero: bool = False) -> "AbstractSampler":
+        """This sampler held to at most `nfe` evaluations (adaptive samplers cap their
+        steps; fixed-grid ones are held to it by their step count already)."""
+        return self
+
+    def max_progress(self, steps: int) -> int:
+        """The most `progress` an integration on a grid of `steps` steps can make."""
+        return steps
 
     @abc.abstractmethod
-    def integrate(self, source, schedule, times, x, save_trajectory: bool):
+    def start(self, source, schedule, times, x, save_trajectory: bool) -> IntegrationState: ...
+
+    @abc.abstractmethod
+    def advance(self, source, schedule, times, state: IntegrationState, chunk) -> IntegrationState:
+        """At most `chunk` (traced) more steps."""
+
+    @abc.abstractmethod
+    def finish(self, source, schedule, times, state: IntegrationState):
         """-> (x_end, trajectory (len(times), n, d) or None, nfe int32, status int32)."""
+
+    def integrate(self, source, schedule, times, x, save_trajectory: bool):
+        """start, advance to the end, finish: one program."""
+        state = self.start(source, schedule, times, x, save_trajectory)
+        state = self.advance(source, schedule, times, state, jnp.int32(self.max_progress(times.shape[0] - 1)))
+        return self.finish(source, schedule, times, state)
 
 
 def _status_of(x):
     return jnp.where(jnp.all(jnp.isfinite(x)), SampleStatus.SUCCESS, SampleStatus.NONFINITE).astype(jnp.int32)
 
 
+class _GridState(eqx.Module):
+    carry: Any  # x, or (x, D_{i-1}, D_{i-2}) for multistep methods
+    nfe: jax.Array
+    trajectory: jax.Array | None  # (steps + 1, n, d)
+
+
+def _x_of(carry):
+    return carry[0] if isinstance(carry, tuple) else carry
+
+
 class AbstractFixedGridSampler(AbstractSampler):
-    """Steps along the grid with `lax.scan`; `_step` sees the whole grid and the index so
-    that multistep methods can look back."""
+    """Steps along the grid in a `lax.while_loop` (a traced number of steps per chunk);
+    `_step` sees the whole grid and the index so that multistep methods can look back."""
 
     @abc.abstractmethod
     def _step(self, source, schedule, times, i, carry): ...
@@ -87,26 +141,37 @@ class AbstractFixedGridSampler(AbstractSampler):
     def _init_carry(self, x):
         return x
 
-    def integrate(self, source, schedule, times, x, save_trajectory):
+    def start(self, source, schedule, times, x, save_trajectory):
+        trajectory = None
+        if save_trajectory:
+            trajectory = jnp.zeros((times.shape[0],) + x.shape, x.dtype).at[0].set(x)
+        inner = _GridState(self._init_carry(x), jnp.int32(0), trajectory)
+        return IntegrationState(inner, jnp.int32(0), jnp.asarray(times.shape[0] == 1))
+
+    def advance(self, source, schedule, times, state, chunk):
         steps = times.shape[0] - 1
+        stop = jnp.minimum(state.progress + chunk, steps)
 
-        def body(state, i):
-            carry, nfe = state
-            carry, used = self._step(source, schedule, times, i, carry)
-            x_next = carry[0] if isinstance(carry, tuple) else carry
-            return (carry, nfe + used), (x_next if save_trajectory else None)
+        def body(loop):
+            i, grid = loop
+            carry, used = self._step(source, schedule, times, i, grid.carry)
+            trajectory = grid.trajectory
+            if trajectory is not None:
+                trajectory = trajectory.at[i + 1].set(_x_of(carry))
+            return i + 1, _GridState(carry, grid.nfe + used, trajectory)
 
-        init = (self._init_carry(x), jnp.int32(0))
-        (carry, nfe), traj = jax.lax.scan(body, init, jnp.arange(steps))
-        x_end = carry[0] if isinstance(carry, tuple) else carry
-        trajectory = jnp.concatenate([x[None], traj]) if save_trajectory else None
-        return x_end, trajectory, nfe, _status_of(x_end)
+        i, inner = jax.lax.while_loop(lambda loop: loop[0] < stop, body, (state.progress, state.inner))
+        return IntegrationState(inner, i, i >= steps)
+
+    def finish(self, source, schedule, times, state):
+        x_end = _x_of(state.inner.carry)
+        return x_end, state.inner.trajectory, state.inner.nfe, _status_of(x_end)
 
 
 class Euler(AbstractFixedGridSampler):
     """x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i). First order."""
 
-    def steps_for_nfe(self, nfe):
+    def steps_for_nfe(self, nfe, ends_at_zero=False):
         return nfe
 
     def _step(self, source, schedule, times, i, x):
@@ -118,8 +183,9 @@ class Heun(AbstractFixedGridSampler):
     """EDM's Heun: Euler predictor, trapezoidal corrector. Second order. The corrector is
     skipped on a step landing on sigma = 0, where the score is undefined."""
 
-    def steps_for_nfe(self, nfe):
-        return max(nfe // 2, 0)
+    def steps_for_nfe(self, nfe, ends_at_zero=False):
+        # Onto sigma = 0 the last step is an Euler step: 2 steps - 1 evaluations.
+        return max((nfe + 1) // 2 if ends_at_zero else nfe // 2, 0)
 
     def _step(self, source, schedule, times, i, x):
         t, t_next = times[i], times[i + 1]
@@ -167,7 +233,7 @@ class AbstractExponentialSampler(AbstractFixedGridSampler):
         grid = schedule.default_grid()
         return LogSNRTimeGrid() if isinstance(grid, UniformTimeGrid) else grid
 
-    def steps_for_nfe(self, nfe):
+    def steps_for_nfe(self, nfe, ends_at_zero=False):
         return nfe - 1 if self.order == 3 else nfe  # order 3: one extra start-up evaluation
 
     def _init_carry(self, x):
@@ -242,7 +308,98 @@ class DPMSolverPlusPlus(AbstractExponentialSampler):
 
 
 # ---------------------------------------------------------------------------------------
-# diffrax
+# ODE solvers: adaptive Dopri5 (chunked) and a plain diffrax solve (the reference).
+
+
+def ends_at_zero(schedule, times):
+    """Whether the grid's last time has no noise (sigma = 0), where the score is undefined."""
+    return ~(schedule.sigma(times[-1]) > 0)
+
+
+def _onto_zero(source, schedule, times, x):
+    """The step from times[-2] onto times[-1] where sigma = 0: x = alpha D(x), the
+    exponential integrator's update, exact when D is constant over the step (for
+    alpha = 1 it is EDM's final Euler step x + (0 - sigma) (x - D) / sigma)."""
+    return schedule.alpha(times[-1]) * source.denoise(x, times[-2], schedule)
+
+
+class Dopri5(AbstractSampler):
+    """Adaptive Dormand-Prince 5(4) with diffrax's PID step-size controller, integrating
+    in s = -t from t_start to the grid's last time with noise (then onto sigma = 0 with
+    one evaluation, if the grid ends there).
+
+    rtol, atol and max_steps (attempted steps) are traced: no recompile. The grid sets the
+    first step (its first interval) and where the trajectory is saved (interpolated, so
+    saving changes no step). NFE = 1 + 6 per attempted step (+ 1 onto sigma = 0). Given an
+    NFE budget, the steps are capped to fit it (`with_nfe_cap`); a solve that reaches the
+    cap before the end reports MAX_STEPS."""
+
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    max_steps: int = 4096
+
+    def __check_init__(self):
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if isinstance(self.max_steps, int) and self.max_steps < 1:
+            raise ValueError(f"max_steps must be positive, got {self.max_steps}")
+
+    def steps_for_nfe(self, nfe, ends_at_zero=False):
+        return max(self._cap(nfe, ends_at_zero), 1)  # the saving grid / first-step guess
+
+    @staticmethod
+    def _cap(nfe, ends_at_zero):
+        return (nfe - 1 - int(ends_at_zero)) // pfode_adaptive.EVALUATIONS_PER_STEP
+
+    def with_nfe_cap(self, nfe, ends_at_zero=False):
+        cap = self._cap(nfe, ends_at_zero)
+        if cap < 1:
+            raise ValueError(f"nfe={nfe} is too small for one step of Dopri5 (it needs "
+                             f"{2 + pfode_adaptive.EVALUATIONS_PER_STEP + int(ends_at_zero) - 1})")
+        return eqx.tree_at(lambda s: s.max_steps, self, min(int(self.max_steps), cap))
+
+    def max_progress(self, steps):
+        return self.max_steps
+
+    @staticmethod
+    def _field(source, schedule):
+        return lambda s, x: -velocity(source, schedule, x, -s)
+
+    @staticmethod
+    def _span(schedule, times):
+        """(s0, s1, save times) in s = -t."""
+        stop = jnp.where(ends_at_zero(schedule, times), times[-2] if times.shape[0] > 1 else times[-1], times[-1])
+        return -times[0], -stop, -times
+
+    def start(self, source, schedule, times, x, save_trajectory):
+        s0, s1, save_ts = self._span(schedule, times)
+        dt0 = jnp.maximum(times[0] - times[1], jnp.finfo(times.dtype).tiny)
+        ode = pfode_adaptive.start(self._field(source, schedule), s0, s1, x, dt0, self.rtol, self.atol,
+                                   save_ts if save_trajectory else None)
+        return IntegrationState(ode, ode.num_steps, ode.finished(s1, self.max_steps))
+
+    def advance(self, source, schedule, times, state, chunk):
+        s0, s1, save_ts = self._span(schedule, times)
+        ode = pfode_adaptive.advance(
+            self._field(source, schedule), state.inner, s1, self.rtol, self.atol,
+            max_steps=self.max_steps, chunk=chunk, save_ts=None if state.inner.saved is None else save_ts,
+        )
+        return IntegrationState(ode, ode.num_steps, ode.finished(s1, self.max_steps))
+
+    def finish(self, source, schedule, times, state):
+        _, s1, _ = self._span(schedule, times)
+        ode = state.inner
+        reached = ode.reached(s1)
+        to_zero = ends_at_zero(schedule, times) & reached
+        x_end = jax.lax.cond(to_zero, lambda x: _onto_zero(source, schedule, times, x), lambda x: x, ode.y)
+        trajectory = None if ode.saved is None else ode.saved.at[-1].set(x_end)
+        status = jnp.where(
+            reached, _status_of(x_end),
+            jnp.where(ode.stalled, SampleStatus.SOLVER_FAILED, SampleStatus.MAX_STEPS),
+        ).astype(jnp.int32)
+        return x_end, trajectory, ode.nfe + to_zero.astype(jnp.int32), status
 
 
 def _evaluations_per_step(solver) -> tuple[int, int]:
@@ -259,60 +416,20 @@ def _evaluations_per_step(solver) -> tuple[int, int]:
     return (stages - 1, 1) if tableau.fsal else (stages, 0)
 
 
-def _diffrax_integrate(solver, controller, max_steps, source, schedule, times, x, save_trajectory):
-    term = diffrax.ODETerm(lambda t, y, args: velocity(source, schedule, y, t))
-    t0, t1 = times[0], times[-1]
-    if controller is None:
-        controller, dt0 = diffrax.StepTo(ts=times), None
-    else:
-        dt0 = (t1 - t0) / (times.shape[0] - 1)
-    saveat = diffrax.SaveAt(ts=times) if save_trajectory else diffrax.SaveAt(t1=True)
-    sol = diffrax.diffeqsolve(
-        term, solver, t0, t1, dt0, x,
-        stepsize_controller=controller, saveat=saveat, max_steps=max_steps, throw=False,
-    )
-    per_step, once = _evaluations_per_step(solver)
-    nfe = (per_step * sol.stats["num_steps"] + once).astype(jnp.int32)
-    x_end = sol.ys[-1]
-    status = jnp.where(
-        sol.result == diffrax.RESULTS.successful,
-        _status_of(x_end),
-        jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, SampleStatus.MAX_STEPS, SampleStatus.SOLVER_FAILED),
-    ).astype(jnp.int32)
-    return x_end, (sol.ys if save_trajectory else None), nfe, status
-
-
-class Dopri5(AbstractSampler):
-    """Adaptive Dormand-Prince 5(4) (diffrax) with a PID step-size controller.
-
-    rtol, atol are traced (no recompile); max_steps is static. The time grid only sets the
-    first step guess and where the trajectory is saved. NFE = 6 per attempted step + 1."""
-
-    rtol: float = 1e-5
-    atol: float = 1e-5
-    max_steps: int = eqx.field(static=True, default=4096)
-
-    def __check_init__(self):
-        for name in ("rtol", "atol"):
-            value = getattr(self, name)
-            if isinstance(value, (int, float)) and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be positive, got {self.max_steps}")
-
-    def steps_for_nfe(self, nfe):
-        return max((nfe - 1) // 6, 1)  # only the saving grid / first-step guess
-
-    def integrate(self, source, schedule, times, x, save_trajectory):
-        controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
-        return _diffrax_integrate(
-            diffrax.Dopri5(), controller, self.max_steps, source, schedule, times, x, save_trajectory
-        )
+class _OneShotInner(eqx.Module):
+    x: jax.Array
+    x_end: jax.Array
+    trajectory: jax.Array | None
+    nfe: jax.Array
+    status: jax.Array
 
 
 class Diffrax(AbstractSampler):
-    """A plain diffrax solve of the same ODE: any diffrax RK solver, stepping exactly on
-    the time grid (controller None) or adaptively with the given controller."""
+    """A plain `diffrax.diffeqsolve` of the same ODE: any diffrax RK solver, stepping
+    exactly on the time grid (controller None) or adaptively with the given controller;
+    the reference the benchmarks set our samplers beside. One solve, not chunked (the
+    service does not offer it). On a grid ending at sigma = 0 it solves to the time
+    before and lands with the same last step as Dopri5."""
 
     solver: diffrax.AbstractSolver = diffrax.Tsit5()
     controller: diffrax.AbstractStepSizeController | None = None
@@ -321,11 +438,65 @@ class Diffrax(AbstractSampler):
     def __check_init__(self):
         _evaluations_per_step(self.solver)
 
-    def steps_for_nfe(self, nfe):
+    def steps_for_nfe(self, nfe, ends_at_zero=False):
         per_step, once = _evaluations_per_step(self.solver)
-        return max((nfe - once) // per_step, 0)
+        return max((nfe - once - int(ends_at_zero)) // per_step + int(ends_at_zero), 0)
 
-    def integrate(self, source, schedule, times, x, save_trajectory):
-        return _diffrax_integrate(
-            self.solver, self.controller, self.max_steps, source, schedule, times, x, save_trajectory
+    def max_progress(self, steps):
+        return 1
+
+    def _solve(self, source, schedule, times, x, save_trajectory):
+        """diffeqsolve over `times` (at least two)."""
+        term = diffrax.ODETerm(lambda t, y, args: velocity(source, schedule, y, t))
+        t0, t1 = times[0], times[-1]
+        if self.controller is None:
+            controller, dt0 = diffrax.StepTo(ts=times), None
+        else:
+            controller, dt0 = self.controller, (t1 - t0) / (times.shape[0] - 1)
+        saveat = diffrax.SaveAt(ts=times) if save_trajectory else diffrax.SaveAt(t1=True)
+        sol = diffrax.diffeqsolve(
+            term, self.solver, t0, t1, dt0, x,
+            stepsize_controller=controller, saveat=saveat, max_steps=self.max_steps, throw=False,
         )
+        per_step, once = _evaluations_per_step(self.solver)
+        nfe = (per_step * sol.stats["num_steps"] + once).astype(jnp.int32)
+        status = jnp.where(
+            sol.result == diffrax.RESULTS.successful,
+            _status_of(sol.ys[-1]),
+            jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, SampleStatus.MAX_STEPS,
+                      SampleStatus.SOLVER_FAILED),
+        ).astype(jnp.int32)
+        return sol.ys[-1], (sol.ys if save_trajectory else None), nfe, status
+
+    def _solve_to_zero(self, source, schedule, times, x, save_trajectory):
+        if times.shape[0] > 2:
+            x_last, head, nfe, status = self._solve(source, schedule, times[:-1], x, save_trajectory)
+        else:
+            x_last, head, nfe, status = x, (x[None] if save_trajectory else None), jnp.int32(0), jnp.int32(0)
+        x_end = _onto_zero(source, schedule, times, x_last)
+        trajectory = None if head is None else jnp.concatenate([head, x_end[None]])
+        return x_end, trajectory, nfe + 1, jnp.where(status == 0, _status_of(x_end), status).astype(jnp.int32)
+
+    def start(self, source, schedule, times, x, save_trajectory):
+        trajectory = jnp.zeros((times.shape[0],) + x.shape, x.dtype) if save_trajectory else None
+        inner = _OneShotInner(x, x, trajectory, jnp.int32(0), jnp.int32(0))
+        return IntegrationState(inner, jnp.int32(0), jnp.asarray(False))
+
+    def advance(self, source, schedule, times, state, chunk):
+        save = state.inner.trajectory is not None
+
+        def solve(inner):
+            x_end, trajectory, nfe, status = jax.lax.cond(
+                ends_at_zero(schedule, times),
+                lambda x: self._solve_to_zero(source, schedule, times, x, save),
+                lambda x: self._solve(source, schedule, times, x, save),
+                inner.x,
+            )
+            return _OneShotInner(inner.x, x_end, trajectory, nfe, status)
+
+        inner = jax.lax.cond(state.finished, lambda inner: inner, solve, state.inner)
+        return IntegrationState(inner, jnp.int32(1), jnp.asarray(True))
+
+    def finish(self, source, schedule, times, state):
+        inner = state.inner
+        return inner.x_end, inner.trajectory, inner.nfe, inner.status

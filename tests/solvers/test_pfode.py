@@ -18,6 +18,7 @@ from monge.solvers.pfode import (
     KarrasTimeGrid,
     LogSNRTimeGrid,
     MarginalPrior,
+    SampleRun,
     SampleStatus,
     VESchedule,
     VPSchedule,
@@ -96,6 +97,51 @@ def test_dopri5_meets_tolerance_and_counts_evaluations():
     assert (int(out.nfe) - 1) % 6 == 0 and int(out.nfe) > 6
 
 
+def test_dopri5_lands_on_zero_noise_on_the_edm_grid():
+    """EDM's default grid ends at sigma = 0, where the velocity is undefined: Dopri5 stops
+    at sigma_min and takes the exact-for-constant-D step onto the data (one evaluation)."""
+    source = _target()
+    err = _exact_error(source, EDMSchedule(), Dopri5(rtol=1e-7, atol=1e-7), 18, None, 80.0, 0.0)
+    assert err < 1e-4, err
+    out = sample(source, EDMSchedule(), Dopri5(), num_samples=8, key=jax.random.key(1), steps=18)
+    assert out.status == SampleStatus.SUCCESS and float(out.times[-1]) == 0.0
+    assert (int(out.nfe) - 2) % 6 == 0 and int(out.nfe) < 400
+
+
+def test_dopri5_is_held_to_an_nfe_budget():
+    source = _target()
+    kw = dict(num_samples=8, key=jax.random.key(1), dtype=jnp.float64)
+    tight = sample(source, VPSchedule(), Dopri5(rtol=1e-9, atol=1e-9), nfe=25, **kw)
+    assert tight.status == SampleStatus.MAX_STEPS and int(tight.nfe) == 25  # 4 steps: 1 + 24
+    loose = sample(source, VPSchedule(), Dopri5(rtol=1e-2, atol=1e-2), nfe=200, **kw)
+    assert loose.status == SampleStatus.SUCCESS and int(loose.nfe) <= 200
+    with pytest.raises(ValueError, match="nfe"):
+        sample(source, VPSchedule(), Dopri5(), nfe=6, **kw)
+
+
+@pytest.mark.parametrize(
+    "schedule,sampler",
+    [(VPSchedule(), Heun()), (VPSchedule(), DPMSolverPlusPlus(3)), (EDMSchedule(), Dopri5(rtol=1e-4, atol=1e-4))],
+    ids=["heun", "dpm3", "dopri5-edm"],
+)
+def test_chunks_give_the_one_program_result(schedule, sampler):
+    """Sampling in chunks of steps (what the service does, to stop between them) gives
+    the numbers of the one-program solve, trajectory and evaluation count included."""
+    source = GaussianMixture([[-2.0, 0.0], [2.0, 0.5]], [np.eye(2) * 0.1] * 2, [0.3, 0.7])
+    kw = dict(num_samples=16, key=jax.random.key(7), steps=12, dtype=jnp.float64, save_trajectory=True)
+    whole = sample(source, schedule, sampler, **kw)
+    job = SampleRun(source, schedule, sampler, **kw)
+    state, chunks = job.start(), 0
+    while not job.finished(state):
+        state = job.advance(state, 5)
+        chunks += 1
+    out = job.finish(state)
+    assert chunks >= 3 and job.progress(state) <= job.max_progress
+    np.testing.assert_allclose(out.samples, whole.samples, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out.trajectory, whole.trajectory, rtol=0, atol=1e-12)
+    assert int(out.nfe) == int(whole.nfe) and int(out.status) == int(whole.status) == 0
+
+
 def test_samplers_agree_with_plain_diffrax():
     """Our Heun on a grid equals diffrax's Heun stepping on the same grid (EDM's Heun is
     the explicit trapezoid rule), and both spend two evaluations per step."""
@@ -125,6 +171,9 @@ def test_nfe_budget():
     for sampler, nfe, expected in [(Euler(), 10, 10), (Heun(), 21, 20), (DPMSolverPlusPlus(3), 10, 10)]:
         out = sample(source, VPSchedule(), sampler, num_samples=4, key=jax.random.key(0), nfe=nfe)
         assert int(out.nfe) == expected
+    # Onto sigma = 0 Heun's last step costs one evaluation: 35 buys EDM's 18 steps.
+    out = sample(source, EDMSchedule(), Heun(), num_samples=4, key=jax.random.key(0), nfe=35)
+    assert int(out.nfe) == 35 and out.times.shape == (19,)
 
 
 def test_trajectory_and_determinism():

@@ -76,3 +76,19 @@ def test_likelihood_validation(rng):
         log_likelihood(source, VPSchedule(), jnp.zeros((3, 2)), divergence=HutchinsonDivergence(8))
     with pytest.raises(ValueError, match="num_probes"):
         HutchinsonDivergence(num_probes=1)
+
+
+def test_likelihood_in_chunks_is_the_whole_integration(rng):
+    from monge.solvers.pfode import LikelihoodRun
+
+    source = _mixture(rng, 2, 2)
+    points = jnp.asarray(rng.normal(size=(5, 2)))
+    whole = log_likelihood(source, VPSchedule(), points, divergence=HutchinsonDivergence(4), key=jax.random.key(1))
+    job = LikelihoodRun(source, VPSchedule(), points, divergence=HutchinsonDivergence(4), key=jax.random.key(1))
+    state = job.start()
+    while not job.finished(state):
+        state = job.advance(state, 7)
+    out = job.finish(state)
+    np.testing.assert_allclose(out.log_prob, whole.log_prob, rtol=1e-12)
+    np.testing.assert_allclose(out.stderr, whole.stderr, rtol=1e-12)
+    assert int(out.nfe) == int(whole.nfe) and int(out.status) == 0
