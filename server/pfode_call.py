@@ -4,9 +4,11 @@ parsing the other probability-flow calls share (model, schedule, score sources).
 `parse` runs in the server process too, before a request takes a queue slot, so it uses
 numpy only: no JAX arrays (which would start a JAX backend there). It turns names into
 the solver registries' keys (`monge.solvers.pfode.SCHEDULES`, `SAMPLERS`, ...) and
-checks every field, naming it; `run` builds the solver objects on the worker and calls
-the solver once. A sample is one compiled program, so `stop` is honoured before it
-starts.
+checks every field, naming it; `run` builds the solver objects on the worker and runs
+the solver in chunks of steps (`run_steps`, through `chunked.run_in_chunks`), so that
+`stop` (a cancelled call, an expired deadline) frees the worker within about a chunk:
+a quarter of a second of work, estimated from the request's size and grown while chunks
+run faster than that.
 """
 
 from __future__ import annotations
@@ -20,10 +22,20 @@ import numpy as np
 from monge.client.tensors import TensorError, decode, encode
 from monge.server import limits, pfode_models
 from monge.server import validation as v
+from monge.server.chunked import run_in_chunks
 from monge.server.config import ServerConfig
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import InvalidArgument, NotFound
-from monge.solvers.pfode import PREDICTIONS, SAMPLERS, SCHEDULES, TIME_GRIDS, LogSNRTimeGrid, MLPArchitecture
+from monge.solvers.loop import Status
+from monge.solvers.pfode import (
+    PREDICTIONS,
+    SAMPLERS,
+    SCHEDULES,
+    TIME_GRIDS,
+    KarrasTimeGrid,
+    LogSNRTimeGrid,
+    MLPArchitecture,
+)
 from monge.v1 import pfode_pb2 as pb, tensor_pb2
 
 DEFAULT_STEPS = 20
@@ -448,6 +460,7 @@ class SampleCall:
     atol: float | None
     grid: str | None  # a key of TIME_GRIDS; None: the sampler's default
     steps: int
+    nfe: int | None  # the budget when given as evaluations (Dopri5 is capped to it)
     num_samples: int
     seed: int
     dtype: np.dtype
@@ -496,11 +509,16 @@ def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig, owner:
     errors.raise_if_any()
 
     call = SampleCall(model=model, sampler=sampler, rtol=tolerances.get("rtol"), atol=tolerances.get("atol"),
-                      grid=grid, steps=0, num_samples=num_samples, seed=int(request.seed), dtype=dtype,
+                      grid=grid, steps=0, nfe=None, num_samples=num_samples, seed=int(request.seed), dtype=dtype,
                       return_trajectory=request.return_trajectory, likelihood=None)
     solver = call.build_sampler()
+    schedule = model.schedule.build()
+    _, end = model_interval(model)
+    effective_grid = call.build_grid(schedule) or solver.default_grid(schedule)
+    to_zero = sigma_is_zero(model.schedule, end) or (
+        isinstance(effective_grid, KarrasTimeGrid) and effective_grid.append_zero)
     budget = request.WhichOneof("budget")
-    steps = DEFAULT_STEPS
+    steps, nfe = DEFAULT_STEPS, None
     if budget == "steps":
         with errors.check():
             steps = v.integer_in_range(request.steps, "steps", 1, config.max_iterations, limit="max_iterations")
@@ -508,7 +526,12 @@ def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig, owner:
         if request.nfe < 1:
             errors.add("nfe", f"must be at least 1 score evaluation, got {request.nfe}")
         else:
-            steps = solver.steps_for_nfe(int(min(request.nfe, 2**62)))
+            nfe = int(min(request.nfe, 2**62))
+            steps = solver.steps_for_nfe(nfe, to_zero)
+            try:
+                solver.with_nfe_cap(nfe, to_zero)  # adaptive samplers: one step must fit
+            except ValueError:
+                steps = 0
             if steps < 1:
                 errors.add("nfe", f"{request.nfe} score evaluations are not enough for one step of {sampler}")
             elif steps > config.max_iterations:
@@ -534,9 +557,6 @@ def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig, owner:
             errors.add("return_trajectory", limits.over_limit(f"the trajectory would take {size * itemsize:,} bytes",
                                                               config.max_message_bytes, "max_message_bytes"))
 
-    schedule = model.schedule.build()
-    _, end = model_interval(model)
-    effective_grid = call.build_grid(schedule) or solver.default_grid(schedule)
     if sigma_is_zero(model.schedule, end) and isinstance(effective_grid, LogSNRTimeGrid):
         errors.add("model.t_end", f"the log-SNR grid (the default of {sampler} on this schedule) needs "
                                   f"sigma(t_end) > 0; t_end = {end} has no noise")
@@ -546,17 +566,74 @@ def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig, owner:
         check_likelihood_end(model, "model.", errors)
         check_probe_memory(likelihood, num_samples, d, "log_likelihood.divergence", config, errors)
     errors.raise_if_any()
-    return dataclasses.replace(call, steps=steps, likelihood=likelihood)
+    return dataclasses.replace(call, steps=steps, nfe=nfe, likelihood=likelihood)
+
+
+# -- running in chunks -------------------------------------------------------------------
+
+# Work units a step of one sample costs per score evaluation, and how many a CPU core
+# does in a second at the least (conservative: chunks grow when they run faster).
+SECONDS_PER_UNIT = 5e-9
+CHUNK_SECONDS = 0.25
+LARGEST_FIRST_CHUNK = 40  # chunks grow from here while they run fast: no recompile
+
+
+def evaluation_cost(model: ModelSpec) -> float:
+    """Work units of one score evaluation for one sample: a mixture rotates into each
+    component's eigenbasis and back, an MLP multiplies by its weights."""
+    d = model.dim
+    if isinstance(model.source, MixtureSpec):
+        return model.source.means.shape[0] * d * (4 * d + 8)
+    shapes = model.source.architecture.weight_shapes().values()
+    return 2 * sum(math.prod(shape) for shape in shapes) + 16 * d
+
+
+def first_chunk(step_work: float) -> int:
+    """Steps in the first chunk: about CHUNK_SECONDS of `step_work` units, at least one."""
+    wanted = CHUNK_SECONDS / max(step_work * SECONDS_PER_UNIT, 1e-12)
+    return int(max(1, min(wanted, LARGEST_FIRST_CHUNK)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chunk:
+    """What `run_in_chunks` needs of a chunk: the steps it took and whether to go on."""
+
+    state: object
+    iterations: int
+    status: int  # Status.MAX_ITERATIONS while steps remain
+
+
+def run_steps(job, stop, progress, step_work: float):
+    """Run a `SampleRun` or `LikelihoodRun` (start, advance, finished) in chunks of
+    steps until it finishes or `stop` is set. -> (state, cancelled)."""
+    initial = job.start()
+
+    def solve_chunk(iterations, state):
+        state = initial if state is None else state
+        before = job.progress(state)
+        state = job.advance(state, iterations)  # blocks until the device is done
+        status = Status.CONVERGED if job.finished(state) else Status.MAX_ITERATIONS
+        return _Chunk(state, job.progress(state) - before, int(status))
+
+    out = run_in_chunks(solve_chunk, lambda chunk: chunk.state, max_iterations=job.max_progress, stop=stop,
+                        first_chunk=first_chunk(step_work), target_seconds=CHUNK_SECONDS,
+                        progress=None if progress is None else (lambda iteration, error: progress(iteration=iteration)))
+    return out.state, int(out.status) == Status.CANCELLED
+
+
+def cancelled_result(message: str, seconds: float):
+    return {"cancelled": message}, seconds
 
 
 def run(call: SampleCall, stop, progress=None):
-    """Sample on this process's JAX device. Not interruptible: `stop` is checked first."""
+    """Sample on this process's JAX device in chunks of steps, then (if asked) the
+    samples' log-likelihood in chunks of Dopri5 steps; `stop` ends either between chunks."""
     import jax
 
-    from monge.solvers.pfode import sample
+    from monge.solvers.pfode import SampleRun
 
     if stop.is_set():
-        return None, 0.0
+        return cancelled_result("cancelled before the solve started", 0.0)
     started = time.perf_counter()
     source, schedule, prior = call.model.build()
     options = {}
@@ -566,27 +643,48 @@ def run(call: SampleCall, stop, progress=None):
             options["likelihood_rtol"] = call.likelihood.rtol
         if call.likelihood.atol is not None:
             options["likelihood_atol"] = call.likelihood.atol
-    out = sample(
+    budget = {"nfe": call.nfe} if call.nfe is not None else {"steps": call.steps}
+    job = SampleRun(
         source, schedule, call.build_sampler(),
-        num_samples=call.num_samples, key=jax.random.key(call.seed), steps=call.steps,
+        num_samples=call.num_samples, key=jax.random.key(call.seed), **budget,
         grid=call.build_grid(schedule), t_start=call.model.t_start, t_end=call.model.t_end, prior=prior,
         dtype=call.dtype, save_trajectory=call.return_trajectory, **options,
     )
-    # Blocks until the device is done, inside the worker rather than the event loop.
+    per_step = {"heun": 2, "dopri5": 6}.get(call.sampler, 1)
+    state, cancelled = run_steps(job, stop, progress, per_step * call.num_samples * evaluation_cost(call.model))
+    if cancelled:
+        return cancelled_result(f"cancelled after {job.progress(state)} of {job.max_progress} steps",
+                          time.perf_counter() - started)
+    out = job.finish(state)
+    log_prob = stderr = None
+    likelihood = job.likelihood_run(out)
+    if likelihood is not None:
+        probes = call.likelihood.probes(call.model.dim)
+        lik_state, cancelled = run_steps(likelihood, stop, None,
+                                         6 * probes * call.num_samples * 3 * evaluation_cost(call.model))
+        if cancelled:
+            return cancelled_result(f"cancelled during the log-likelihood, after {likelihood.progress(lik_state)} "
+                              "adaptive steps", time.perf_counter() - started)
+        lik = likelihood.finish(lik_state)
+        log_prob, stderr = np.asarray(lik.log_prob), np.asarray(lik.stderr)
+        if int(lik.status) != 0 and int(out.status) == 0:
+            out = dataclasses.replace(out, status=lik.status)
     result = {
         name: None if getattr(out, name) is None else np.asarray(getattr(out, name))
-        for name in ("samples", "nfe", "times", "status", "trajectory", "log_prob", "log_prob_stderr")
-    } | {"message": out.message}
-    if progress is not None:
-        progress(iteration=call.steps)
+        for name in ("samples", "nfe", "times", "status", "trajectory")
+    } | {"log_prob": log_prob, "log_prob_stderr": stderr, "message": out.message}
     return result, time.perf_counter() - started
 
 
+def cancelled(out) -> str | None:
+    """The message of a result `run` cut short (see `cancelled_result`), else None."""
+    return out.get("cancelled") if isinstance(out, dict) else None
+
+
 def diagnostics(status: int | None, message: str, seconds: float) -> pb.ProbabilityFlowDiagnostics:
-    """From the solver's SampleStatus (0-based; None when cancelled before starting)."""
+    """From the solver's SampleStatus (0-based; None when stopped from outside)."""
     if status is None:
-        return pb.ProbabilityFlowDiagnostics(status=pb.SAMPLE_STATUS_CANCELLED, ok=False,
-                                             message="cancelled before the solve started",
+        return pb.ProbabilityFlowDiagnostics(status=pb.SAMPLE_STATUS_CANCELLED, ok=False, message=message,
                                              solve_seconds=seconds)
     return pb.ProbabilityFlowDiagnostics(status=status + 1,  # the proto enum starts at 1
                                          message=message, ok=status == 0, solve_seconds=seconds)
@@ -594,8 +692,8 @@ def diagnostics(status: int | None, message: str, seconds: float) -> pb.Probabil
 
 def encode_response(result) -> pb.SampleProbabilityFlowResponse:
     out, seconds = result
-    if out is None:
-        return pb.SampleProbabilityFlowResponse(diagnostics=diagnostics(None, "", seconds))
+    if cancelled(out):
+        return pb.SampleProbabilityFlowResponse(diagnostics=diagnostics(None, cancelled(out), seconds))
     response = pb.SampleProbabilityFlowResponse(
         samples=encode(out["samples"]),
         nfe=int(out["nfe"]),
@@ -611,4 +709,4 @@ def encode_response(result) -> pb.SampleProbabilityFlowResponse:
     return response
 
 
-__all__ = ["SampleCall", "parse", "run", "encode_response", "parse_model", "parse_schedule"]
+__all__ = ["SampleCall", "parse", "run", "run_steps", "encode_response", "parse_model", "parse_schedule"]

@@ -2,7 +2,8 @@
 
 The model is parsed as for sampling (`pfode_call.parse_model`); the points must have the
 model's dimension, and t_end must carry noise (the score is undefined at sigma = 0).
-One compiled solve: `stop` is honoured before it starts.
+The adaptive integration runs in chunks of steps (`pfode_call.run_steps`): `stop` ends
+it between chunks.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from monge.server.pfode_call import (
     LikelihoodSpec,
     ModelSpec,
     check_likelihood_end,
+    cancelled_result,
+    cancelled,
     check_probe_memory,
     diagnostics,
+    evaluation_cost,
     float_dtype,
     parse_likelihood_options,
     parse_model,
+    run_steps,
     seed,
 )
 from monge.v1 import pfode_pb2 as pb
@@ -75,34 +80,38 @@ def parse(request: pb.ProbabilityFlowLogLikelihoodRequest, config: ServerConfig,
 
 
 def run(call: LikelihoodCall, stop, progress=None):
-    """Integrate on this process's JAX device. Not interruptible: `stop` is checked first."""
+    """Integrate on this process's JAX device in chunks of Dopri5 steps; `stop` ends it
+    between chunks."""
     import jax
 
-    from monge.solvers.pfode import log_likelihood
+    from monge.solvers.pfode import LikelihoodRun
 
     if stop.is_set():
-        return None, 0.0
+        return cancelled_result("cancelled before the solve started", 0.0)
     started = time.perf_counter()
     source, schedule, prior = call.model.build()
     tolerances = {k: val for k, val in (("rtol", call.options.rtol), ("atol", call.options.atol)) if val is not None}
-    out = log_likelihood(
+    job = LikelihoodRun(
         source, schedule, call.points, divergence=call.options.build(), key=jax.random.key(call.seed),
         prior=prior, t_start=call.model.t_start, t_end=call.model.t_end, max_steps=call.max_steps,
         dtype=call.dtype, **tolerances,
     )
+    step_work = 6 * call.options.probes(call.model.dim) * call.points.shape[0] * 3 * evaluation_cost(call.model)
+    state, stopped = run_steps(job, stop, progress, step_work)
+    if stopped:
+        return cancelled_result(f"cancelled after {job.progress(state)} adaptive steps", time.perf_counter() - started)
+    out = job.finish(state)
     result = {
         name: np.asarray(getattr(out, name))
         for name in ("log_prob", "stderr", "prior_log_prob", "latents", "nfe", "status")
     } | {"message": out.message}
-    if progress is not None:
-        progress(iteration=int(result["nfe"]))
     return result, time.perf_counter() - started
 
 
 def encode_response(result) -> pb.ProbabilityFlowLogLikelihoodResponse:
     out, seconds = result
-    if out is None:
-        return pb.ProbabilityFlowLogLikelihoodResponse(diagnostics=diagnostics(None, "", seconds))
+    if cancelled(out):
+        return pb.ProbabilityFlowLogLikelihoodResponse(diagnostics=diagnostics(None, cancelled(out), seconds))
     return pb.ProbabilityFlowLogLikelihoodResponse(
         log_likelihood=encode(out["log_prob"]),
         standard_error=encode(out["stderr"]),

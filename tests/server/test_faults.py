@@ -72,6 +72,34 @@ def test_a_100ms_deadline_stops_the_worker_within_a_second(client):
     assert client.sinkhorn(x[:5], y[:5], epsilon=1.0).converged
 
 
+def _long_probability_flow(client):
+    """A sampling call and a likelihood call that each run for many seconds, in chunks."""
+    source = requests.gaussian([1.0, -0.5], [[0.6, 0.2], [0.2, 0.4]])
+    points = np.random.default_rng(0).normal(size=(2000, 2))
+    return {
+        "sample": lambda timeout: client.sample_probability_flow(
+            source, num_samples=256, sampler="euler", steps=400_000, timeout=timeout),
+        "likelihood": lambda timeout: client.probability_flow_log_likelihood(
+            source, points, rtol=1e-14, atol=1e-14, max_steps=100_000, timeout=timeout),
+    }
+
+
+@pytest.mark.parametrize("call", ["sample", "likelihood"])
+def test_a_probability_flow_deadline_frees_the_worker_within_a_second(client, call):
+    run = _long_probability_flow(client)[call]
+    with pytest.raises(DeadlineExceededError):
+        run(8.0)  # the same programs compile here (compilation is not interruptible)
+    _wait_until(lambda: not client.info().workers[0].busy, timeout=20.0, every=0.05)
+    done_before = client.info().workers[0].tasks_done
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        run(0.3)
+    _wait_until(lambda: not client.info().workers[0].busy, timeout=10.0, every=0.02)
+    freed_after = time.monotonic() - (started + 0.3)
+    assert client.info().workers[0].tasks_done == done_before + 1  # it did start, and stopped
+    assert freed_after < 1.0, f"the worker was busy {freed_after:.2f} s after the deadline"
+
+
 _CALLER = textwrap.dedent("""
     import sys
     import numpy as np
