@@ -6,6 +6,8 @@
     monge health [--target HOST:PORT]                   exit 0 when SERVING
     monge solve sinkhorn|exact|sparsity --x X.npy ...   one solve through a server (cli_solve.py)
     monge batch FILES... [--solver S] [--out DIR]       many problems as one job (cli_batch.py)
+    monge sample SOURCE [--sampler S] [--nfe N] --out F  probability-flow samples (cli_pfode.py)
+    monge loglik SOURCE --points P.npy [--out F]        probability-flow log-likelihoods (cli_pfode.py)
     monge jobs list|get|watch|cancel ...                the server's jobs (cli_jobs.py)
     monge ruot fit|query|export|plot ...                Var-RUOT dynamics from snapshots (cli_ruot.py)
     monge fedwad create|party|status|cancel ...         federated Wasserstein (fedwad_cli.py)
@@ -199,12 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--service", default="", help="service name (default: the whole server)")
     health.set_defaults(run=_health)
 
-    from monge.client import cli_batch, cli_jobs, cli_ruot, cli_solve
+    from monge.client import cli_batch, cli_jobs, cli_pfode, cli_ruot, cli_solve
     from monge.client.fedwad_cli import register as register_fedwad
 
     cli_solve.register(commands, remote)
     cli_jobs.register(commands, remote)
     cli_batch.register(commands, remote)
+    cli_pfode.register(commands, remote)
     cli_ruot.register(commands, remote)
     register_fedwad(commands, DEFAULT_TARGET)
     return parser

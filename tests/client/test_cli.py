@@ -1,5 +1,6 @@
 """The `monge` command in real processes: serve, info, solve, then SIGTERM."""
 
+import json
 import os
 import signal
 import socket
@@ -77,6 +78,73 @@ def test_solve_reports_bad_input_without_traceback(served, tmp_path):
                                   "--y", str(tmp_path / "y.npy")], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "INVALID_ARGUMENT" in run.stderr and "y: has dimension 5" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_sample_from_a_json_gaussian(served, tmp_path):
+    _, target, _ = served
+    mean, cov = [1.0, -0.5], [[0.6, 0.2], [0.2, 0.4]]
+    (tmp_path / "g.json").write_text(json.dumps({"mean": mean, "cov": cov}))
+    out = tmp_path / "s.npy"
+    run = subprocess.run(MONGE + ["sample", str(tmp_path / "g.json"), "--target", target, "--sampler", "dpm_solver_pp_2m",
+                                  "--nfe", "20", "-n", "4000", "--seed", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "4000 samples of dimension 2, 20 score evaluations, success" in run.stdout
+    samples = np.load(out)
+    assert samples.shape == (4000, 2) and samples.dtype == np.float32
+    np.testing.assert_allclose(samples.mean(0), mean, atol=0.05)
+    np.testing.assert_allclose(np.cov(samples.T), cov, atol=0.05)
+
+
+def test_sample_from_uploaded_weights_is_the_in_process_sampler(served, tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from monge.solvers.pfode import Euler, MLPArchitecture, MLPModel, NoisePrediction, VPSchedule, sample
+
+    _, target, _ = served
+    arch = MLPArchitecture(dim=2, hidden=(8,), time_embedding_dim=4)
+    rng = np.random.default_rng(2)
+    weights = {name: rng.normal(size=shape) * 0.3 for name, shape in arch.weight_shapes().items()}
+    np.savez(tmp_path / "w.npz", **weights)
+    out = tmp_path / "s.npz"
+    run = subprocess.run(MONGE + ["sample", str(tmp_path / "w.npz"), "--target", target, "--hidden", "8",
+                                  "--time-embedding-dim", "4", "--prediction", "noise", "--sampler", "euler",
+                                  "--steps", "6", "-n", "32", "--seed", "3", "--dtype", "float64", "--trajectory",
+                                  "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    saved = np.load(out)
+    direct = sample(MLPModel(arch, weights, NoisePrediction()), VPSchedule(), Euler(), num_samples=32,
+                    key=jax.random.key(3), steps=6, dtype=jnp.float64, save_trajectory=True)
+    np.testing.assert_allclose(saved["samples"], np.asarray(direct.samples), rtol=0, atol=1e-12)
+    assert saved["trajectory"].shape == (7, 32, 2) and int(saved["nfe"]) == 6 and bool(saved["ok"])
+
+
+def test_loglik_of_a_mixture_matches_the_closed_form(served, tmp_path):
+    from monge.solvers.pfode import GaussianMixture, VPSchedule
+
+    _, target, _ = served
+    means, covs, weights = np.array([[-1.0, 0.0], [1.5, 0.5]]), np.array([np.eye(2) * 0.3, np.eye(2) * 0.5]), [0.4, 0.6]
+    np.savez(tmp_path / "m.npz", means=means, covariances=covs, weights=weights)
+    points = np.random.default_rng(5).normal(size=(6, 2))
+    np.save(tmp_path / "p.npy", points)
+    run = subprocess.run(MONGE + ["loglik", str(tmp_path / "m.npz"), "--target", target, "--points",
+                                  str(tmp_path / "p.npy"), "--out", str(tmp_path / "ll.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "6 log-likelihoods" in run.stdout
+    closed = np.asarray(GaussianMixture(means, covs, weights).log_prob(points, 1e-3, VPSchedule()))
+    np.testing.assert_allclose(np.load(tmp_path / "ll.npy"), closed, rtol=1e-2)
+
+
+def test_sample_reports_a_bad_target_without_traceback(served, tmp_path):
+    _, target, _ = served
+    (tmp_path / "bad.json").write_text(json.dumps({"mean": [0.0, 0.0], "cov": [[1.0, 2.0], [2.0, 1.0]]}))
+    run = subprocess.run(MONGE + ["sample", str(tmp_path / "bad.json"), "--target", target],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "INVALID_ARGUMENT" in run.stderr and "not positive definite" in run.stderr
     assert "Traceback" not in run.stderr
 
 
