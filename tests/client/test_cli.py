@@ -86,8 +86,8 @@ def test_sample_from_a_json_gaussian(served, tmp_path):
     mean, cov = [1.0, -0.5], [[0.6, 0.2], [0.2, 0.4]]
     (tmp_path / "g.json").write_text(json.dumps({"mean": mean, "cov": cov}))
     out = tmp_path / "s.npy"
-    run = subprocess.run(MONGE + ["sample", str(tmp_path / "g.json"), "--target", target, "--sampler", "dpm_solver_pp_2m",
-                                  "--nfe", "20", "-n", "4000", "--seed", "1", "--out", str(out)],
+    run = subprocess.run(MONGE + ["sample", str(tmp_path / "g.json"), "--target", target,
+                                  "--sampler", "dpm_solver_pp_2m", "--nfe", "20", "-n", "4000", "--seed", "1", "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "4000 samples of dimension 2, 20 score evaluations, success" in run.stdout
