@@ -137,6 +137,13 @@ def test_chunks_give_the_one_program_result(schedule, sampler):
         chunks += 1
     out = job.finish(state)
     assert chunks >= 3 and job.progress(state) <= job.max_progress
+    # Chunk sizes are traced: other sizes run the same compiled program.
+    from monge.solvers import pfode
+
+    compiled = pfode._sample_advance._cached._cache_size()
+    job.advance(job.start(), 3)
+    job.advance(job.start(), 11)
+    assert pfode._sample_advance._cached._cache_size() == compiled
     np.testing.assert_allclose(out.samples, whole.samples, rtol=0, atol=1e-12)
     np.testing.assert_allclose(out.trajectory, whole.trajectory, rtol=0, atol=1e-12)
     assert int(out.nfe) == int(whole.nfe) and int(out.status) == int(whole.status) == 0
