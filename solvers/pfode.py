@@ -420,6 +420,7 @@ class SampleRun:
             if steps < 1:
                 raise ValueError(f"nfe={nfe} is too small for one step of {type(sampler).__name__}")
             sampler = sampler.with_nfe_cap(nfe, to_zero)
+        sampler = sampler.for_grid(to_zero)
         steps = _check_int("steps", steps)
         if x_init is not None and tuple(np.shape(x_init)) != (num_samples, source.dim):
             raise ValueError(f"x_init must have shape {(num_samples, source.dim)}, got {tuple(np.shape(x_init))}")

@@ -30,6 +30,7 @@ x = alpha(0) D(x, t), as EDM's final Euler step does.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 import math
 from typing import Any
@@ -93,6 +94,11 @@ class AbstractSampler(eqx.Module):
     def with_nfe_cap(self, nfe: int, ends_at_zero: bool = False) -> "AbstractSampler":
         """This sampler held to at most `nfe` evaluations (adaptive samplers cap their
         steps; fixed-grid ones are held to it by their step count already)."""
+        return self
+
+    def for_grid(self, ends_at_zero: bool) -> "AbstractSampler":
+        """This sampler told, when it is known before tracing, whether the grid ends at
+        sigma = 0 (a sampler may then compile one branch instead of both)."""
         return self
 
     def max_progress(self, steps: int) -> int:
@@ -454,6 +460,10 @@ class Diffrax(AbstractSampler):
     solver: diffrax.AbstractSolver = diffrax.Tsit5()
     controller: diffrax.AbstractStepSizeController | None = None
     max_steps: int = eqx.field(static=True, default=4096)
+    ends_at_zero: bool | None = eqx.field(static=True, default=None)  # None: decided when run
+
+    def for_grid(self, ends_at_zero):
+        return dataclasses.replace(self, ends_at_zero=bool(ends_at_zero))
 
     def __check_init__(self):
         _evaluations_per_step(self.solver)
@@ -506,12 +516,16 @@ class Diffrax(AbstractSampler):
         save = state.inner.trajectory is not None
 
         def solve(inner):
-            x_end, trajectory, nfe, status = jax.lax.cond(
-                ends_at_zero(schedule, times),
-                lambda x: self._solve_to_zero(source, schedule, times, x, save),
-                lambda x: self._solve(source, schedule, times, x, save),
-                inner.x,
-            )
+            def to_zero(x):
+                return self._solve_to_zero(source, schedule, times, x, save)
+
+            def plain(x):
+                return self._solve(source, schedule, times, x, save)
+
+            if self.ends_at_zero is None:
+                x_end, trajectory, nfe, status = jax.lax.cond(ends_at_zero(schedule, times), to_zero, plain, inner.x)
+            else:
+                x_end, trajectory, nfe, status = (to_zero if self.ends_at_zero else plain)(inner.x)
             return _OneShotInner(inner.x, x_end, trajectory, nfe, status)
 
         inner = jax.lax.cond(state.finished, lambda inner: inner, solve, state.inner)

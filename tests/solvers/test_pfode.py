@@ -162,6 +162,19 @@ def test_samplers_agree_with_plain_diffrax():
     assert int(ours.nfe) == int(ref.nfe) == 20
 
 
+def test_plain_diffrax_lands_on_zero_noise_as_heun_does():
+    """On EDM's grid, which ends at sigma = 0, diffrax solves to sigma_min and lands with
+    the step our Heun takes there (x = D): the same samples."""
+    import diffrax
+
+    source = _target()
+    kw = dict(num_samples=64, key=jax.random.key(2), steps=10, dtype=jnp.float64)
+    ours = sample(source, EDMSchedule(), Heun(), **kw)
+    ref = sample(source, EDMSchedule(), Diffrax(diffrax.Heun()), **kw)
+    np.testing.assert_allclose(ours.samples, ref.samples, rtol=1e-10, atol=1e-10)
+    assert int(ours.nfe) == int(ref.nfe) == 19
+
+
 def test_edm_final_step_onto_zero_noise():
     source = _target()
     # EDM's 18 sigmas (80 .. 0.002) + a last Euler step onto sigma = 0: 35 evaluations.
