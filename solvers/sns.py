@@ -333,13 +333,23 @@ def _solve(problem: OTProblem, config: SNSConfig, init=None) -> SNSOutput:
         #   S = diag(col + delta) - P_K^T diag(row + delta)^-1 P_K   (m x m)
         # is diagonally dominant (the kept entries of a row sum to at most its
         # mass), so its eigenvalues are at least delta. It is assembled from the kept
-        # entries, n K^2 products, and factored once (Cholesky).
+        # entries, n K^2 products scattered in blocks of rows (so that no more than
+        # about n m of them exist at once), and factored once (Cholesky).
         diag_f, diag_g = diagonal
         scaled = values / jnp.sqrt(diag_f)[:, None]
-        pairs = (index[:, :, None] * m + index[:, None, :]).reshape(-1)
-        products = (scaled[:, :, None] * scaled[:, None, :]).reshape(-1)
-        schur = jnp.diag(diag_g) - jax.ops.segment_sum(
-            products, pairs, num_segments=m * m).reshape(m, m)
+        rows = max(1, min(n, (n * m) // (kept * kept)))
+        blocks = -(-n // rows)
+        pad = ((0, blocks * rows - n), (0, 0))
+        scaled_blocks = jnp.pad(scaled, pad).reshape(blocks, rows, kept)
+        index_blocks = jnp.pad(index, pad).reshape(blocks, rows, kept)
+
+        def add_block(i, flat):
+            w, j = scaled_blocks[i], index_blocks[i]
+            pairs = (j[:, :, None] * m + j[:, None, :]).reshape(-1)
+            return flat.at[pairs].add((w[:, :, None] * w[:, None, :]).reshape(-1))
+
+        gram = jax.lax.fori_loop(0, blocks, add_block, jnp.zeros((m * m,), dtype))
+        schur = jnp.diag(diag_g) - gram.reshape(m, m)
         factor = jax.scipy.linalg.cho_factor(schur, lower=True)
         rhs_f, rhs_g = rhs
         dg = jax.scipy.linalg.cho_solve(factor, rhs_g - jax.ops.segment_sum(
