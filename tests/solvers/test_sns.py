@@ -72,6 +72,26 @@ def test_random_assignment_where_sinkhorn_is_slow():
     assert float(out.cost) >= ot.emd2(u, u, c) - 1e-12
 
 
+def test_near_permutation_plan_converges_where_cg_stalls():
+    # Cost range / epsilon = 1e4 (C ~ U[0, 10], eps = 1e-3): the plan is nearly a
+    # permutation and the Newton system so ill-conditioned that Jacobi-CG stops at its
+    # cap at every step (with CG only, SNS ran 2,000 Newton steps without converging
+    # at n = 500). The direct fallback converges in tens of Newton steps.
+    rng = np.random.default_rng(0)
+    n, eps = 150, 1e-3
+    c = 10.0 * rng.random((n, n))
+    u = np.full(n, 1.0 / n)
+    out = sns(cost_matrix=c, a=u, b=u, epsilon=eps, threshold=1e-11, max_iterations=400)
+    assert bool(out.converged), out.message
+    assert float(out.marginal_error) <= 1e-11
+    assert 0 < int(out.newton_iterations) < 60
+    exact = ot.emd2(u, u, c)
+    assert exact - 1e-12 <= float(out.cost) <= exact + eps * np.log(n)
+    cg_only = sns(cost_matrix=c, a=u, b=u, epsilon=eps, threshold=1e-11, max_iterations=400,
+                  direct_size=0)
+    assert not bool(cg_only.converged)
+
+
 def test_bad_parameters_name_the_parameter(rng):
     for name in ("epsilon", "threshold", "switch_iterations", "hessian_shift"):
         with pytest.raises(ValueError, match=f"^{name} must"):
@@ -83,6 +103,8 @@ def test_bad_parameters_name_the_parameter(rng):
             SNSConfig(dropped_mass=bad)
     with pytest.raises(ValueError, match="^kept_per_row"):
         SNSConfig(kept_per_row=0)
+    with pytest.raises(ValueError, match="^direct_size"):
+        SNSConfig(direct_size=-1)
     c, a, b = _problem(rng, 5, 4)
     c[0, 1] = np.inf
     with pytest.raises(ValueError, match="cost_matrix"):
