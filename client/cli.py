@@ -6,7 +6,7 @@
     monge health [--target HOST:PORT]                   exit 0 when SERVING
     monge solve sinkhorn|exact|sparsity --x X.npy ...   one solve through a server (cli_solve.py)
     monge batch FILES... [--solver S] [--out DIR]       many problems as one job (cli_batch.py)
-    monge sample SOURCE [--sampler S] [--nfe N] --out F  probability-flow samples (cli_pfode.py)
+    monge sample SOURCE [--nfe N] [--out F]             probability-flow samples (cli_pfode.py)
     monge loglik SOURCE --points P.npy [--out F]        probability-flow log-likelihoods (cli_pfode.py)
     monge jobs list|get|watch|cancel ...                the server's jobs (cli_jobs.py)
     monge ruot fit|query|export|plot ...                Var-RUOT dynamics from snapshots (cli_ruot.py)
