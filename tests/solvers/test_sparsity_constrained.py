@@ -62,6 +62,31 @@ def test_k1_recovers_exact_ot(rng):
     np.testing.assert_allclose(plan, ot.emd(u, u, c), atol=1e-12)
 
 
+@pytest.mark.parametrize("k", [1, 2, 8])
+def test_binding_k_converges_on_uniform_problems(k):
+    # n = m points of equal weight, gamma small enough that quadratic OT wants about
+    # three sources per column: k = 1 and 2 bind. Stage 1's top-k supports alone
+    # need not admit a feasible plan; the assignment-based supports always do.
+    rng = np.random.default_rng(11)
+    n = 80
+    c, a, b = _uniform(rng, n)
+    out = sparsity_constrained(cost_matrix=c, a=a, b=b, gamma=0.02, k=k, threshold=1e-9)
+    assert bool(out.converged), out.message
+    assert float(out.marginal_error) < 1e-6
+    counts, plan = _nonzeros_per_column(out)
+    assert counts.max() <= k
+    np.testing.assert_allclose(plan.sum(1), a, atol=1e-8)
+    np.testing.assert_allclose(plan.sum(0), b, atol=1e-8)
+    exact = ot.emd2(a, b, c)
+    if k == 1:  # a permutation: the assignment, whose quadratic term is fixed
+        np.testing.assert_allclose(float(out.cost), exact, rtol=1e-12)
+        np.testing.assert_allclose(float(out.objective), exact + 0.01 / n, rtol=1e-12)
+    else:  # the k = 1 plan is feasible here, so the optimum is no worse (up to the
+        # objective's accuracy at a 1e-9 marginal error)
+        one = sparsity_constrained(cost_matrix=c, a=a, b=b, gamma=0.02, k=1)
+        assert float(out.objective) <= float(one.objective) * (1 + 1e-9)
+
+
 def test_large_k_is_quadratic_regularisation(rng):
     c, a, b = _problem(rng, 20, 26)
     gamma = 1.0
