@@ -158,27 +158,41 @@ def _check_finite(name, array):
 # -- network simplex ----------------------------------------------------------------
 
 
-def solve(problem: OTProblem, config: ExactConfig = ExactConfig()) -> ExactOutput:
-    """Exact OT by network simplex (POT), on the host, in float64."""
+def solve(problem: OTProblem, config: ExactConfig = ExactConfig(), *,
+          runner=None) -> ExactOutput:
+    """Exact OT by network simplex (POT), on the host, in float64.
+
+    runner: how to call the network simplex, `runner(function, *args)`; None calls it
+    here. POT's network simplex is one C call that nothing can interrupt, so the
+    service passes a runner that executes it in a child process it can kill
+    (`monge.server.killable`). `function` and its arguments are picklable and the
+    function imports only NumPy and POT."""
     n, m = problem.geometry.shape
     _check_size(n, m, config.max_size, "the network simplex")
     a = _weights("a", problem.a, n)
     b = _weights("b", problem.b, m)
     _check_masses(a, b, config.mass_tolerance)
     cap = config.max_iterations or default_pivot_cap(n, m)
+    runner = runner or (lambda function, *args: function(*args))
     geometry = problem.geometry
     if geometry.matrix is None:
         x = np.asarray(geometry.x, dtype=np.float64)
         y = np.asarray(geometry.y, dtype=np.float64)
         _check_finite("x", x)
         _check_finite("y", y)
-        return _network_simplex_points(x, y, a, b, geometry.cost, cap)
-    cost = np.asarray(geometry.matrix, dtype=np.float64)
-    _check_finite("cost_matrix", cost)
-    return _network_simplex_matrix(cost, a, b, cap)
+        raw = runner(network_simplex_points, x, y, a, b, geometry.cost, cap)
+        shape = (x.shape[0], y.shape[0])
+    else:
+        cost = np.asarray(geometry.matrix, dtype=np.float64)
+        _check_finite("cost_matrix", cost)
+        raw = runner(network_simplex_matrix, cost, a, b, cap)
+        shape = cost.shape
+    return _network_simplex_output(*raw, a, b, cap, shape)
 
 
-def _network_simplex_matrix(cost, a, b, cap) -> ExactOutput:
+def network_simplex_matrix(cost, a, b, cap):
+    """POT's network simplex on a cost matrix: (rows, cols, values, <P, C>, log), the
+    plan's nonzero entries only (the dense plan stays where this runs)."""
     import ot
 
     with warnings.catch_warnings():
@@ -187,13 +201,12 @@ def _network_simplex_matrix(cost, a, b, cap) -> ExactOutput:
         plan, log = ot.emd(a, b, cost, numItermax=cap, log=True)
     rows, cols = np.nonzero(plan)
     values = plan[rows, cols]
-    return _network_simplex_output(
-        rows, cols, values, float(np.sum(values * cost[rows, cols])),
-        log, a, b, cap, cost.shape,
-    )
+    return rows, cols, values, float(np.sum(values * cost[rows, cols])), _log_fields(log)
 
 
-def _network_simplex_points(x, y, a, b, cost_name, cap) -> ExactOutput:
+def network_simplex_points(x, y, a, b, cost_name, cap):
+    """POT's network simplex on point clouds, costs computed on the fly (no n x m
+    matrix): as `network_simplex_matrix`."""
     import ot
 
     with warnings.catch_warnings():
@@ -209,10 +222,13 @@ def _network_simplex_points(x, y, a, b, cost_name, cap) -> ExactOutput:
     diff = x[rows] - y[cols]
     sq = np.sum(diff * diff, axis=1)
     entry_cost = sq if cost_name == "sqeuclidean" else np.sqrt(sq)
-    return _network_simplex_output(
-        rows, cols, values, float(np.sum(values * entry_cost)),
-        log, a, b, cap, (x.shape[0], y.shape[0]),
-    )
+    return rows, cols, values, float(np.sum(values * entry_cost)), _log_fields(log)
+
+
+def _log_fields(log):
+    return {"result_code": int(log["result_code"]), "warning": log["warning"],
+            "u": np.asarray(log["u"], dtype=np.float64),
+            "v": np.asarray(log["v"], dtype=np.float64)}
 
 
 def _network_simplex_output(rows, cols, values, cost, log, a, b, cap, shape):
@@ -397,9 +413,10 @@ def _host_problem_matrix(matrix, a, b):
     return _HostProblem(_HostGeometry(None, None, matrix, "matrix"), a, b)
 
 
-def emd(cost_matrix, a=None, b=None, *, config: ExactConfig = ExactConfig()) -> ExactOutput:
+def emd(cost_matrix, a=None, b=None, *, config: ExactConfig = ExactConfig(),
+        runner=None) -> ExactOutput:
     """Exact OT for a given cost matrix (NumPy in, float64 throughout)."""
     matrix = np.asarray(cost_matrix, dtype=np.float64)
     if matrix.ndim != 2:
         raise ValueError(f"cost_matrix must be 2-D, got shape {matrix.shape}")
-    return solve(_host_problem_matrix(matrix, a, b), config)
+    return solve(_host_problem_matrix(matrix, a, b), config, runner=runner)

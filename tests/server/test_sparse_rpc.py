@@ -3,13 +3,15 @@
 Shapes are shared between tests so that each solver program compiles once.
 """
 
+import time
+
 import grpc
 import numpy as np
 import ot
 import pytest
 import scipy.sparse
 
-from monge.client import InvalidArgumentError, requests
+from monge.client import DeadlineExceededError, InvalidArgumentError, requests
 from monge.client.tensors import encode
 from monge.v1 import service_pb2_grpc, sparsity_constrained_pb2
 
@@ -224,6 +226,31 @@ def test_exact_size_over_the_limit_is_refused_at_once(client):
     assert f"{limit:,}" in error.violations[0].description
     # The same size on the line goes to sorting, which takes it.
     assert client.exact_transport(x[:, :1], x[:5, :1], timeout=30).method == "sorting_1d"
+
+
+def test_exact_deadline_frees_the_worker_at_once(client):
+    # POT's network simplex is one C call that no stop flag reaches: a large one runs
+    # in a child process, which the worker kills when the deadline passes.
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(4000, 2)), rng.normal(size=(4000, 2))  # several seconds
+    done_before = client.info().workers[0].tasks_done
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        client.exact_transport(x, y, timeout=0.5)
+    while client.info().workers[0].busy:
+        assert time.monotonic() - started < 30, "the worker never came back"
+        time.sleep(0.02)
+    freed_after = time.monotonic() - (started + 0.5)
+    assert client.info().workers[0].tasks_done == done_before + 1  # it started, and stopped
+    assert freed_after < 1.5, f"the worker was busy {freed_after:.2f} s after the deadline"
+    asked = time.monotonic()
+    assert client.exact_transport(x[:5], y[:5], timeout=10).converged
+    assert time.monotonic() - asked < 2.0
+    # The next large solve runs in a fresh child.
+    x, y = x[:1100], y[:1100]
+    u = np.full(1100, 1 / 1100)
+    r = client.exact_transport(x, y, timeout=60)
+    assert r.converged and r.cost == pytest.approx(ot.emd2(u, u, ot.dist(x, y)), rel=1e-10)
 
 
 @pytest.mark.parametrize("field,kwargs", [
