@@ -35,8 +35,10 @@ SNS_MATRICES = 5
 # n = m = 3000, compiler included.
 SPARSITY_MATRICES = 8
 # Network simplex (POT, float64 on the host): the cost it is given and the dense plan
-# it returns, plus the cost built from points for p other than 1 and 2.
-SIMPLEX_MATRIX_BYTES = 3 * 8
+# it returns, plus the cost built from points for p other than 1 and 2; for a large
+# problem also the cost's copies on its way to the killable child (the pickled bytes,
+# then the child's array), where the dense plan lives.
+SIMPLEX_MATRIX_BYTES = 5 * 8
 # Online Sinkhorn materialises (block, m) slices of the cost: the cost, its exponentials
 # and a temporary.
 ONLINE_BLOCK_COPIES = 3
