@@ -74,22 +74,29 @@ def test_random_assignment_where_sinkhorn_is_slow():
 
 def test_near_permutation_plan_converges_where_cg_stalls():
     # Cost range / epsilon = 1e4 (C ~ U[0, 10], eps = 1e-3): the plan is nearly a
-    # permutation and the Newton system so ill-conditioned that Jacobi-CG stops at its
-    # cap at every step (with CG only, SNS ran 2,000 Newton steps without converging
-    # at n = 500). The direct fallback converges in tens of Newton steps.
+    # permutation and the Newton system badly conditioned. Jacobi-CG on the full
+    # system stopped at its cap at every step (2,000 Newton steps without converging
+    # at n = 500); CG on the Schur complement converges, and when CG does reach its
+    # cap the direct fallback takes over. Both converge in tens of Newton steps.
     rng = np.random.default_rng(0)
     n, eps = 150, 1e-3
     c = 10.0 * rng.random((n, n))
     u = np.full(n, 1.0 / n)
-    out = sns(cost_matrix=c, a=u, b=u, epsilon=eps, threshold=1e-11, max_iterations=400)
-    assert bool(out.converged), out.message
-    assert float(out.marginal_error) <= 1e-11
-    assert 0 < int(out.newton_iterations) < 60
     exact = ot.emd2(u, u, c)
-    assert exact - 1e-12 <= float(out.cost) <= exact + eps * np.log(n)
-    cg_only = sns(cost_matrix=c, a=u, b=u, epsilon=eps, threshold=1e-11, max_iterations=400,
-                  direct_size=0)
-    assert not bool(cg_only.converged)
+    problem = OTProblem.from_matrix(c, u, u)
+
+    def run(**options):
+        return solve(problem, SNSConfig(epsilon=eps, threshold=1e-11, max_iterations=400,
+                                        **options))
+
+    # max_cg_iterations=1: every CG solve "fails", so the direct solve does the work.
+    for out in (run(direct_size=0), run(max_cg_iterations=1)):
+        assert bool(out.converged), out.message
+        assert float(out.marginal_error) <= 1e-11
+        assert 0 < int(out.newton_iterations) < 60
+        assert exact - 1e-12 <= float(out.cost) <= exact + eps * np.log(n)
+    starved = run(max_cg_iterations=1, direct_size=0)
+    assert not bool(starved.converged)
 
 
 def test_bad_parameters_name_the_parameter(rng):
