@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from monge.solvers.geometry import Geometry
-from monge.solvers.loop import Status, run_until_converged, status_message
+from monge.solvers.loop import Status, final_status, improved, is_stalled, run_until_converged, status_message
 from monge.solvers.sinkhorn_implicit import fix_gauge, implicit_potentials
 from monge.solvers.sinkhorn_ops import CostAccess, plan_sums
 
@@ -106,6 +106,12 @@ class SinkhornConfig:
         theorem (module docstring). Reverse mode then solves one (n + m) linear
         system per gradient: a direct solve for stored costs with n + m <= 2048,
         else matrix-free GMRES. Balanced potentials are returned with <a, f> = <b, g>.
+    stall_patience: stop with status STALLED once the error has made no new minimum
+        (by 0.1%) for this many iterations and for as many as it took to reach its
+        best (`loop.is_stalled`): the threshold is then out of reach at this
+        precision (float32 has a floor near 1e-5 in L1 on large problems). A
+        converging run, however slow, makes new minima all along and is not
+        stopped. 0 turns detection off.
     """
 
     epsilon: float = 0.05
@@ -119,6 +125,7 @@ class SinkhornConfig:
     block_size: int = dataclasses.field(default=1024, metadata=dict(static=True))
     scaling_stages: int = dataclasses.field(default=0, metadata=dict(static=True))
     implicit_diff: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    stall_patience: int = dataclasses.field(default=200, metadata=dict(static=True))
 
     def __post_init__(self):
         reg_m = self.reg_m
@@ -136,6 +143,8 @@ class SinkhornConfig:
             raise ValueError("online mode uses log iterations; use method='auto' or 'log'")
         if self.scaling_stages < 0:
             raise ValueError("scaling_stages must be non-negative")
+        if self.stall_patience < 0:
+            raise ValueError("stall_patience must be non-negative (0 turns stall detection off)")
         try:
             factor = float(self.scaling_factor)
         except (TypeError, jax.errors.ConcretizationTypeError):
@@ -216,7 +225,7 @@ jax.tree_util.register_dataclass(
     data_fields=["epsilon", "threshold", "reg_m", "scaling_factor"],
     meta_fields=[
         "max_iterations", "inner_iterations", "method", "online", "block_size",
-        "scaling_stages", "implicit_diff",
+        "scaling_stages", "implicit_diff", "stall_patience",
     ],
 )
 
@@ -271,6 +280,8 @@ class _KernelState(NamedTuple):
     error: jax.Array  # column residual of the last accepted iteration
     count: jax.Array  # accepted iterations
     rebuild: jax.Array  # a scaling left the safe range: absorb and rebuild the kernel
+    best: jax.Array  # the smallest accepted error so far (stall detection)
+    best_at: jax.Array  # the accepted-iteration count when `best` was set
 
 
 def _absorb_bound(dtype) -> float:
@@ -280,7 +291,7 @@ def _absorb_bound(dtype) -> float:
     return 0.25 * math.log(float(jnp.finfo(dtype).max))
 
 
-def _kernel_engine(cost, p: _Problem, f0, g0, epsilon, threshold, max_iterations, inner):
+def _kernel_engine(cost, p: _Problem, f0, g0, epsilon, threshold, max_iterations, inner, patience):
     """Stabilised scaling iterations.
 
     The kernel is a constant of an inner loop (carrying it would copy n m values per
@@ -288,12 +299,19 @@ def _kernel_engine(cost, p: _Problem, f0, g0, epsilon, threshold, max_iterations
     step then freezes and reports error 0 so that the shared driver returns, which
     wastes at most one block per rebuild. Rebuilds are rare: measured here, even
     epsilon = 1e-3 x mean cost in float32 needs few.
+
+    Stall detection lives in the state, counted per accepted iteration, so that it
+    carries across rebuilds (each epoch restarts the shared driver, and the driver's
+    own tracking would see the 0 error that ends an epoch as a new minimum).
     """
     inv_eps = 1.0 / epsilon
     damp_a, damp_b = _damping(p.tau_a, epsilon), _damping(p.tau_b, epsilon)
     bound = _absorb_bound(cost.dtype)
     hi, lo = math.exp(bound), math.exp(-bound)
     dtype = cost.dtype
+
+    def stalled(st):
+        return is_stalled(st.count, st.best_at, patience) if patience else jnp.bool_(False)
 
     def careful(f, g):
         # One log-domain iteration: potentials whose kernel rows cannot underflow.
@@ -333,18 +351,22 @@ def _kernel_engine(cost, p: _Problem, f0, g0, epsilon, threshold, max_iterations
             error = jnp.sum(jnp.abs(p.b * st.v * t - _marginal_target(p.b, g_old, p.tau_b)))
             v = cb * t ** (-damp_b)
             finite = jnp.isfinite(error) & jnp.all(jnp.isfinite(u)) & jnp.all(jnp.isfinite(v))
-            accept = finite & ~st.rebuild & (st.count < max_iterations)
+            accept = finite & ~st.rebuild & (st.count < max_iterations) & ~stalled(st)
             in_range = jnp.all((u < hi) & (u > lo)) & jnp.all((v < hi) & (v > lo))
+            better = accept & improved(error, st.best)
+            count = st.count + accept.astype(jnp.int32)
             return _KernelState(
                 u=jnp.where(accept, u, st.u),
                 v=jnp.where(accept, v, st.v),
                 error=jnp.where(accept, error, st.error),
-                count=st.count + accept.astype(jnp.int32),
+                count=count,
                 rebuild=st.rebuild | ~finite | ~in_range,
+                best=jnp.where(better, error, st.best),
+                best_at=jnp.where(better, count, st.best_at),
             )
 
         def loop_error(st):
-            stop = st.rebuild | (st.count >= max_iterations)
+            stop = st.rebuild | (st.count >= max_iterations) | stalled(st)
             return jnp.where(stop, jnp.zeros((), dtype), st.error)
 
         start = state._replace(u=jnp.ones_like(fa), v=jnp.ones_like(ga), rebuild=jnp.bool_(False))
@@ -359,25 +381,24 @@ def _kernel_engine(cost, p: _Problem, f0, g0, epsilon, threshold, max_iterations
 
     def more(carry):
         _, _, state, epochs, stuck = carry
-        return state.rebuild & (state.count < max_iterations) & ~stuck & (epochs <= max_iterations)
+        going = state.rebuild & (state.count < max_iterations) & ~stuck & (epochs <= max_iterations)
+        return going & ~stalled(state)
 
     state = _KernelState(
         u=jnp.ones_like(f0), v=jnp.ones_like(g0), error=jnp.asarray(jnp.inf, dtype),
-        count=jnp.int32(0), rebuild=jnp.bool_(True),
+        count=jnp.int32(0), rebuild=jnp.bool_(True), best=jnp.asarray(jnp.inf, dtype),
+        best_at=jnp.int32(0),
     )
     init = (f0, g0, state, jnp.int32(0), jnp.bool_(False))
     fa, ga, state, _, _ = jax.lax.while_loop(more, epoch, init)
     f = fa + epsilon * jnp.log(state.u)
     g = ga + epsilon * jnp.log(state.v)
-    status = jnp.where(
-        ~jnp.isfinite(state.error),
-        Status.DIVERGED,
-        jnp.where(state.error <= threshold, Status.CONVERGED, Status.MAX_ITERATIONS),
-    ).astype(jnp.int32)
-    return f, g, state.count, status
+    # The status is recomputed from the last accepted error; a stall survives rebuilds
+    # because `best_at` lives in the state.
+    return f, g, state.count, final_status(state.error, threshold, stalled(state))
 
 
-def _log_engine(access: CostAccess, p: _Problem, f0, g0, epsilon, threshold, max_iterations, inner):
+def _log_engine(access: CostAccess, p: _Problem, f0, g0, epsilon, threshold, max_iterations, inner, patience):
     inv_eps = 1.0 / epsilon
     damp_a, damp_b = _damping(p.tau_a, epsilon), _damping(p.tau_b, epsilon)
 
@@ -394,6 +415,7 @@ def _log_engine(access: CostAccess, p: _Problem, f0, g0, epsilon, threshold, max
     loop = run_until_converged(
         step, lambda s: s[2], init,
         threshold=threshold, max_iterations=max_iterations, inner_iterations=inner,
+        stall_patience=patience,
     )
     f, g, _ = loop.state
     return f, g, loop.iterations, loop.status
@@ -411,7 +433,7 @@ def _auto_uses_kernel(cost, epsilon):
 
 def _iterate(access: CostAccess, p: _Problem, f0, g0, epsilon, threshold, config, max_iterations):
     inner = config.inner_iterations
-    args = (p, f0, g0, epsilon, threshold, max_iterations, inner)
+    args = (p, f0, g0, epsilon, threshold, max_iterations, inner, config.stall_patience)
     if access.online or config.method == "log":
         return _log_engine(access, *args)
     if config.method == "kernel":
