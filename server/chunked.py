@@ -5,6 +5,10 @@ iterations, warm-starts the next chunk from the state it returned, and checks a 
 flag in between. Chunk sizes are 10 * 2**k iterations (a handful of compiled programs
 per shape), doubled while a chunk takes under `target_seconds`, so a stop is noticed
 within about that long and short solves pay for one chunk only.
+
+Each chunk is a fresh solve, so a solver's own stall detection (`loop.is_stalled`)
+rarely fires inside one (a chunk may be 10 iterations); `run_in_chunks` applies the
+same rule across chunks, in iterations, on the chunks' `marginal_error`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import dataclasses
 import time
 from typing import Callable, TypeVar
 
-from monge.solvers.loop import Status
+from monge.solvers.loop import Status, improved, is_stalled
 
 Output = TypeVar("Output")
 BASE_CHUNK = 10
@@ -53,21 +57,32 @@ def run_in_chunks(
     max_chunk: int = 40_960,
     grow: bool = True,
     progress: Callable[..., None] | None = None,
+    stall_patience: int = 0,
 ) -> Output:
     """`solve_chunk(iterations, init)` runs at most that many iterations from `init`
     (None the first time) and returns an output with `iterations` and `status` fields;
     `stop` is anything with `is_set()`; `progress(iteration=, error=)` hears of each chunk;
     `warm_start(output)` is the `init` for the next chunk. Returns the last output with
-    the iterations of all chunks and status CANCELLED if `stop` was set first."""
+    the iterations of all chunks and status CANCELLED if `stop` was set first.
+
+    `stall_patience` > 0 (iterations): stop with status STALLED when the outputs'
+    `marginal_error` has made no new minimum for that many iterations and for as many
+    as it took to reach its best (`loop.is_stalled`, the solvers' own rule)."""
     done, init, wanted = 0, None, first_chunk
+    best, best_at = float("inf"), 0
     while True:
         size = chunk_size(wanted, max_iterations - done)
         started = time.perf_counter()
         output = solve_chunk(size, init)
         status = int(output.status)  # blocks until the device is done
         done += int(output.iterations)
+        error = float(getattr(output, "marginal_error", float("nan")))
         if progress is not None:
-            progress(iteration=done, error=float(getattr(output, "marginal_error", float("nan"))))
+            progress(iteration=done, error=error)
+        if improved(error, best):
+            best, best_at = error, done
+        if status == Status.MAX_ITERATIONS and stall_patience > 0 and is_stalled(done, best_at, stall_patience):
+            return dataclasses.replace(output, iterations=done, status=int(Status.STALLED))
         if status != Status.MAX_ITERATIONS or done >= max_iterations:
             return dataclasses.replace(output, iterations=done)
         if stop.is_set():

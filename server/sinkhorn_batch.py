@@ -102,9 +102,10 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     import dataclasses
 
     from monge.server.chunked import chunk_for_size
-    from monge.solvers.loop import Status
+    from monge.solvers.loop import Status, improved, is_stalled
     from monge.solvers.sinkhorn import (
-        SinkhornConfig, default_vectorization, make_problem, power_of_two_bucket, solve_batch,
+        STALL_PATIENCE, SinkhornConfig, default_vectorization, make_problem, power_of_two_bucket,
+        solve_batch,
     )
 
     keys = {batch_key(call) for call in calls}
@@ -124,6 +125,8 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     done = np.zeros(len(problems), bool)
     iterations = np.zeros(len(problems), np.int64)
     starts = [None] * len(problems)
+    # Stall detection across chunks, per member, as `chunked.run_in_chunks` does it.
+    best, best_at = np.full(len(problems), np.inf), np.zeros(len(problems), np.int64)
     while True:
         budget = first.max_iterations - int(iterations[~done].max(initial=0))
         config = SinkhornConfig(
@@ -142,7 +145,14 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
             iterations[index] += int(output.iterations)
             outputs[index] = output
             starts[index] = (output.f, output.g)
-            done[index] = int(output.status) != Status.MAX_ITERATIONS
+            error = float(output.marginal_error)
+            if improved(error, best[index]):
+                best[index], best_at[index] = error, iterations[index]
+            status = int(output.status)
+            if status == Status.MAX_ITERATIONS and is_stalled(iterations[index], best_at[index], STALL_PATIENCE):
+                outputs[index] = dataclasses.replace(output, status=int(Status.STALLED))
+                status = Status.STALLED
+            done[index] = status != Status.MAX_ITERATIONS
         if progress is not None:
             progress(iteration=int(iterations[:count].max()), batch_size=count)
         if done[:count].all() or iterations[:count].max() >= first.max_iterations:

@@ -266,7 +266,7 @@ def run(call: SinkhornCall, stop, progress=None):
     chunk. Blocking: run it off the event loop."""
     if call.method == "sns":
         return _run_sns(call, stop, progress)
-    from monge.solvers.sinkhorn import sinkhorn
+    from monge.solvers.sinkhorn import STALL_PATIENCE, sinkhorn
 
     original_shape = call.shape
     call = padded_to_bucket(call)
@@ -291,7 +291,7 @@ def run(call: SinkhornCall, stop, progress=None):
     started = time.perf_counter()
     output = run_in_chunks(
         solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
-        progress=progress, grow=False,
+        progress=progress, grow=False, stall_patience=STALL_PATIENCE,
         first_chunk=chunk_for_size(call.shape[0] * call.shape[1] * (ONLINE_WORK if call.online else 1)),
     )
     n, m = original_shape

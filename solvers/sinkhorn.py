@@ -84,6 +84,7 @@ class OTProblem:
 
 
 METHODS = ("auto", "kernel", "log")
+STALL_PATIENCE = 200  # iterations; the default of SinkhornConfig.stall_patience
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -125,7 +126,7 @@ class SinkhornConfig:
     block_size: int = dataclasses.field(default=1024, metadata=dict(static=True))
     scaling_stages: int = dataclasses.field(default=0, metadata=dict(static=True))
     implicit_diff: bool = dataclasses.field(default=False, metadata=dict(static=True))
-    stall_patience: int = dataclasses.field(default=200, metadata=dict(static=True))
+    stall_patience: int = dataclasses.field(default=STALL_PATIENCE, metadata=dict(static=True))
 
     def __post_init__(self):
         reg_m = self.reg_m
@@ -613,6 +614,7 @@ def sinkhorn(
     scaling_stages: int = 0,
     init: tuple | None = None,
     implicit_diff: bool = False,
+    stall_patience: int = STALL_PATIENCE,
 ) -> SinkhornOutput:
     """Convenience entry with the client's keywords: points or a cost matrix in."""
     problem = make_problem(x, y, a, b, cost_matrix, cost)
@@ -625,6 +627,7 @@ def sinkhorn(
         online=online,
         scaling_stages=scaling_stages,
         implicit_diff=implicit_diff,
+        stall_patience=stall_patience,
     )
     return solve(problem, config, init)
 

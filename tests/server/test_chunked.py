@@ -45,3 +45,44 @@ def test_chunk_for_size_is_bounded(work, expected):
     from monge.server.chunked import chunk_for_size
 
     assert chunk_for_size(work) == expected
+
+
+def _float32_chunks(threshold):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 2)).astype(np.float32)
+    y = (rng.normal(size=(100, 2)) + 1.0).astype(np.float32)
+
+    def solve_chunk(iterations, init):
+        return sinkhorn(x, y, epsilon=0.05, threshold=threshold, max_iterations=iterations, init=init,
+                        method="log")
+
+    return solve_chunk
+
+
+def test_stall_is_detected_across_chunks():
+    # 40-iteration chunks: each is a fresh solve, too short for the solver's own
+    # detection (patience 200), so only the rule across chunks can stop this run,
+    # whose float32 floor (~3e-6) is far above the threshold.
+    solve_chunk = _float32_chunks(1e-12)
+    out = run_in_chunks(solve_chunk, lambda o: (o.f, o.g), max_iterations=20_000, stop=threading.Event(),
+                        first_chunk=40, grow=False, stall_patience=200)
+    assert int(out.status) == Status.STALLED and not bool(out.converged)
+    assert int(out.iterations) < 6_000 and float(out.marginal_error) < 1e-4
+    off = run_in_chunks(solve_chunk, lambda o: (o.f, o.g), max_iterations=2_000, stop=threading.Event(),
+                        first_chunk=40, grow=False)
+    assert int(off.status) == Status.MAX_ITERATIONS and int(off.iterations) == 2_000
+
+
+def test_slow_chunked_run_is_not_stalled():
+    # The plateaus of a small-epsilon float64 run (see tests/solvers/test_sinkhorn_stall.py)
+    # span many chunks; the rule across chunks must not stop it either.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 2)), rng.normal(size=(50, 2)) + 1.0
+
+    def solve_chunk(iterations, init):
+        return sinkhorn(x, y, epsilon=0.003, threshold=1e-4, max_iterations=iterations, init=init,
+                        method="kernel")
+
+    out = run_in_chunks(solve_chunk, lambda o: (o.f, o.g), max_iterations=20_000, stop=threading.Event(),
+                        first_chunk=160, grow=False, stall_patience=200)
+    assert int(out.status) == Status.CONVERGED and int(out.iterations) > 5_000

@@ -167,3 +167,15 @@ def test_view_refusals_name_the_field(client, rng):
         with pytest.raises(InvalidArgumentError) as caught:
             call()
         assert caught.value.field == field and words in caught.value.violations[0].description
+
+
+def test_unreachable_float32_threshold_stalls(client):
+    # float32 bottoms out near 3e-6 in L1 on this problem: 1e-12 is out of reach, and
+    # the solve says so well before its cap rather than running to it.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 2)).astype(np.float32)
+    y = (rng.normal(size=(100, 2)) + 1.0).astype(np.float32)
+    r = client.sinkhorn(x, y, epsilon=0.05, threshold=1e-12, max_iterations=50_000, method="log")
+    assert not r.converged and r.diagnostics.status == "stalled"
+    assert r.iterations < 10_000 and r.marginal_error < 1e-4
+    assert "stopped decreasing" in r.message

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amonge/v1/diagnostics.proto\x12\x08monge.v1\"\x99\x01\n\x11SolverDiagnostics\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.monge.v1.SolverStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tconverged\x18\x03 \x01(\x08\x12\x12\n\niterations\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\x01\x12\x15\n\rsolve_seconds\x18\x06 \x01(\x01\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"`\n\x0b\x45rrorStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x32\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\x18.monge.v1.FieldViolation*\xa5\x01\n\x0cSolverStatus\x12\x1d\n\x19SOLVER_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17SOLVER_STATUS_CONVERGED\x10\x01\x12 \n\x1cSOLVER_STATUS_MAX_ITERATIONS\x10\x02\x12\x1a\n\x16SOLVER_STATUS_DIVERGED\x10\x03\x12\x1b\n\x17SOLVER_STATUS_CANCELLED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amonge/v1/diagnostics.proto\x12\x08monge.v1\"\x99\x01\n\x11SolverDiagnostics\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.monge.v1.SolverStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tconverged\x18\x03 \x01(\x08\x12\x12\n\niterations\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\x01\x12\x15\n\rsolve_seconds\x18\x06 \x01(\x01\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"`\n\x0b\x45rrorStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x32\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\x18.monge.v1.FieldViolation*\xc0\x01\n\x0cSolverStatus\x12\x1d\n\x19SOLVER_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17SOLVER_STATUS_CONVERGED\x10\x01\x12 \n\x1cSOLVER_STATUS_MAX_ITERATIONS\x10\x02\x12\x1a\n\x16SOLVER_STATUS_DIVERGED\x10\x03\x12\x1b\n\x17SOLVER_STATUS_CANCELLED\x10\x04\x12\x19\n\x15SOLVER_STATUS_STALLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'monge.v1.diagnostics_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SOLVERSTATUS']._serialized_start=349
-  _globals['_SOLVERSTATUS']._serialized_end=514
+  _globals['_SOLVERSTATUS']._serialized_end=541
   _globals['_SOLVERDIAGNOSTICS']._serialized_start=41
   _globals['_SOLVERDIAGNOSTICS']._serialized_end=194
   _globals['_FIELDVIOLATION']._serialized_start=196

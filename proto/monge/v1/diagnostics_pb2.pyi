@@ -14,11 +14,13 @@ class SolverStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SOLVER_STATUS_MAX_ITERATIONS: _ClassVar[SolverStatus]
     SOLVER_STATUS_DIVERGED: _ClassVar[SolverStatus]
     SOLVER_STATUS_CANCELLED: _ClassVar[SolverStatus]
+    SOLVER_STATUS_STALLED: _ClassVar[SolverStatus]
 SOLVER_STATUS_UNSPECIFIED: SolverStatus
 SOLVER_STATUS_CONVERGED: SolverStatus
 SOLVER_STATUS_MAX_ITERATIONS: SolverStatus
 SOLVER_STATUS_DIVERGED: SolverStatus
 SOLVER_STATUS_CANCELLED: SolverStatus
+SOLVER_STATUS_STALLED: SolverStatus
 
 class SolverDiagnostics(_message.Message):
     __slots__ = ("status", "message", "converged", "iterations", "error", "solve_seconds")
