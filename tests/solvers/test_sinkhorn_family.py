@@ -266,6 +266,23 @@ def test_divergence_matches_ott(rng):
     np.testing.assert_allclose(float(out.divergence), float(ref), rtol=1e-6)
 
 
+@pytest.mark.parametrize("reg_m", [(1.0, 1.0), (0.5, 2.0), (math.inf, 3.0)])
+def test_unbalanced_divergence_matches_ott(rng, reg_m):
+    # Unequal masses and a zero-weight point; ott-jax's tau = rho / (rho + epsilon).
+    x, y, a, b = _problem(rng, n=12, m=15, d=2)
+    a, b = 1.5 * a, 0.7 * b
+    a[3] = 0.0
+    eps = 0.5
+    config = SinkhornConfig(epsilon=eps, reg_m=reg_m, threshold=1e-12, method="log", max_iterations=100_000)
+    out = sinkhorn_divergence(x, y, a, b, config=config)
+    assert bool(out.converged)
+    tau = [r / (r + eps) if math.isfinite(r) else 1.0 for r in reg_m]
+    ref, _ = ott_divergence.sinkhorn_divergence(
+        pointcloud.PointCloud, jnp.asarray(x), jnp.asarray(y), a=jnp.asarray(a), b=jnp.asarray(b),
+        epsilon=eps, solve_kwargs=dict(threshold=1e-12, max_iterations=100_000, tau_a=tau[0], tau_b=tau[1]))
+    np.testing.assert_allclose(float(out.divergence), float(ref), rtol=1e-9, atol=1e-10)
+
+
 def test_divergence_gradient_matches_finite_differences(rng):
     x, y, a, b = _problem(rng, n=12, m=15, d=2)
     config = SinkhornConfig(epsilon=0.5, threshold=1e-12, method="log")
