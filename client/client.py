@@ -168,15 +168,19 @@ class Client:
         epsilon: float = 0.05,
         threshold: float = 1e-6,
         max_iterations: int = 10_000,
+        reg_m: float | tuple[float, float] | None = None,
         timeout: float | None = None,
     ) -> SinkhornDivergenceResult:
         """The debiased Sinkhorn divergence OT(a, b) - (OT(a, a) + OT(b, b)) / 2 between
         the rows of x and y (OT the regularised objective; GeomLoss's and ott-jax's
         `sinkhorn_divergence`). Balanced: a and b (uniform by default) must have equal
-        totals. epsilon is absolute, in cost units.
+        totals. epsilon is absolute, in cost units. With `reg_m` (one number or a
+        (source, target) pair) it is unbalanced, with ott-jax's semantics: its tau =
+        reg_m / (reg_m + epsilon), plus epsilon (|a| - |b|)^2 / 2.
         """
         request = requests.sinkhorn_divergence(
             x, y, a, b, cost=cost, epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
+            reg_m=reg_m,
         )
         reply = self._call(self._stub.SinkhornDivergence, request, timeout, retry_when_busy=True)
         return SinkhornDivergenceResult.from_proto(reply)

@@ -115,12 +115,16 @@ def sinkhorn_divergence(
     epsilon: float = 0.05,
     threshold: float = 1e-6,
     max_iterations: int = 10_000,
+    reg_m: float | tuple[float, float] | None = None,
 ) -> sinkhorn_pb2.SinkhornDivergenceRequest:
     """A SinkhornDivergenceRequest; see `Client.sinkhorn_divergence`."""
     request = sinkhorn_pb2.SinkhornDivergenceRequest(
         cost=_choice("cost", cost, _COSTS), epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
     )
     _set_arrays(request, x=x, y=y, a=a, b=b)
+    if reg_m is not None:
+        source, target = (reg_m, reg_m) if np.isscalar(reg_m) else reg_m
+        request.reg_m.source, request.reg_m.target = float(source), float(target)
     return request
 
 

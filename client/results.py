@@ -148,7 +148,8 @@ class SinkhornDivergenceTerm:
 
 @dataclasses.dataclass(frozen=True)
 class SinkhornDivergenceResult:
-    """S(a, b) = xy.objective - (xx.objective + yy.objective) / 2 (debiased)."""
+    """S(a, b) = xy.objective - (xx.objective + yy.objective) / 2 + epsilon (|a| - |b|)^2 / 2
+    (debiased; the last term is zero when balanced)."""
 
     divergence: float
     converged: bool  # all three solves

@@ -44,3 +44,19 @@ def test_divergence_refusals_name_the_field(client):
     with pytest.raises(InvalidArgumentError) as caught:
         client.sinkhorn_divergence(x, y, epsilon=-1.0, threshold=0.0)
     assert {v.field for v in caught.value.violations} == {"epsilon", "threshold"}
+
+
+def test_unbalanced_divergence_matches_ott(client):
+    # Unequal masses are accepted once reg_m is set; ott-jax's tau = rho / (rho + epsilon).
+    x, y, a, b = _problem(3)
+    a, b, eps, reg_m = 1.5 * a, 0.7 * b, 0.5, (0.5, 2.0)
+    r = client.sinkhorn_divergence(x, y, a, b, epsilon=eps, threshold=1e-12, max_iterations=100_000, reg_m=reg_m)
+    assert r.converged
+    tau_a, tau_b = (rho / (rho + eps) for rho in reg_m)
+    reference, _ = ott_divergence.sinkhorn_divergence(
+        pointcloud.PointCloud, jnp.asarray(x), jnp.asarray(y), a=jnp.asarray(a), b=jnp.asarray(b),
+        epsilon=eps, solve_kwargs=dict(threshold=1e-12, max_iterations=100_000, tau_a=tau_a, tau_b=tau_b))
+    assert r.divergence == pytest.approx(float(reference), rel=1e-9)
+    mass_term = 0.5 * eps * (a.sum() - b.sum()) ** 2
+    assert r.divergence == pytest.approx(r.xy.objective - (r.xx.objective + r.yy.objective) / 2 + mass_term,
+                                         rel=1e-12)

@@ -126,7 +126,7 @@ class SinkhornBatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SinkhornResponse, _Mapping]]] = ..., vectorized_groups: _Optional[int] = ..., single_solves: _Optional[int] = ...) -> None: ...
 
 class SinkhornDivergenceRequest(_message.Message):
-    __slots__ = ("x", "y", "a", "b", "cost", "epsilon", "threshold", "max_iterations")
+    __slots__ = ("x", "y", "a", "b", "cost", "epsilon", "threshold", "max_iterations", "reg_m")
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class SinkhornDivergenceRequest(_message.Message):
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    REG_M_FIELD_NUMBER: _ClassVar[int]
     x: _tensor_pb2.Tensor
     y: _tensor_pb2.Tensor
     a: _tensor_pb2.Tensor
@@ -143,7 +144,8 @@ class SinkhornDivergenceRequest(_message.Message):
     epsilon: float
     threshold: float
     max_iterations: int
-    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ...) -> None: ...
+    reg_m: MarginalPenalty
+    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ...) -> None: ...
 
 class SinkhornDivergenceTerm(_message.Message):
     __slots__ = ("objective", "cost", "diagnostics")
