@@ -58,6 +58,7 @@ def run_in_chunks(
     grow: bool = True,
     progress: Callable[..., None] | None = None,
     stall_patience: int = 0,
+    stall_below: float = float("inf"),
 ) -> Output:
     """`solve_chunk(iterations, init)` runs at most that many iterations from `init`
     (None the first time) and returns an output with `iterations` and `status` fields;
@@ -67,7 +68,8 @@ def run_in_chunks(
 
     `stall_patience` > 0 (iterations): stop with status STALLED when the outputs'
     `marginal_error` has made no new minimum for that many iterations and for as many
-    as it took to reach its best (`loop.is_stalled`, the solvers' own rule)."""
+    as it took to reach its best, that best being at most `stall_below`
+    (`loop.is_stalled`, the solvers' own rule; `loop.stall_ceiling` gives the bound)."""
     done, init, wanted = 0, None, first_chunk
     best, best_at = float("inf"), 0
     while True:
@@ -81,7 +83,8 @@ def run_in_chunks(
             progress(iteration=done, error=error)
         if improved(error, best):
             best, best_at = error, done
-        if status == Status.MAX_ITERATIONS and stall_patience > 0 and is_stalled(done, best_at, stall_patience):
+        if status == Status.MAX_ITERATIONS and stall_patience > 0 and is_stalled(
+                done, best_at, stall_patience, best, stall_below):
             return dataclasses.replace(output, iterations=done, status=int(Status.STALLED))
         if status != Status.MAX_ITERATIONS or done >= max_iterations:
             return dataclasses.replace(output, iterations=done)

@@ -102,7 +102,7 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     import dataclasses
 
     from monge.server.chunked import chunk_for_size
-    from monge.solvers.loop import Status, improved, is_stalled
+    from monge.solvers.loop import Status, improved, is_stalled, stall_ceiling
     from monge.solvers.sinkhorn import (
         STALL_PATIENCE, SinkhornConfig, default_vectorization, make_problem, power_of_two_bucket,
         solve_batch,
@@ -149,7 +149,10 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
             if improved(error, best[index]):
                 best[index], best_at[index] = error, iterations[index]
             status = int(output.status)
-            if status == Status.MAX_ITERATIONS and is_stalled(iterations[index], best_at[index], STALL_PATIENCE):
+            ceiling = stall_ceiling(output.problem.a.dtype,
+                                    float(np.sum(output.problem.a) + np.sum(output.problem.b)))
+            if status == Status.MAX_ITERATIONS and is_stalled(iterations[index], best_at[index], STALL_PATIENCE,
+                                                              best[index], ceiling):
                 outputs[index] = dataclasses.replace(output, status=int(Status.STALLED))
                 status = Status.STALLED
             done[index] = status != Status.MAX_ITERATIONS

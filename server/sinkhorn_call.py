@@ -266,6 +266,7 @@ def run(call: SinkhornCall, stop, progress=None):
     chunk. Blocking: run it off the event loop."""
     if call.method == "sns":
         return _run_sns(call, stop, progress)
+    from monge.solvers.loop import stall_ceiling
     from monge.solvers.sinkhorn import STALL_PATIENCE, sinkhorn
 
     original_shape = call.shape
@@ -292,6 +293,7 @@ def run(call: SinkhornCall, stop, progress=None):
     output = run_in_chunks(
         solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
         progress=progress, grow=False, stall_patience=STALL_PATIENCE,
+        stall_below=stall_ceiling(dtype, sum(1.0 if w is None else float(np.sum(w)) for w in (call.a, call.b))),
         first_chunk=chunk_for_size(call.shape[0] * call.shape[1] * (ONLINE_WORK if call.online else 1)),
     )
     n, m = original_shape

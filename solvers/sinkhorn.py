@@ -48,7 +48,9 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from monge.solvers.geometry import Geometry
-from monge.solvers.loop import Status, final_status, improved, is_stalled, run_until_converged, status_message
+from monge.solvers.loop import (
+    Status, final_status, improved, is_stalled, run_until_converged, stall_ceiling, status_message,
+)
 from monge.solvers.sinkhorn_implicit import fix_gauge, implicit_potentials
 from monge.solvers.sinkhorn_ops import CostAccess, plan_sums
 
@@ -109,7 +111,8 @@ class SinkhornConfig:
         else matrix-free GMRES. Balanced potentials are returned with <a, f> = <b, g>.
     stall_patience: stop with status STALLED once the error has made no new minimum
         (by 0.1%) for this many iterations and for as many as it took to reach its
-        best (`loop.is_stalled`): the threshold is then out of reach at this
+        best, that best being under sqrt(machine epsilon) x mass (`loop.is_stalled`,
+        `loop.stall_ceiling`): the threshold is then out of reach at this
         precision (float32 has a floor near 1e-5 in L1 on large problems). A
         converging run, however slow, makes new minima all along and is not
         stopped. 0 turns detection off.
@@ -310,9 +313,10 @@ def _kernel_engine(cost, p: _Problem, f0, g0, epsilon, threshold, max_iterations
     bound = _absorb_bound(cost.dtype)
     hi, lo = math.exp(bound), math.exp(-bound)
     dtype = cost.dtype
+    ceiling = stall_ceiling(dtype, jnp.sum(p.b))  # the error is the column residual
 
     def stalled(st):
-        return is_stalled(st.count, st.best_at, patience) if patience else jnp.bool_(False)
+        return is_stalled(st.count, st.best_at, patience, st.best, ceiling) if patience else jnp.bool_(False)
 
     def careful(f, g):
         # One log-domain iteration: potentials whose kernel rows cannot underflow.
@@ -416,7 +420,7 @@ def _log_engine(access: CostAccess, p: _Problem, f0, g0, epsilon, threshold, max
     loop = run_until_converged(
         step, lambda s: s[2], init,
         threshold=threshold, max_iterations=max_iterations, inner_iterations=inner,
-        stall_patience=patience,
+        stall_patience=patience, stall_below=stall_ceiling(f0.dtype, jnp.sum(p.b)),
     )
     f, g, _ = loop.state
     return f, g, loop.iterations, loop.status
