@@ -11,6 +11,8 @@ from monge.client.results import (
     ExactTransportResult,
     ProbabilityFlowLikelihood,
     ProbabilityFlowSamples,
+    SinkhornBatchResult,
+    SinkhornDivergenceResult,
     SinkhornResult,
     SparsityConstrainedResult,
     TrainedScoreModel,
@@ -26,6 +28,8 @@ _RESULT_TYPES = {
     "probability_flow_log_likelihood": ProbabilityFlowLikelihood,
     "train_score_model": TrainedScoreModel,
     "ruot_fit": RuotFitResult,
+    "sinkhorn_divergence": SinkhornDivergenceResult,
+    "sinkhorn_batch": SinkhornBatchResult,
 }
 _DONE = ("succeeded", "failed", "cancelled")
 

@@ -38,6 +38,16 @@ STATE_NAMES = {number: name for name, number in _STATES.items()}
 _PROGRESS_WRITE_SECONDS = 1.0
 
 
+# The registry's name of an item's call where it differs from the JobItem field: the
+# name "sinkhorn_batch" is the dynamic batcher's worker kind (and metrics label).
+_CALL_NAMES = {"sinkhorn_batch": "sinkhorn_batch_rpc"}
+
+
+def call_name(kind: str) -> str:
+    """The `registry.CALLS` name of the JobItem field `kind`."""
+    return _CALL_NAMES.get(kind, kind)
+
+
 def _item_request(item: jobs_pb2.JobItem, index: int):
     kind = item.WhichOneof("request")
     if kind is None:
@@ -46,11 +56,11 @@ def _item_request(item: jobs_pb2.JobItem, index: int):
 
 
 def _validate_item(item, index, config, owner: str = ANONYMOUS) -> tuple[str, object]:
-    """The item's kind and request; InvalidArgument (or NotFound, for a stored model that
-    is not the owner's) with fields prefixed by the item."""
+    """The item's kind (its JobItem field) and request; InvalidArgument (or NotFound, for
+    a stored model that is not the owner's) with fields prefixed by the item."""
     kind, request = _item_request(item, index)
     try:
-        CALLS[kind].parse(request, config, owner)
+        CALLS[call_name(kind)].parse(request, config, owner)
     except InvalidArgument as error:
         raise InvalidArgument(*[(f"items[{index}].{kind}.{f}", d) for f, d in error.violations]) from None
     except NotFound as error:
@@ -287,7 +297,7 @@ class JobManager:
         while True:
             try:
                 async with self._in_flight:
-                    reply = await self._executor.run(kind, payload, progress, owner)
+                    reply = await self._executor.run(call_name(kind), payload, progress, owner)
             except LimitExceeded as full:  # unary calls took the queue: wait, don't fail the job
                 await asyncio.sleep(full.retry_after_seconds)
                 continue
@@ -295,7 +305,7 @@ class JobManager:
                 violations = [(f"items[{index}].{kind}.{f}", d) for f, d in error.outcome.violations]
                 return jobs_pb2.JobItemResult(status=_error_status(error.outcome.code, error.outcome.message,
                                                                    violations))
-            response = CALLS[kind].response_type.FromString(reply)
+            response = CALLS[call_name(kind)].response_type.FromString(reply)
             return jobs_pb2.JobItemResult(status=_error_status(0, ""), **{kind: response})
 
     def _finish_cancelled(self, job_id: str) -> None:

@@ -2,7 +2,9 @@
 
 Unary RPCs, job items and workers (local processes or Dask) all go through this table,
 so a solver family is wired once. The name is the field of `JobItem.request` for calls
-that are job items; the others (unary only) have names of their own.
+that are job items (but "sinkhorn_batch_rpc", the JobItem field `sinkhorn_batch`: the
+short name is the dynamic batcher's worker kind; `jobs.call_name`); the others (unary
+only) have names of their own.
 """
 
 from __future__ import annotations

@@ -45,6 +45,23 @@ def test_submit_wait_result_matches_pot(client):
     assert client.job(job).state == "succeeded"
 
 
+def test_divergence_and_batch_items(client):
+    # One job, one SinkhornDivergence item and one SinkhornBatch item; each result is
+    # the unary call's, and a bad batch member fails its item with the member's field.
+    x, y = _points(5)
+    divergence = requests.sinkhorn_divergence(x, y, epsilon=0.5, threshold=1e-10)
+    batch = requests.sinkhorn_batch([(x, y), (x[:20], y[:25])], epsilon=0.5, threshold=1e-10)
+    bad = requests.sinkhorn_batch([(x, y), (x, y[:, :1])], epsilon=0.5)
+    results = client.result(client.submit([divergence, batch, bad]))
+    assert [r.ok for r in results] == [True, True, False]
+    d, b = results[0].value, results[1].value
+    unary = client.sinkhorn_divergence(x, y, epsilon=0.5, threshold=1e-10)
+    assert d.converged and d.divergence == pytest.approx(unary.divergence, rel=1e-9)
+    assert len(b) == 2 and all(one.converged for one in b)
+    assert b[1].cost == pytest.approx(client.sinkhorn(x[:20], y[:25], epsilon=0.5, threshold=1e-10).cost, rel=1e-9)
+    assert results[2].error.field.startswith("items[2].sinkhorn_batch.problems[1]")
+
+
 def test_same_request_id_is_the_same_job(client):
     x, y = _points(2)
     first = client.submit(requests.sinkhorn(x, y, epsilon=0.5), request_id="idem-1")

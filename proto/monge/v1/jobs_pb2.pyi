@@ -32,7 +32,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
 
 class JobItem(_message.Message):
-    __slots__ = ("sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model", "ruot_fit")
+    __slots__ = ("sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model", "ruot_fit", "sinkhorn_divergence", "sinkhorn_batch")
     SINKHORN_FIELD_NUMBER: _ClassVar[int]
     EXACT_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     SPARSITY_CONSTRAINED_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,8 @@ class JobItem(_message.Message):
     PROBABILITY_FLOW_LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SCORE_MODEL_FIELD_NUMBER: _ClassVar[int]
     RUOT_FIT_FIELD_NUMBER: _ClassVar[int]
+    SINKHORN_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    SINKHORN_BATCH_FIELD_NUMBER: _ClassVar[int]
     sinkhorn: _sinkhorn_pb2.SinkhornRequest
     exact_transport: _exact_pb2.ExactTransportRequest
     sparsity_constrained: _sparsity_constrained_pb2.SparsityConstrainedTransportRequest
@@ -47,10 +49,12 @@ class JobItem(_message.Message):
     probability_flow_log_likelihood: _pfode_pb2.ProbabilityFlowLogLikelihoodRequest
     train_score_model: _pfode_pb2.TrainScoreModelRequest
     ruot_fit: _ruot_pb2.RUOTFitRequest
-    def __init__(self, sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornRequest, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportRequest, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportRequest, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowRequest, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodRequest, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelRequest, _Mapping]] = ..., ruot_fit: _Optional[_Union[_ruot_pb2.RUOTFitRequest, _Mapping]] = ...) -> None: ...
+    sinkhorn_divergence: _sinkhorn_pb2.SinkhornDivergenceRequest
+    sinkhorn_batch: _sinkhorn_pb2.SinkhornBatchRequest
+    def __init__(self, sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornRequest, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportRequest, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportRequest, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowRequest, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodRequest, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelRequest, _Mapping]] = ..., ruot_fit: _Optional[_Union[_ruot_pb2.RUOTFitRequest, _Mapping]] = ..., sinkhorn_divergence: _Optional[_Union[_sinkhorn_pb2.SinkhornDivergenceRequest, _Mapping]] = ..., sinkhorn_batch: _Optional[_Union[_sinkhorn_pb2.SinkhornBatchRequest, _Mapping]] = ...) -> None: ...
 
 class JobItemResult(_message.Message):
-    __slots__ = ("status", "sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model", "ruot_fit")
+    __slots__ = ("status", "sinkhorn", "exact_transport", "sparsity_constrained", "sample_probability_flow", "probability_flow_log_likelihood", "train_score_model", "ruot_fit", "sinkhorn_divergence", "sinkhorn_batch")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SINKHORN_FIELD_NUMBER: _ClassVar[int]
     EXACT_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +63,8 @@ class JobItemResult(_message.Message):
     PROBABILITY_FLOW_LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SCORE_MODEL_FIELD_NUMBER: _ClassVar[int]
     RUOT_FIT_FIELD_NUMBER: _ClassVar[int]
+    SINKHORN_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    SINKHORN_BATCH_FIELD_NUMBER: _ClassVar[int]
     status: _diagnostics_pb2.ErrorStatus
     sinkhorn: _sinkhorn_pb2.SinkhornResponse
     exact_transport: _exact_pb2.ExactTransportResponse
@@ -67,7 +73,9 @@ class JobItemResult(_message.Message):
     probability_flow_log_likelihood: _pfode_pb2.ProbabilityFlowLogLikelihoodResponse
     train_score_model: _pfode_pb2.TrainScoreModelResponse
     ruot_fit: _ruot_pb2.RUOTFitResponse
-    def __init__(self, status: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornResponse, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportResponse, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportResponse, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowResponse, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodResponse, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelResponse, _Mapping]] = ..., ruot_fit: _Optional[_Union[_ruot_pb2.RUOTFitResponse, _Mapping]] = ...) -> None: ...
+    sinkhorn_divergence: _sinkhorn_pb2.SinkhornDivergenceResponse
+    sinkhorn_batch: _sinkhorn_pb2.SinkhornBatchResponse
+    def __init__(self, status: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornResponse, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportResponse, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportResponse, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowResponse, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodResponse, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelResponse, _Mapping]] = ..., ruot_fit: _Optional[_Union[_ruot_pb2.RUOTFitResponse, _Mapping]] = ..., sinkhorn_divergence: _Optional[_Union[_sinkhorn_pb2.SinkhornDivergenceResponse, _Mapping]] = ..., sinkhorn_batch: _Optional[_Union[_sinkhorn_pb2.SinkhornBatchResponse, _Mapping]] = ...) -> None: ...
 
 class JobProgress(_message.Message):
     __slots__ = ("item", "iteration", "error", "loss", "elapsed_seconds", "items_done", "loss_terms")
