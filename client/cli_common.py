@@ -21,6 +21,8 @@ from monge.client.results import (
     ExactTransportResult,
     ProbabilityFlowLikelihood,
     ProbabilityFlowSamples,
+    SinkhornBatchResult,
+    SinkhornDivergenceResult,
     SinkhornResult,
     SparsityConstrainedResult,
     TrainedScoreModel,
@@ -111,6 +113,14 @@ def error_line(error: MongeError, strip_field_prefix: str = "") -> str:
 
 def summary(result) -> str:
     """One line for a result: its cost and how the solve went."""
+    if isinstance(result, SinkhornDivergenceResult):
+        terms = ", ".join(f"OT_{name} {getattr(result, name).objective:.10g}" for name in ("xy", "xx", "yy"))
+        state = "converged" if result.converged else "not converged"
+        return f"divergence {result.divergence:.10g}, {state} ({terms})"
+    if isinstance(result, SinkhornBatchResult):
+        converged = sum(one.converged for one in result)
+        return (f"{len(result)} problems, {converged} converged; costs "
+                + " ".join(f"{one.cost:.6g}" for one in result))
     d = result.diagnostics
     if isinstance(result, ProbabilityFlowSamples):
         shape = "" if result.samples is None else f"{result.samples.shape[0]} samples of dimension " \
@@ -171,6 +181,20 @@ def result_arrays(result) -> dict:
         return _probability_flow_arrays(result)
     if isinstance(result, RuotFitResult):
         return result.model.file_arrays()
+    if isinstance(result, SinkhornDivergenceResult):
+        arrays = {"divergence": np.float64(result.divergence), "converged": np.bool_(result.converged)}
+        for name in ("xy", "xx", "yy"):
+            term = getattr(result, name)
+            arrays.update({f"{name}_objective": np.float64(term.objective), f"{name}_cost": np.float64(term.cost),
+                           f"{name}_iterations": np.int64(term.diagnostics.iterations),
+                           f"{name}_status": np.str_(term.diagnostics.status)})
+        return arrays
+    if isinstance(result, SinkhornBatchResult):  # one entry per problem, in order
+        return {"cost": np.array([one.cost for one in result], np.float64),
+                "marginal_error": np.array([one.marginal_error for one in result], np.float64),
+                "iterations": np.array([one.diagnostics.iterations for one in result], np.int64),
+                "converged": np.array([one.converged for one in result], np.bool_),
+                "status": np.array([one.diagnostics.status for one in result], np.str_)}
     d = result.diagnostics
     arrays = {"cost": np.float64(result.cost), "marginal_error": np.float64(result.marginal_error),
               "iterations": np.int64(d.iterations), "converged": np.bool_(d.converged),

@@ -26,7 +26,7 @@ class Status(enum.IntEnum):
     MAX_ITERATIONS = 1
     DIVERGED = 2  # the error became NaN or infinite
     CANCELLED = 3  # stopped from outside (deadline or cancellation), between blocks
-    STALLED = 4  # the error stopped decreasing above the threshold (see `improved`)
+    STALLED = 4  # the error stopped decreasing above the threshold (see `is_stalled`)
 
     @property
     def message(self) -> str:

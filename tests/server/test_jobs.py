@@ -60,6 +60,13 @@ def test_divergence_and_batch_items(client):
     assert len(b) == 2 and all(one.converged for one in b)
     assert b[1].cost == pytest.approx(client.sinkhorn(x[:20], y[:25], epsilon=0.5, threshold=1e-10).cost, rel=1e-9)
     assert results[2].error.field.startswith("items[2].sinkhorn_batch.problems[1]")
+    # What `monge jobs result` prints and saves for them.
+    from monge.client.cli_common import result_arrays, summary
+
+    assert summary(d).startswith(f"divergence {d.divergence:.10g}, converged")
+    assert summary(b).startswith("2 problems, 2 converged")
+    assert result_arrays(d)["xy_objective"] == d.xy.objective
+    np.testing.assert_array_equal(result_arrays(b)["cost"], [one.cost for one in b])
 
 
 def test_same_request_id_is_the_same_job(client):
