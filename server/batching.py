@@ -130,7 +130,13 @@ class DynamicBatcher:
             call = sinkhorn_call.parse(request, self._config)
         except Exception:  # noqa: BLE001 - the ordinary path reports it properly
             return None
-        return sinkhorn_batch.batch_key(call)
+        key = sinkhorn_batch.batch_key(call)
+        if key is None:
+            return None
+        # Requests asking for the same views wait together, so that the batch size
+        # counts the views' output (top-k entries, barycentric map) in its memory.
+        dimension = call.x.shape[1] if call.barycentric_map else 0
+        return key, call.top_k, dimension
 
     def _flush(self) -> None:
         """Send full lists at once; the oldest ripe list whenever a worker is free."""
@@ -150,8 +156,9 @@ class DynamicBatcher:
 
     def _largest(self, key) -> int:
         """The batch size for this key: the setting, or less where memory requires."""
-        return min(self._max_batch,
-                   sinkhorn_batch.max_batch_for_memory(key, self._config.max_request_memory_bytes))
+        solver_key, top_k, dimension = key
+        return min(self._max_batch, sinkhorn_batch.max_batch_for_memory(
+            solver_key, self._config.max_request_memory_bytes, top_k=top_k, dimension=dimension))
 
     def _send(self, key) -> None:
         entries = self._waiting.pop(key)

@@ -119,3 +119,30 @@ def test_items_of_a_batch_job_are_merged_beyond_two_at_a_time(make_server):
         for (x, y, a), result in zip(problems, results):
             alone = c.sinkhorn(x, y, a=a, epsilon=0.2, threshold=1e-9)
             np.testing.assert_allclose(result.value.cost, alone.cost, rtol=1e-8)
+
+
+def test_batch_size_counts_the_views_asked_for():
+    # The dynamic batcher sizes a merge by the memory its members need: requests for
+    # the plan's top-k entries or the barycentric map wait apart from plain ones and
+    # merge fewer at a time (the same rule SinkhornBatch applies).
+    from monge.client import requests
+    from monge.server.batching import DynamicBatcher
+    from monge.server.config import ServerConfig
+
+    mib = 1 << 20
+    batcher = DynamicBatcher(None, ServerConfig(max_request_memory_bytes=24 * mib),
+                             max_batch=1024, max_delay=0.0)
+    x = np.random.default_rng(0).normal(size=(400, 3)).astype(np.float32)
+
+    def key(**views):
+        return batcher._key("sinkhorn", requests.sinkhorn(x, x, **views).SerializeToString())
+
+    plain, top_k, mapped = key(), key(plan_top_k=200), key(return_barycentric_map=True)
+    assert len({plain, top_k, mapped}) == 3
+    assert plain[0] == top_k[0] == mapped[0]
+    assert batcher._largest(top_k) < batcher._largest(plain)
+    assert batcher._largest(mapped) < batcher._largest(plain)
+    assert batcher._largest(top_k) == sinkhorn_batch.max_batch_for_memory(
+        plain[0], 24 * mib, top_k=200)
+    assert batcher._largest(mapped) == sinkhorn_batch.max_batch_for_memory(
+        plain[0], 24 * mib, dimension=3)
