@@ -302,9 +302,13 @@ class JobManager:
                 await asyncio.sleep(full.retry_after_seconds)
                 continue
             except TaskFailed as error:
-                violations = [(f"items[{index}].{kind}.{f}", d) for f, d in error.outcome.violations]
-                return jobs_pb2.JobItemResult(status=_error_status(error.outcome.code, error.outcome.message,
-                                                                   violations))
+                outcome = error.outcome
+                if outcome.not_found is not None:  # a stored model gone since validation
+                    missing = NotFound(outcome.not_found[1], outcome.not_found[0])
+                    return jobs_pb2.JobItemResult(
+                        status=_error_status(5, str(missing.within(f"items[{index}].{kind}."))))
+                violations = [(f"items[{index}].{kind}.{f}", d) for f, d in outcome.violations]
+                return jobs_pb2.JobItemResult(status=_error_status(outcome.code, outcome.message, violations))
             response = CALLS[call_name(kind)].response_type.FromString(reply)
             return jobs_pb2.JobItemResult(status=_error_status(0, ""), **{kind: response})
 

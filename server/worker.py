@@ -29,6 +29,9 @@ class Outcome:
     code: int = 0  # grpc status code number; 0 is OK
     message: str = ""
     violations: tuple[tuple[str, str], ...] = ()
+    # NOT_FOUND: the request field that named the missing object (its message starts
+    # with it), so that a job can say which item's field it was.
+    not_found: tuple[str, str] | None = None
     compiles: int = 0  # XLA compilations this call caused (persistent-cache misses)
 
     @property
@@ -90,7 +93,7 @@ def execute(kind: str, payload: bytes, stop, progress, limits, owner: str = "") 
     except InvalidArgument as error:
         return Outcome(code=3, message=str(error), violations=tuple(error.violations))
     except NotFound as error:  # a stored model named by the request has gone
-        return Outcome(code=5, message=str(error))
+        return Outcome(code=5, message=str(error), not_found=(error.field, error.description))
     except LimitExceeded as error:  # a training run over the server's wall-time limit
         return Outcome(code=8, message=str(error))
     except Exception:  # noqa: BLE001 - reported as INTERNAL with an id, never a traceback

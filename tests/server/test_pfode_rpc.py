@@ -5,8 +5,10 @@ Sizes are tiny and shared between tests so that each solver program compiles onc
 the worker (and once here, for the in-process comparisons).
 """
 
+import concurrent.futures
 import math
 import pathlib
+import shutil
 import time
 
 import grpc
@@ -166,6 +168,27 @@ def test_dsm_training_job_stores_a_model_that_samples(client, server):
     assert by_id.ok and by_id.samples.shape == (64, 2) and by_id.samples.dtype == np.float32
     np.testing.assert_array_equal(by_id.samples, by_object.samples)
     np.testing.assert_array_equal(by_id.samples, uploaded.samples)
+
+    # A job item whose model disappears after the item was checked but before a worker
+    # loads it (here: removed while the one worker is busy) fails alone with NOT_FOUND
+    # naming the item's field, as the check itself would have said.
+    busy = rng.normal(size=(1500, 2))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        occupied = pool.submit(client.sinkhorn, busy, busy + 1.0, epsilon=1e-3, threshold=1e-12,
+                               max_iterations=400, timeout=60)
+        while not client.info().workers[0].busy:
+            time.sleep(0.01)
+        job = client.submit([requests.sample_probability_flow(trained.model_id, num_samples=8, steps=2),
+                             requests.sample_probability_flow(trained.upload(), num_samples=8, steps=2)])
+        while client.job(job).state != "running":
+            time.sleep(0.01)
+        time.sleep(0.3)  # the items are checked as the job starts
+        shutil.rmtree(pathlib.Path(server.config.data_dir) / "models" / trained.model_id)
+        occupied.result()
+    gone, uploaded_item = client.wait(job, timeout=60).results
+    assert isinstance(gone.error, NotFoundError)
+    assert str(gone.error).startswith("NOT_FOUND: items[0].sample_probability_flow.model.trained_model_id: ")
+    assert uploaded_item.ok
 
 
 def test_cancelling_training_frees_the_worker(client):
