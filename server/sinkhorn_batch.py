@@ -118,7 +118,11 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     if vectorize == "vmap":  # a loop solves no padding members
         problems += [problems[0]] * ((1 << (count - 1).bit_length()) - count)
     _, _, _, n, m, *_ = keys.pop()
-    chunk = chunk_for_size(n * m * len(problems))
+    # Vmapped, a chunk's time grows with the (power-of-two) count. In a loop each member
+    # runs alone, so the chunk is a member's: a count-dependent chunk (a static
+    # iteration cap) compiled a new program for nearly every batch size (measured: 244
+    # compiles in a 30 s window of the batching benchmark).
+    chunk = chunk_for_size(n * m * (len(problems) if vectorize == "vmap" else 1))
 
     started = time.perf_counter()
     outputs = [None] * len(problems)
@@ -135,10 +139,19 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
             max_iterations=min(chunk, budget),
             method="log" if first.method == "log" else "kernel",
         )
-        # A loop skips the members already done; vmap keeps the batch's shape (one program).
-        active = np.flatnonzero(~done) if vectorize == "loop" else np.arange(len(problems))
-        solved = solve_batch([problems[i] for i in active], config, [starts[i] for i in active],
-                             bucket=power_of_two_bucket, vectorize=vectorize)
+        if vectorize == "loop":
+            # Members in turn, done ones skipped; once the stop flag is up, only members
+            # without any answer yet run (one chunk), so each has a result to return.
+            active, solved = [], []
+            for index in np.flatnonzero(~done):
+                if stop.is_set() and outputs[index] is not None:
+                    continue
+                active.append(index)
+                solved += solve_batch([problems[index]], config, [starts[index]], vectorize="loop")
+        else:  # vmap keeps the batch's shape (one program)
+            active = np.arange(len(problems))
+            solved = solve_batch(problems, config, starts, bucket=power_of_two_bucket,
+                                 vectorize="vmap")
         for index, output in zip(active, solved):
             if done[index]:
                 continue

@@ -146,3 +146,32 @@ def test_batch_size_counts_the_views_asked_for():
         plain[0], 24 * mib, top_k=200)
     assert batcher._largest(mapped) == sinkhorn_batch.max_batch_for_memory(
         plain[0], 24 * mib, dimension=3)
+
+
+def test_batches_of_any_count_reuse_the_programs_of_one_problem():
+    # On CPU a merged batch solves its members in turn; its chunk of iterations (a
+    # static cap) must not depend on how many were merged, or every batch size
+    # compiles its own programs.
+    import threading
+
+    from monge.client import requests
+    from monge.server import sinkhorn_call
+    from monge.server.config import ServerConfig
+    from monge.solvers.sinkhorn import default_vectorization, solve
+
+    assert default_vectorization() == "loop"  # CI's CPU
+    rng = np.random.default_rng(5)
+    config = ServerConfig()
+
+    def calls(count):
+        return [sinkhorn_call.parse(requests.sinkhorn(rng.normal(size=(300, 2)), rng.normal(size=(300, 2)),
+                                                      epsilon=0.5, threshold=1e-4), config)
+                for _ in range(count)]
+
+    stop = threading.Event()
+    sinkhorn_batch.solve_group(calls(1), stop)
+    compiled = solve._cache_size()
+    for count in (2, 3, 5):
+        results = sinkhorn_batch.solve_group(calls(count), stop)
+        assert len(results) == count and all(numbers["status"] == 0 for numbers, _, _ in results)
+    assert solve._cache_size() == compiled
