@@ -15,6 +15,9 @@ DeepRUOT's at every time and path action <= 1.25; EMT W1 <= 0.29 at every time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import pathlib
 import time
 
@@ -54,9 +57,27 @@ def exact_w1(x, weights, y):
     return float(ot.emd2(a, b, cost, numItermax=10**7))
 
 
-def run(name: str, data_dir: pathlib.Path, steps: int | None, quick: bool, seed: int):
-    spec = DATASETS[name]
-    snapshots = load(data_dir / spec["file"])
+def _mean_se(values):
+    values = np.asarray(values, np.float64)
+    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return float(values.mean()), float(se)
+
+
+def evaluate(model, snapshots, seeds):
+    """W1 per later snapshot, mass error per time and path action for each simulation
+    seed (the seed draws the Brownian noise; the start is always the first snapshot's
+    cells): arrays (seeds, K - 1), (seeds, K - 1), (seeds,)."""
+    w1, mass_err, action = [], [], []
+    for seed in seeds:
+        traj = ruot.trajectories(model, seed=seed)
+        w1.append([exact_w1(traj.points[k], traj.weights[k], snapshots[k].points) for k in range(1, len(snapshots))])
+        mass_err.append(np.abs(traj.mass - model.relative_mass)[1:])
+        action.append(traj.action)
+    return np.asarray(w1), np.asarray(mass_err), np.asarray(action)
+
+
+def make_config(spec, args):
+    quick, steps, seed = args.quick, args.steps, args.seed
     if quick:
         config = RuotConfig(network=NetworkConfig(width=64, residual_blocks=1), steps=steps or 200,
                             report_every=50, particles=128,
@@ -66,27 +87,67 @@ def run(name: str, data_dir: pathlib.Path, steps: int | None, quick: bool, seed:
         # needs far more steps than a 15-minute CPU budget allows.
         config = RuotConfig(steps=steps or 2000, report_every=100, particles=256,
                             optimizer=OptimizerConfig(learning_rate=1e-3), seed=seed)
-    start = time.perf_counter()
-    model = ruot.fit(snapshots, config,
-                     progress=lambda s, l: print(f"  step {s:5d} " + " ".join(f"{k}={v:.4g}" for k, v in l.items()),
-                                                 flush=True))
-    fit_s = time.perf_counter() - start
-    traj = ruot.trajectories(model, seed=seed)
-    w1 = [exact_w1(traj.points[k], traj.weights[k], snapshots[k].points) for k in range(1, len(snapshots))]
-    mass_err = np.abs(traj.mass - model.relative_mass)[1:]
-    action = traj.action
+    # Explicit overrides (None: the setting above).
+    over = {}
+    if args.width is not None:
+        over["network"] = dataclasses.replace(config.network, width=args.width)
+    if args.lr is not None:
+        over["optimizer"] = dataclasses.replace(config.optimizer, learning_rate=args.lr)
+    for name in ("particles", "gamma_mass", "gamma_hjb", "gamma_action", "pretrain_fraction"):
+        if getattr(args, name) is not None:
+            over[name] = getattr(args, name)
+    return dataclasses.replace(config, **over)
+
+
+def run(name: str, args):
+    spec = DATASETS[name]
+    snapshots = load(args.data_dir / spec["file"])
+    if args.load:
+        arrays = dict(np.load(args.load / f"{name}.npz"))
+        settings = json.loads((args.load / f"{name}.json").read_text())
+        model = ruot.RuotModel.from_arrays(arrays, settings)
+        fit_s, cpu_s, width = float("nan"), float("nan"), model.settings.width
+        print(f"loaded {args.load / name}.npz")
+    else:
+        config = make_config(spec, args)
+        print(f"config: {config}", flush=True)
+        start, cpu0 = time.perf_counter(), os.times()
+        model = ruot.fit(snapshots, config,
+                         progress=lambda s, l: print(f"  step {s:5d} " + " ".join(f"{k}={v:.4g}" for k, v in l.items()),
+                                                     flush=True))
+        fit_s = time.perf_counter() - start
+        cpu1 = os.times()
+        cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        width = config.network.width
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.savez(args.save / f"{name}.npz", **model.to_arrays())
+            (args.save / f"{name}.json").write_text(json.dumps(model.settings_dict()))
+    seeds = list(range(args.seed, args.seed + args.eval_seeds))
+    w1_all, mass_all, action_all = evaluate(model, snapshots, seeds)
+    w1 = w1_all.mean(axis=0)
+    mass_err = mass_all.mean(axis=0)
+    w1_se = (w1_all.std(axis=0, ddof=1) / np.sqrt(len(seeds))) if len(seeds) > 1 else np.full_like(w1, np.nan)
+    action, action_se = _mean_se(action_all)
     print(f"\n{name}: {len(snapshots)} snapshots, d={model.settings.dim}, steps={model.settings.steps_trained} "
-          f"({model.settings.status}), width={config.network.width}, fit {fit_s:.1f} s wall")
-    print(f"{'time':>6} {'W1 ours':>9} " + " ".join(f"{m + ' W1':>13}" for m in spec["paper_w1"])
+          f"({model.settings.status}), width={width}, fit {fit_s:.1f} s wall, {cpu_s:.1f} s cpu, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"evaluation: mean (standard error) over {len(seeds)} simulation seed(s) {seeds[0]}..{seeds[-1]}, "
+          f"{len(snapshots[0].points)} particles each")
+    print(f"{'time':>6} {'W1 ours':>9} {'(se)':>8} " + " ".join(f"{m + ' W1':>13}" for m in spec["paper_w1"])
           + f" {'target':>8} {'mass err':>9}")
     for k, value in enumerate(w1):
         paper = " ".join(f"{v[k]:13.4f}" for v in spec["paper_w1"].values())
         ok = "ok" if value <= spec["w1_target"][k] else "MISS"
-        print(f"{snapshots[k + 1].time:6.1f} {value:9.4f} {paper} {spec['w1_target'][k]:8.4f} {mass_err[k]:9.4f} {ok}")
+        print(f"{snapshots[k + 1].time:6.1f} {value:9.4f} {w1_se[k]:8.4f} {paper} {spec['w1_target'][k]:8.4f} "
+              f"{mass_err[k]:9.4f} {ok}")
     paper_action = ", ".join(f"{m} {v}" for m, v in spec["paper_action"].items())
     target = spec["action_target"]
     verdict = "" if target is None else (" ok" if action <= target else " MISS") + f" (target <= {target})"
-    print(f"path action {action:.4f}{verdict}; paper: {paper_action}")
+    print(f"path action {action:.4f} (se {action_se:.4f}){verdict}; paper: {paper_action}")
+    if len(seeds) > 1:
+        print("per seed: action " + " ".join(f"{v:.4f}" for v in action_all)
+              + "; worst-seed W1 " + " ".join(f"{v:.4f}" for v in w1_all.max(axis=0)))
     return dict(w1=w1, mass_err=mass_err, action=action, fit_s=fit_s)
 
 
@@ -96,11 +157,27 @@ def main():
     parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="small network, a few hundred steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed and first evaluation seed")
+    parser.add_argument("--eval-seeds", type=int, default=5,
+                        help="simulation seeds the evaluation averages over (W1, mass error, action: mean and "
+                             "standard error); each simulates the first snapshot's cells with new noise")
+    overrides = parser.add_argument_group("overrides of the (quick or full) settings")
+    overrides.add_argument("--width", type=int, default=None)
+    overrides.add_argument("--particles", type=int, default=None)
+    overrides.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    overrides.add_argument("--gamma-mass", type=float, default=None)
+    overrides.add_argument("--gamma-hjb", type=float, default=None)
+    overrides.add_argument("--gamma-action", type=float, default=None)
+    overrides.add_argument("--pretrain-fraction", type=float, default=None)
+    parser.add_argument("--save", type=pathlib.Path, default=None, help="write DIR/<dataset>.npz and .json")
+    parser.add_argument("--load", type=pathlib.Path, default=None,
+                        help="evaluate DIR/<dataset>.npz and .json (from --save) instead of training")
     args = parser.parse_args()
+    if args.eval_seeds < 1:
+        parser.error("--eval-seeds must be at least 1")
     names = list(DATASETS) if args.dataset == "all" else [args.dataset]
     for name in names:
-        run(name, args.data_dir, args.steps, args.quick, args.seed)
+        run(name, args)
 
 
 if __name__ == "__main__":
