@@ -90,7 +90,12 @@ def make_config(spec, args):
     # Explicit overrides (None: the setting above).
     over = {}
     if args.width is not None:
-        over["network"] = dataclasses.replace(config.network, width=args.width)
+        over["network"] = dataclasses.replace(over.get("network", config.network), width=args.width)
+    if args.readout_scale is not None:
+        over["network"] = dataclasses.replace(over.get("network", config.network), readout_scale=args.readout_scale)
+    if args.snapshot_jumps is not None:
+        over["network"] = dataclasses.replace(over.get("network", config.network),
+                                              snapshot_jumps=args.snapshot_jumps == "on")
     if args.lr is not None:
         over["optimizer"] = dataclasses.replace(config.optimizer, learning_rate=args.lr)
     for name in ("particles", "gamma_mass", "gamma_hjb", "gamma_action", "pretrain_fraction"):
@@ -164,6 +169,10 @@ def main():
     overrides = parser.add_argument_group("overrides of the (quick or full) settings")
     overrides.add_argument("--width", type=int, default=None)
     overrides.add_argument("--particles", type=int, default=None)
+    overrides.add_argument("--readout-scale", type=float, default=None,
+                           help="initial read-out weight scale (NetworkConfig.readout_scale)")
+    overrides.add_argument("--snapshot-jumps", choices=["on", "off"], default=None,
+                           help="lambda may jump at the interior snapshot times (NetworkConfig.snapshot_jumps)")
     overrides.add_argument("--lr", type=float, default=None, help="peak learning rate")
     overrides.add_argument("--gamma-mass", type=float, default=None)
     overrides.add_argument("--gamma-hjb", type=float, default=None)

@@ -205,6 +205,9 @@ def fit(
     laplacian = config.laplacian.resolve(dim)
     grid, marks = time_grid(data.times, config.dt)
     norm = _normaliser(data)
+    jumps = len(data.times) - 2 if config.network.snapshot_jumps else 0
+    if jumps > 0:
+        norm = norm._replace(jumps=jnp.asarray(data.times[1:-1], DTYPE))
     pooled = np.concatenate(data.points).astype(np.float64)
     epsilon = config.ot_epsilon * max(float(pooled.var(axis=0).sum()), 1e-12)
     targets = tuple(jnp.asarray(p) for p in data.points)
@@ -225,7 +228,8 @@ def fit(
     )
     key = jax.random.key(config.seed)
     init_key, train_key = jax.random.split(key)
-    params = init_params(init_key, dim, config.network.width, config.network.residual_blocks, DTYPE)
+    params = init_params(init_key, dim, config.network.width, config.network.residual_blocks, DTYPE,
+                         jumps=max(jumps, 0), readout_scale=config.network.readout_scale)
     opt_state = _optimizer(hyper, opt.clip_norm is not None, opt.schedule).init(params)
 
     history, done, status = [], 0, "completed"
@@ -368,7 +372,15 @@ def trajectories(model: RuotModel, times=None, x0=None, *, seed: int = 0) -> Tra
     x0 = model.initial_points if x0 is None else x0
     x0, _ = _points_and_times(model, x0, t0)
     through = times if times[0] > t0 + 1e-9 else times[1:]
-    grid, marks = time_grid(np.concatenate([[t0], through]), s.dt)
+    stops = np.concatenate([[t0], through])
+    if model.norm.jumps is not None:
+        # lambda jumps at the interior snapshot times: put them on the grid so that no
+        # step straddles one (they are simulated through, not returned).
+        jumps = np.asarray(model.times, np.float64)[1:-1]
+        jumps = jumps[(jumps > t0) & (jumps < stops[-1])]
+        stops = np.union1d(stops, jumps)
+    grid, marks = time_grid(stops, s.dt)
+    marks = marks[np.searchsorted(stops, np.concatenate([[t0], through]))]
     if times[0] > t0 + 1e-9:
         marks = marks[1:]
     sim = _simulate_jit(model.params, model.norm, x0, jnp.asarray(grid, DTYPE), jax.random.key(seed),

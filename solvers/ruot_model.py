@@ -39,15 +39,22 @@ FORMAT_VERSION = 1
 # The network.
 
 
-def init_params(key, dim: int, width: int, residual_blocks: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+def init_params(key, dim: int, width: int, residual_blocks: int, dtype=jnp.float32,
+                jumps: int = 0, readout_scale: float = 1.0) -> dict[str, jax.Array]:
     """LeCun-normal weights, zero biases, unit LayerNorm gains. The read-out is not
-    zero: lambda = 0 would make the initial HJB residual (and its gradient) vanish."""
+    zero: lambda = 0 would make the initial HJB residual (and its gradient) vanish.
+    `jumps`: extra input rows for the step features of `Normaliser.jumps`.
+    `readout_scale` multiplies the read-out weights (see `NetworkConfig.readout_scale`)."""
     keys = jax.random.split(key, 2 + 2 * residual_blocks)
 
     def dense(k, fan_in, fan_out):
         return jax.random.normal(k, (fan_in, fan_out), dtype) / math.sqrt(fan_in)
 
-    params = {"in.w": dense(keys[0], dim + 1, width), "in.b": jnp.zeros((width,), dtype)}
+    # The jump rows start at zero: the initial network is the one without jumps (random
+    # rows gave EMT a different lambda on each interval from the first step and a fit that
+    # never recovered: HJB residual ~160, action ~40).
+    w_in = dense(keys[0], dim + 1, width)
+    params = {"in.w": jnp.concatenate([w_in, jnp.zeros((jumps, width), dtype)]), "in.b": jnp.zeros((width,), dtype)}
     for i in range(residual_blocks):
         params[f"block{i}.w1"] = dense(keys[2 + 2 * i], width, width)
         params[f"block{i}.b1"] = jnp.zeros((width,), dtype)
@@ -57,7 +64,7 @@ def init_params(key, dim: int, width: int, residual_blocks: int, dtype=jnp.float
         params[f"block{i}.b2"] = jnp.zeros((width,), dtype)
     params["out.ln.g"] = jnp.ones((width,), dtype)
     params["out.ln.b"] = jnp.zeros((width,), dtype)
-    params["out.w"] = dense(keys[1], width, 1)[:, 0]
+    params["out.w"] = readout_scale * dense(keys[1], width, 1)[:, 0]
     params["out.b"] = jnp.zeros((), dtype)
     return params
 
@@ -70,17 +77,37 @@ def _layer_norm(h, gain, bias):
 
 class Normaliser(NamedTuple):
     """Fixed affine input maps (not trained): x -> (x - shift) / scale, t -> (t - t0) / span.
-    They change the parametrisation only, never the physics (sigma, alpha stay in data units)."""
+    They change the parametrisation only, never the physics (sigma, alpha stay in data units).
+
+    jumps (J,) or None: interior snapshot times; the network then also reads the step
+    features 1[t >= tau_j], so lambda may jump at each snapshot time while staying
+    smooth in between (where the HJB residual is taken). At an exact optimum of the
+    snapshot-constrained problem lambda is the adjoint of the constraints and does jump
+    there; without jumps an exact HJB makes the total mass convex in time (d^2 M / dt^2
+    = int (|grad lambda|^2 / 2 + lambda^2 / (2 alpha)) rho / alpha >= 0 for quadratic
+    psi), which cannot follow masses that go up, down and up (EMT). Not exported as an
+    array: the snapshot times are, and the input layer's rows say whether jumps are on."""
 
     x_shift: jax.Array  # (d,)
     x_scale: jax.Array  # ()
     t_shift: jax.Array  # ()
     t_scale: jax.Array  # ()
+    jumps: jax.Array | None = None  # (J,) interior snapshot times, data units
+
+
+def _inputs(norm: Normaliser, x, t):
+    """The network's input: normalised x, normalised t, then the jump steps (if any)."""
+    parts = [(x - norm.x_shift) / norm.x_scale, ((t - norm.t_shift) / norm.t_scale)[None]]
+    if norm.jumps is not None:
+        # A grid point at a snapshot time starts the next interval (the left end of its
+        # first step); the tolerance absorbs the float32 rounding of grid times.
+        parts.append((t >= norm.jumps - 1e-5 * norm.t_scale).astype(x.dtype))
+    return jnp.concatenate(parts)
 
 
 def potential(params, norm: Normaliser, x, t, residual_blocks: int):
     """lambda at one point x (d,) and time t (scalar)."""
-    z = jnp.concatenate([(x - norm.x_shift) / norm.x_scale, ((t - norm.t_shift) / norm.t_scale)[None]])
+    z = _inputs(norm, x, t)
     h = jax.nn.silu(z @ params["in.w"] + params["in.b"])
     for i in range(residual_blocks):
         inner = h @ params[f"block{i}.w1"] + params[f"block{i}.b1"]
@@ -140,7 +167,7 @@ def _jet(params, norm: Normaliser, x, t, probes, residual_blocks: int):
     hand). Differentiating this w.r.t. the parameters compiles far faster than nesting
     jax.grad / jvp three deep, which on CPU took tens of seconds per program."""
     dim = x.shape[0]
-    z = jnp.concatenate([(x - norm.x_shift) / norm.x_scale, ((t - norm.t_shift) / norm.t_scale)[None]])
+    z = _inputs(norm, x, t)
     w_in = params["in.w"]
     a = z @ w_in + params["in.b"]
     jac, jac_t = w_in[:dim] / norm.x_scale, w_in[dim] / norm.t_scale
@@ -324,7 +351,7 @@ class RuotModel:
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain numpy arrays: network weights under "params/<name>", the rest by name."""
         out = {f"params/{name}": np.asarray(value) for name, value in self.params.items()}
-        out.update({key: np.asarray(value) for key, value in zip(_NORM_KEYS, self.norm)})
+        out.update({key: np.asarray(value) for key, value in zip(_NORM_KEYS, self.norm)})  # not jumps
         out["times"] = np.asarray(self.times)
         out["relative_mass"] = np.asarray(self.relative_mass)
         out["initial_points"] = np.asarray(self.initial_points)
@@ -341,13 +368,19 @@ class RuotModel:
         if missing:
             raise ValueError(f"arrays is missing {missing}")
         params = {k[len("params/"):]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("params/")}
-        expected = jax.eval_shape(lambda: init_params(jax.random.key(0), parsed.dim, parsed.width, parsed.residual_blocks))
+        # Jumps at the interior snapshot times when the input layer has a row for each.
+        interior = max(np.asarray(arrays["times"]).reshape(-1).shape[0] - 2, 0)
+        in_rows = np.shape(params.get("in.w"))[0] if np.ndim(params.get("in.w")) == 2 else None
+        jumps = interior if interior and in_rows == parsed.dim + 1 + interior else 0
+        expected = jax.eval_shape(lambda: init_params(jax.random.key(0), parsed.dim, parsed.width,
+                                                      parsed.residual_blocks, jumps=jumps))
         if set(params) != set(expected):
             raise ValueError(f"arrays params do not match the settings' network: "
                              f"missing {sorted(set(expected) - set(params))}, extra {sorted(set(params) - set(expected))}")
         for name, spec in expected.items():
             if params[name].shape != spec.shape:
                 raise ValueError(f"arrays['params/{name}'] has shape {params[name].shape}, expected {spec.shape}")
-        norm = Normaliser(*(jnp.asarray(arrays[k]) for k in _NORM_KEYS))
+        norm = Normaliser(*(jnp.asarray(arrays[k]) for k in _NORM_KEYS),
+                          jumps=jnp.asarray(np.asarray(arrays["times"])[1:-1], jnp.float32) if jumps else None)
         return cls(params, norm, np.asarray(arrays["times"]), np.asarray(arrays["relative_mass"]),
                    np.asarray(arrays["initial_points"]), np.asarray(arrays["history"]), parsed)

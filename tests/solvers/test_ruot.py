@@ -208,3 +208,31 @@ def test_paper_growth_rate_solves_the_optimality_condition():
     edge = (2 * alpha / 1.5) ** (15 / 13)
     np.testing.assert_allclose(inside, [0.5 * edge, edge, -edge], rtol=1e-6)
     np.testing.assert_allclose(QuadraticGrowth().rate(lam, 2.0), lam / 2.0)
+
+
+@pytest.fixture(scope="module")
+def up_and_down():
+    """Same cloud, mass 1 -> 2 -> 1: growth then decay, which a lambda without jumps
+    cannot follow while its HJB residual vanishes (the mass would be convex in time)."""
+    x0 = cloud()
+    config = RuotConfig(**dict(TINY, network=NetworkConfig(width=16, residual_blocks=0, snapshot_jumps=True),
+                               sigma=0.0, steps=300, gamma_mass=10.0))
+    return ruot.fit([Snapshot(0.0, x0, 100.0), Snapshot(1.0, x0, 200.0), Snapshot(2.0, x0, 100.0)], config)
+
+
+def test_snapshot_jumps_let_the_mass_go_up_then_down(up_and_down):
+    model = up_and_down
+    assert model.params["in.w"].shape == (2 + 1 + 1, 16)  # x, t and one jump (t = 1)
+    np.testing.assert_array_equal(np.asarray(model.norm.jumps), [1.0])
+    mass = ruot.trajectories(model).mass
+    np.testing.assert_allclose(mass, [1.0, 2.0, 1.0], atol=0.15)
+    # Between the snapshots lambda is smooth; at t = 1 the growth rate changes sign.
+    x = cloud(8, seed=4)
+    assert np.all(ruot.growth_at(model, x, 0.99) > 0) and np.all(ruot.growth_at(model, x, 1.0) < 0)
+    # Query times off the snapshots simulate through t = 1 on the grid.
+    a = ruot.trajectories(model, [0.5, 2.0], seed=1)
+    b = ruot.trajectories(model, [0.5, 1.0, 2.0], seed=1)
+    np.testing.assert_allclose(a.mass, b.mass[[0, 2]], rtol=1e-5)
+    loaded = RuotModel.from_arrays(model.to_arrays(), json.loads(json.dumps(model.settings_dict())))
+    np.testing.assert_array_equal(np.asarray(loaded.norm.jumps), [1.0])
+    np.testing.assert_array_equal(ruot.potential_at(loaded, x, 1.0), ruot.potential_at(model, x, 1.0))
