@@ -74,6 +74,7 @@ def _worker(spec: dict) -> dict:
     threshold, max_iterations = spec["threshold"], spec["max_iterations"]
     x, y = _data(n, d, dtype)
     eps = spec["eps"]
+    verdict = "its own stop test"  # Monge names why it stopped
     if solver.startswith("pot"):
         import ot
 
@@ -97,6 +98,7 @@ def _worker(spec: dict) -> dict:
 
         xj, yj = jnp.asarray(x), jnp.asarray(y)
         if solver == "monge":
+            from monge.solvers.loop import Status
             from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
 
             problem = OTProblem.from_points(xj, yj)
@@ -115,6 +117,7 @@ def _worker(spec: dict) -> dict:
             wall = time.perf_counter() - start
             plan, iterations = out.plan(), int(out.iterations)
             converged = bool(out.converged)
+            verdict = Status(int(out.status)).name.lower()  # e.g. "stalled"
         else:
             from ott.geometry import geometry, pointcloud
             from ott.problems.linear import linear_problem
@@ -138,7 +141,8 @@ def _worker(spec: dict) -> dict:
             plan, iterations = out.matrix, int(out.n_iters)
             converged = bool(out.converged)
     err, cost = _plan_stats(plan, x, y)
-    return dict(wall=wall, first=first, iterations=iterations, error=err, cost=cost, converged=converged)
+    return dict(wall=wall, first=first, iterations=iterations, error=err, cost=cost, converged=converged,
+                verdict=verdict)
 
 
 def _online_memory(n: int, d: int, iterations: int, block: int) -> None:
@@ -264,7 +268,7 @@ def main(argv=None) -> None:
                         per_it = result["wall"] / max(result["iterations"], 1)
                         floor = floors[FORM[solver]]
                         rel = abs(result["cost"] - reference) / reference if reference else float("nan")
-                        status = "converged" if result["converged"] else "NOT CONVERGED (its own stop test)"
+                        status = "converged" if result["converged"] else f"NOT CONVERGED ({result['verdict']})"
                         emit(
                             f"{prefix} {result['wall']:>8.3f} {result['first']:>7.2f} "
                             f"{result['iterations']:>6d} {per_it * 1e3:>8.3f} {floor * 1e3:>7.3f} "
