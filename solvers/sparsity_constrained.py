@@ -64,7 +64,12 @@ class SparsityConstrainedConfig:
     threshold: stop when the L1 marginal error (rows + columns) is at most this.
     formulation: "semi_dual" (tighter, the paper's recommendation) or "dual".
     support_iterations: L-BFGS iterations over all entries (O(n m) each) that choose
-        every column's k candidate sources (stage 1; stops early if converged).
+        every column's k candidate sources (stage 1; stops early if converged). None:
+        100 on assignment problems (n = m, equal weights), whose supports the optimal
+        assignment makes feasible, and 300 otherwise, where only the stage-1
+        potentials choose them (measured: at 100, the top-k supports of a 300 x 200
+        uniform problem with k = 4 admitted no feasible plan and stage 2 stopped at its
+        cap with an L1 error of 0.29; at 200 and 300 it converged).
     max_iterations: L-BFGS iterations on the problem restricted to those candidates
         (O(m k) each; stage 2).
     memory_size: L-BFGS history length.
@@ -75,7 +80,7 @@ class SparsityConstrainedConfig:
     k: int = dataclasses.field(default=2, metadata=dict(static=True))
     threshold: float = 1e-8
     formulation: Formulation = dataclasses.field(default="semi_dual", metadata=dict(static=True))
-    support_iterations: int = dataclasses.field(default=100, metadata=dict(static=True))
+    support_iterations: int | None = dataclasses.field(default=None, metadata=dict(static=True))
     max_iterations: int = dataclasses.field(default=10_000, metadata=dict(static=True))
     memory_size: int = dataclasses.field(default=20, metadata=dict(static=True))
     max_linesearch_steps: int = dataclasses.field(default=30, metadata=dict(static=True))
@@ -90,7 +95,7 @@ class SparsityConstrainedConfig:
                 f"formulation must be 'semi_dual' or 'dual', got {self.formulation!r}"
             )
         for name in ("support_iterations", "max_iterations", "memory_size", "max_linesearch_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
 
@@ -430,7 +435,10 @@ def solve(problem: OTProblem, config: SparsityConstrainedConfig) -> SparsityCons
     if config.k > n:
         raise ValueError(f"k must be at most n = {n} (the length of a column), got {config.k}")
     _check_problem(problem)
-    return _solve(problem, config, assignment=_is_assignment(problem))
+    assignment = _is_assignment(problem)
+    if config.support_iterations is None:
+        config = dataclasses.replace(config, support_iterations=100 if assignment else 300)
+    return _solve(problem, config, assignment=assignment)
 
 
 def _is_assignment(problem: OTProblem) -> bool:
@@ -479,7 +487,7 @@ def sparsity_constrained(
     k: int = 2,
     threshold: float = 1e-8,
     formulation: Formulation = "semi_dual",
-    support_iterations: int = 100,
+    support_iterations: int | None = None,
     max_iterations: int = 10_000,
 ) -> SparsityConstrainedOutput:
     """Convenience entry with the client's keywords: points or a cost matrix in."""

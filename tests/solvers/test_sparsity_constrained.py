@@ -146,3 +146,18 @@ def test_bad_parameters_name_the_parameter(rng):
     with pytest.raises(ValueError, match="cost_matrix"):
         sparsity_constrained(cost_matrix=c_bad, a=a, b=b)
     assert Status.CONVERGED == 0
+
+
+def test_non_square_uniform_problem_converges_when_k_binds():
+    # n != m: no assignment makes the supports feasible, so stage 1 must run long
+    # enough for its top-k supports to admit a plan (with 100 iterations here they did
+    # not, and stage 2 stopped at its cap with an L1 error of 0.29).
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 2)), rng.normal(size=(200, 2)) + 1.0
+    c = ot.dist(x, y)
+    a, b = np.full(300, 1 / 300), np.full(200, 1 / 200)
+    out = sparsity_constrained(cost_matrix=c, a=a, b=b, gamma=1.0, k=4)
+    assert bool(out.converged), out.message
+    assert float(out.marginal_error) < 1e-6
+    counts, _ = _nonzeros_per_column(out)
+    assert counts.max() <= 4
