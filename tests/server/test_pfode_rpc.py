@@ -175,7 +175,7 @@ def test_dsm_training_job_stores_a_model_that_samples(client, server):
     busy = rng.normal(size=(1500, 2))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         occupied = pool.submit(client.sinkhorn, busy, busy + 1.0, epsilon=1e-3, threshold=1e-12,
-                               max_iterations=400, timeout=60)
+                               max_iterations=800, timeout=120)
         while not client.info().workers[0].busy:
             time.sleep(0.01)
         job = client.submit([requests.sample_probability_flow(trained.model_id, num_samples=8, steps=2),
