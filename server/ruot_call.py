@@ -3,12 +3,13 @@
 A job item only (JobItem.ruot_fit): training takes minutes. The solver trains in jitted
 blocks of `report_every` steps and calls back between blocks; each callback sends the
 block's mean losses to the job's watchers (`iteration`, `loss`, `loss_terms`) and tells
-the solver to stop when the job was cancelled, so a cancelled fit frees its worker
-after the block in progress. A fit that ran (completed, or diverged with its last
+the solver to stop when the job was cancelled. A fit that ran (completed, or diverged with its last
 finite parameters) is stored under the server's data directory (`ruot_models`) with its
 snapshots, as the caller's, and its id is returned with the model, exported; a cancelled
-fit stores nothing. The server's `max_training_seconds` is checked between the same
-blocks: a fit past it stops there and fails RESOURCE_EXHAUSTED, storing nothing.
+fit stores nothing. Cancellation and the server's `max_training_seconds` are also
+checked before every training step (a host callback from the compiled block), so the
+worker is free within a step: a fit past the limit stops there and fails
+RESOURCE_EXHAUSTED, storing nothing.
 
 `parse` builds the solver's own `RuotConfig` (plain Python, no device work), after
 checking every field under its proto name so that errors name the request's fields.
@@ -233,7 +234,18 @@ def run(call: FitCall, stop, progress=None):
             return False
         return not stop.is_set()
 
-    model = ruot.fit([(s.time, s.points, s.mass) for s in call.snapshots], call.config, progress=report)
+    def should_stop():  # asked before every step, so a stop never waits for a report
+        if stop.is_set():
+            return True
+        if time.perf_counter() - started > call.max_seconds:
+            over_time.append(-1)  # the step is known only once the block returns
+            return True
+        return False
+
+    model = ruot.fit([(s.time, s.points, s.mass) for s in call.snapshots], call.config, progress=report,
+                     should_stop=should_stop)
+    if over_time and over_time[0] < 0:
+        over_time[0] = model.settings.steps_trained
     if over_time:
         raise LimitExceeded(limits.training_over_time(over_time[0], call.config.steps,
                                                       time.perf_counter() - started, call.max_seconds))

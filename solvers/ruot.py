@@ -22,14 +22,17 @@ snapshots alone before the HJB and action terms join.
     same = RuotModel.from_arrays(arrays, settings)
 
 Training runs as jitted blocks of `report_every` steps (`lax.scan`); between blocks the
-host calls `progress(step, losses)`, and a `False` return stops training (the service
-uses it for cancellation). Queries are pure functions of the model.
+host calls `progress(step, losses)`, and a `False` return stops training. A
+`should_stop()` callable, when given, is asked before every step from inside the block
+(a host callback), so a stop is heard within one step (the service uses it for
+cancellation and its wall-time limit). Queries are pure functions of the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -37,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import io_callback
 
 from monge.solvers.ruot_config import (
     AbstractGrowth,
@@ -101,6 +105,18 @@ class _Static(NamedTuple):
     clip: bool
     schedule: AbstractSchedule
     reconstruction: AbstractReconstruction
+    interruptible: bool = False  # ask the host before every step (see `fit`'s should_stop)
+
+
+# The host-side stop checks of running fits, by token: a compiled block asks its own
+# (io_callback passes the token, a traced value, so one program serves every fit).
+_STOP_CHECKS: dict[int, Callable[[], bool]] = {}
+_TOKENS = itertools.count(1)
+
+
+def _stop_requested(token) -> np.ndarray:
+    check = _STOP_CHECKS.get(int(token))
+    return np.asarray(bool(check is not None and check()))
 
 
 class _Hyper(NamedTuple):
@@ -156,12 +172,15 @@ def _loss(params, norm, targets, hyper: _Hyper, key, step, static: _Static):
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
-def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_step, *, static: _Static):
+def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_step, token, *,
+                 static: _Static):
+    """`static.block` steps; returns the parameters, the optimiser state, the mean loss
+    terms over the steps taken and their number (fewer than the block when the host
+    asked to stop: the remaining steps then skip their work)."""
     optimizer = _optimizer(hyper, static.clip, static.schedule)
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
 
-    def step(carry, i):
-        params, opt_state = carry
+    def train(params, opt_state, i):
         (_, terms), grads = grad_fn(params, norm, targets, hyper, jax.random.fold_in(key, i), i, static)
         updates, new_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
@@ -169,11 +188,25 @@ def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_ste
         ok = jnp.all(jnp.isfinite(terms)) & jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-        return (keep(new_params, params), keep(new_state, opt_state)), terms
+        return keep(new_params, params), keep(new_state, opt_state), terms
 
-    (params, opt_state), terms = jax.lax.scan(
-        step, (params, opt_state), first_step + jnp.arange(static.block))
-    return params, opt_state, jnp.mean(terms, axis=0)
+    def step(carry, i):
+        params, opt_state, running = carry
+        if static.interruptible:
+            # Once stopped, the rest of the block costs a callback per step, no training.
+            running = running & ~io_callback(
+                _stop_requested, jax.ShapeDtypeStruct((), jnp.bool_), token, ordered=True)
+        params, opt_state, terms = jax.lax.cond(
+            running, train,
+            lambda p, o, _: (p, o, jnp.zeros((len(LOSS_NAMES),), DTYPE)),
+            params, opt_state, i)
+        return (params, opt_state, running), (terms, running)
+
+    (params, opt_state, _), (terms, ran) = jax.lax.scan(
+        step, (params, opt_state, jnp.bool_(True)), first_step + jnp.arange(static.block))
+    taken = jnp.sum(ran.astype(jnp.int32))
+    mean = jnp.sum(terms * ran[:, None].astype(terms.dtype), axis=0) / jnp.maximum(taken, 1)
+    return params, opt_state, mean, taken
 
 
 def _normaliser(data: SnapshotData) -> Normaliser:
@@ -190,13 +223,17 @@ def fit(
     config: RuotConfig = RuotConfig(),
     *,
     progress: Callable[[int, dict[str, float]], bool | None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RuotModel:
     """Fit Var-RUOT to snapshots [(time, points (n_k, d)[, mass]), ...].
 
     `progress(step, losses)` is called after every `config.report_every` steps with the
     block's mean losses {"total", "ot", "mass", "hjb", "action"}; returning False stops
-    training (status "cancelled"). A non-finite loss stops it too (status "diverged",
-    the last finite parameters kept). Raises ValueError on bad input, naming the field.
+    training (status "cancelled"). `should_stop()`, when given, is asked before every
+    step (from the compiled block, through a host callback), so a stop is noticed
+    within one step rather than one block; True stops training the same way. A
+    non-finite loss stops it too (status "diverged", the last finite parameters kept).
+    Raises ValueError on bad input, naming the field.
     """
     if not isinstance(config, RuotConfig):
         raise ValueError(f"config must be a RuotConfig, got {type(config).__name__}")
@@ -233,23 +270,33 @@ def fit(
     opt_state = _optimizer(hyper, opt.clip_norm is not None, opt.schedule).init(params)
 
     history, done, status = [], 0, "completed"
-    while done < config.steps:
-        block = min(config.report_every, config.steps - done)
-        static = _Static(config.network.residual_blocks, config.growth, laplacian, tuple(grid.tolist()),
-                         tuple(int(m) for m in marks), config.particles, block, opt.clip_norm is not None,
-                         opt.schedule,
-                         config.reconstruction)
-        params, opt_state, terms = _train_block(params, opt_state, norm, targets, hyper, train_key,
-                                                jnp.int32(done), static=static)
-        done += block
-        losses = dict(zip(LOSS_NAMES, (float(v) for v in np.asarray(terms))))
-        history.append([losses[name] for name in LOSS_NAMES])
-        if not all(math.isfinite(v) for v in losses.values()):
-            status = "diverged"
-            break
-        if progress is not None and progress(done, losses) is False:
-            status = "cancelled"
-            break
+    token = next(_TOKENS) % 2**31
+    if should_stop is not None:
+        _STOP_CHECKS[token] = should_stop
+    try:
+        while done < config.steps:
+            block = min(config.report_every, config.steps - done)
+            static = _Static(config.network.residual_blocks, config.growth, laplacian, tuple(grid.tolist()),
+                             tuple(int(m) for m in marks), config.particles, block, opt.clip_norm is not None,
+                             opt.schedule, config.reconstruction, should_stop is not None)
+            params, opt_state, terms, taken = _train_block(
+                params, opt_state, norm, targets, hyper, train_key, jnp.int32(done), jnp.int32(token),
+                static=static)
+            taken = int(taken)
+            done += taken
+            if taken == 0:  # stopped before the block's first step
+                status = "cancelled"
+                break
+            losses = dict(zip(LOSS_NAMES, (float(v) for v in np.asarray(terms))))
+            history.append([losses[name] for name in LOSS_NAMES])
+            if not all(math.isfinite(v) for v in losses.values()):
+                status = "diverged"
+                break
+            if taken < block or (progress is not None and progress(done, losses) is False):
+                status = "cancelled"
+                break
+    finally:
+        _STOP_CHECKS.pop(token, None)
 
     settings = RuotSettings(
         dim=dim, width=config.network.width, residual_blocks=config.network.residual_blocks,

@@ -239,3 +239,20 @@ def test_snapshot_jumps_let_the_mass_go_up_then_down(up_and_down):
     loaded = RuotModel.from_arrays(model.to_arrays(), json.loads(json.dumps(model.settings_dict())))
     np.testing.assert_array_equal(np.asarray(loaded.norm.jumps), [1.0])
     np.testing.assert_array_equal(ruot.potential_at(loaded, x, 1.0), ruot.potential_at(model, x, 1.0))
+
+
+def test_should_stop_is_heard_within_a_step():
+    # Asked before every step from inside the compiled block, so a stop does not wait
+    # for the block (here 60 steps) to end.
+    x0 = cloud()
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) > 25
+
+    config = RuotConfig(**dict(TINY, steps=120, report_every=60))
+    model = ruot.fit([Snapshot(0.0, x0), Snapshot(1.0, x0 + SHIFT)], config, should_stop=should_stop)
+    assert model.settings.status == "cancelled"
+    assert model.settings.steps_trained == 25
+    assert model.history.shape == (1, len(ruot.LOSS_NAMES)) and np.all(np.isfinite(model.history))
