@@ -2,12 +2,12 @@
 
 A job item only (training takes a while). The trainer is one compiled scan that reports
 (step, mean loss) every `report_every` steps through a host callback; each report goes to
-the job's watchers as progress (`iteration`, `loss`). The same callback honours `stop`:
-when the job is cancelled it raises, which aborts the compiled run at the next report.
+the job's watchers as progress (`iteration`, `loss`). A second callback, before every
+step, aborts the compiled run when the job is cancelled or past the server's
+`max_training_seconds`, so the worker is free within a step.
 A model whose losses stayed finite is stored under the server's data directory
 (`pfode_models`), as the caller's, and its id returned with the weights; a diverged one
-is not stored. The server's `max_training_seconds` is checked at the same reports: a run
-past it stops there and fails RESOURCE_EXHAUSTED, storing nothing.
+is not stored. A run past `max_training_seconds` fails RESOURCE_EXHAUSTED, storing nothing.
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ def run(call: TrainCall, stop, progress=None):
     import jax
 
     from monge.solvers.pfode import DSMConfig, train_dsm
+    from monge.solvers.pfode_train import TrainingStopped
 
     if stop.is_set():
         return None, 0.0
@@ -148,11 +149,19 @@ def run(call: TrainCall, stop, progress=None):
             over_time.append(step)
             raise _Cancelled()
 
+    def should_stop():  # asked before every step, so a stop never waits for a report
+        return stop.is_set() or time.perf_counter() - started > call.max_seconds
+
     config = DSMConfig(steps=call.steps, batch_size=call.batch_size, learning_rate=call.learning_rate,
                        t_min=call.t_min, t_max=call.t_max, report_every=call.report_every)
     try:
         out = train_dsm(call.samples, call.architecture, PREDICTIONS[call.prediction](), call.schedule.build(),
-                        config, key=jax.random.key(call.seed), callback=report)
+                        config, key=jax.random.key(call.seed), callback=report, should_stop=should_stop)
+    except TrainingStopped as stopped:
+        if stop.is_set():
+            return None, time.perf_counter() - started
+        raise LimitExceeded(limits.training_over_time(stopped.steps, call.steps, time.perf_counter() - started,
+                                                      call.max_seconds)) from None
     except Exception:
         if stop.is_set():  # aborted by `report`
             return None, time.perf_counter() - started

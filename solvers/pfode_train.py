@@ -71,9 +71,12 @@ def train_dsm(
     key: jax.Array,
     init_weights: dict | None = None,
     callback: Callable[[int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> DSMOutput:
     """Train the built-in MLP on `samples` (n, dim); pure apart from `callback`, which
-    receives (step, mean loss of the last block) as host values."""
+    receives (step, mean loss of the last block) as host values, and `should_stop`,
+    asked before every step (a host callback from the compiled run): True aborts the
+    run, which raises `TrainingStopped` with the number of steps taken."""
     samples = jnp.asarray(samples)
     if samples.ndim != 2 or samples.shape[1] != architecture.dim or samples.shape[0] < 1:
         raise ValueError(f"samples must have shape (n, {architecture.dim}), got {samples.shape}")
@@ -98,20 +101,46 @@ def train_dsm(
     job = next(_JOB_IDS)
     if callback is not None:
         _CALLBACKS[job] = callback
+    if should_stop is not None:
+        _STOP_CHECKS[job] = should_stop
     try:
         out_weights, block_losses = _train(
             samples.astype(dtype), weights, schedule, prediction, key, hyper, jnp.int32(job),
             architecture=architecture, steps=config.steps, batch_size=config.batch_size,
             report_every=config.report_every, report=callback is not None,
+            interruptible=should_stop is not None,
         )
         jax.block_until_ready(block_losses)  # all callbacks have run
+    except Exception:
+        if job in _STOPPED_AT:  # our own abort, raised from the host callback
+            raise TrainingStopped(_STOPPED_AT[job]) from None
+        raise
     finally:
         _CALLBACKS.pop(job, None)
+        _STOP_CHECKS.pop(job, None)
+        _STOPPED_AT.pop(job, None)
     return DSMOutput(out_weights, block_losses, block_losses[-1])
 
 
+class TrainingStopped(Exception):
+    """`should_stop()` said True: training was aborted after `steps` steps."""
+
+    def __init__(self, steps: int):
+        super().__init__(f"training stopped after {steps} steps")
+        self.steps = steps
+
+
 _CALLBACKS: dict[int, Callable[[int, float], None]] = {}
+_STOP_CHECKS: dict[int, Callable[[], bool]] = {}
+_STOPPED_AT: dict[int, int] = {}
 _JOB_IDS = itertools.count()
+
+
+def _check_stop(job, step):
+    check = _STOP_CHECKS.get(int(job))
+    if check is not None and check():
+        _STOPPED_AT[int(job)] = int(step)
+        raise TrainingStopped(int(step))  # aborts the compiled run
 
 
 def _report(job, step, loss):
@@ -122,7 +151,7 @@ def _report(job, step, loss):
 
 @eqx.filter_jit
 def _train(samples, weights, schedule, prediction, key, hyper, job, *, architecture, steps, batch_size,
-           report_every, report):
+           report_every, report, interruptible=False):
     learning_rate, t_min, t_max = hyper
     # A floor on t keeps sigma > 0 (VE at t = 0 is fine, EDM at sigma = 0 is not).
     t_min = jnp.maximum(t_min, jnp.finfo(samples.dtype).eps)
@@ -143,6 +172,8 @@ def _train(samples, weights, schedule, prediction, key, hyper, job, *, architect
 
     def step(carry, i):
         w, opt_state, running = carry
+        if interruptible:
+            jax.debug.callback(_check_stop, job, i, ordered=True)
         loss, grads = jax.value_and_grad(loss_fn)(w, jax.random.fold_in(key, i))
         updates, opt_state = optimizer.update(grads, opt_state, w)
         w = optax.apply_updates(w, updates)

@@ -281,15 +281,15 @@ def test_training_stops_at_the_wall_time_limit_and_stores_nothing(small):
                                   learning_rate=5e-3, report_every=50, seed=0)
         with pytest.raises(ResourceExhaustedError) as caught:
             c.result(job, timeout=300)
-        assert "stopped after 50 of 150 steps" in caught.value.message
+        # Training asks before every step (not only at reports): past the limit before its
+        # first step, it never takes one.
+        assert "stopped after 0 of 150 steps" in caught.value.message
         assert "limit of 0.001 s (max_training_seconds)" in caught.value.message
         # ... and of tests/server/test_ruot_rpc.py's fit.
         x0 = 0.3 * np.random.default_rng(0).standard_normal((24, 2))
         job = c.ruot_fit([(0.0, x0, 100.0), (1.0, x0 + np.array([1.0, 0.5]), 150.0)], width=16, residual_blocks=0,
                          particles=24, steps=20, report_every=10, dt=0.25, learning_rate=1e-2, weight_decay=0.0,
                          seed=1)
-        # The fit asks before every step (not only at reports): past the limit before
-        # its first step, it never takes one.
         with pytest.raises(ResourceExhaustedError, match="stopped after 0 of 20 steps"):
             c.result(job, timeout=300)
         assert c.job(job).state == "succeeded" and c.job(job).failed_items == 1

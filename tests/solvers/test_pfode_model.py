@@ -104,6 +104,14 @@ def test_dsm_training_learns_a_gaussian(rng):
               DSMConfig(steps=600, batch_size=128, learning_rate=1e-3, report_every=200),
               key=jax.random.key(1), callback=lambda step, loss: other.append(step))
     assert other == [200, 400, 600] and pfode_train._train._cached._cache_size() == compiled
+    # `should_stop` is asked before every step: a stop does not wait for a report.
+    asked = []
+    with pytest.raises(pfode_train.TrainingStopped) as stopped:
+        train_dsm(data.astype(np.float32), arch, NoisePrediction(), VPSchedule(),
+                  DSMConfig(steps=600, batch_size=128, learning_rate=1e-3, report_every=200),
+                  key=jax.random.key(1), callback=lambda step, loss: other.append(step),
+                  should_stop=lambda: asked.append(1) or len(asked) > 37)
+    assert stopped.value.steps == 37 and other == [200, 400, 600]
     assert set(out.weights) == set(arch.weight_shapes())
     model = MLPModel(arch, out.weights, NoisePrediction())
     samples = np.asarray(sample(model, VPSchedule(), Heun(), num_samples=1000, key=jax.random.key(1), steps=15).samples)
