@@ -101,7 +101,7 @@ def make_config(spec, args):
                                               snapshot_jumps=args.snapshot_jumps == "on")
     if args.lr is not None:
         over["optimizer"] = dataclasses.replace(config.optimizer, learning_rate=args.lr)
-    for name in ("particles", "gamma_mass", "gamma_hjb", "gamma_action", "pretrain_fraction"):
+    for name in ("sigma", "particles", "gamma_mass", "gamma_hjb", "gamma_action", "pretrain_fraction"):
         if getattr(args, name) is not None:
             over[name] = getattr(args, name)
     return dataclasses.replace(config, **over)
@@ -172,6 +172,8 @@ def main():
     overrides = parser.add_argument_group("overrides of the (quick or full) settings")
     overrides.add_argument("--width", type=int, default=None)
     overrides.add_argument("--particles", type=int, default=None)
+    overrides.add_argument("--sigma", type=float, default=None,
+                           help="diffusion of the simulated particles (RuotConfig.sigma)")
     overrides.add_argument("--readout-scale", type=float, default=None,
                            help="initial read-out weight scale (NetworkConfig.readout_scale)")
     overrides.add_argument("--snapshot-jumps", choices=["on", "off"], default=None,
