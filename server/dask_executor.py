@@ -328,6 +328,9 @@ class DaskExecutor:
         except FutureCancelledError as error:  # not us: the cluster dropped it
             log.error("the Dask cluster cancelled call %s: %s", call.task_id, error)
             return None
+        except OSError as error:  # CommClosedError: the scheduler went away mid-wait
+            log.warning("call %s: lost the connection to the Dask cluster (%s)", call.task_id, error)
+            return None
         except distributed.KilledWorker as error:
             log.error("call %s: %s", call.task_id, error)
             return Outcome(code=13, message="the Dask workers running this call died too many times; "
