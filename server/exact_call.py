@@ -69,13 +69,15 @@ class ExactCall:
 # -- checks shared with sparsity_call ---------------------------------------------
 
 
-def check_equal_mass(a, b, errors: v.Violations, tolerance: float = LIMITS.mass_tolerance):
-    """Balanced solvers need equal total masses (uniform weights have mass 1)."""
+def check_equal_mass(a, b, errors: v.Violations, tolerance: float = LIMITS.mass_tolerance, *,
+                     remedy: str = ""):
+    """Balanced solvers need equal total masses (uniform weights have mass 1). `remedy`,
+    when the call has an unbalanced form, says how to ask for it."""
     total_a = float(a.sum()) if a is not None else 1.0
     total_b = float(b.sum()) if b is not None else 1.0
     if abs(total_a - total_b) > tolerance * max(total_a, total_b):
         errors.add("b", f"total mass {total_b!r} differs from a's {total_a!r}; this solver is "
-                        "balanced (both measures must have the same total mass)")
+                        "balanced (both measures must have the same total mass)" + remedy)
 
 
 def check_costs_finite(x, y, p: float, dtype, errors: v.Violations):

@@ -210,7 +210,7 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         # Balanced transport moves all of a onto all of b: unequal masses never converge.
         from monge.server.exact_call import check_equal_mass
 
-        check_equal_mass(a, b, errors)
+        check_equal_mass(a, b, errors, remedy="; set reg_m (KL marginal penalties) for unbalanced transport")
     if method == "sns" and reg_m is not None and not all(math.isinf(r) for r in reg_m):
         # monge.solvers.sns solves balanced problems only (hard marginal constraints).
         errors.add("method", "SINKHORN_METHOD_SNS solves balanced problems only; "
