@@ -47,6 +47,14 @@ def _set_arrays(request, **arrays) -> None:
             getattr(request, field).CopyFrom(encode(_as_float(value)))
 
 
+def _set_reg_m(request, reg_m) -> None:
+    """KL marginal penalties: one number for both sides or a (source, target) pair; None
+    leaves the request balanced."""
+    if reg_m is not None:
+        source, target = (reg_m, reg_m) if np.isscalar(reg_m) else reg_m
+        request.reg_m.source, request.reg_m.target = float(source), float(target)
+
+
 def _as_float(value) -> np.ndarray:
     array = np.asarray(value)
     return array if array.dtype in (np.float32, np.float64) else array.astype(np.float64)
@@ -81,9 +89,7 @@ def sinkhorn(
         return_barycentric_map=return_barycentric_map,
     )
     _set_arrays(request, x=x, y=y, a=a, b=b, cost_matrix=cost_matrix)
-    if reg_m is not None:
-        source, target = (reg_m, reg_m) if np.isscalar(reg_m) else reg_m
-        request.reg_m.source, request.reg_m.target = float(source), float(target)
+    _set_reg_m(request, reg_m)
     return request
 
 
@@ -122,9 +128,7 @@ def sinkhorn_divergence(
         cost=_choice("cost", cost, _COSTS), epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
     )
     _set_arrays(request, x=x, y=y, a=a, b=b)
-    if reg_m is not None:
-        source, target = (reg_m, reg_m) if np.isscalar(reg_m) else reg_m
-        request.reg_m.source, request.reg_m.target = float(source), float(target)
+    _set_reg_m(request, reg_m)
     return request
 
 
