@@ -223,31 +223,24 @@ def run(call: FitCall, stop, progress=None):
         return {"status": "cancelled", "steps": 0, "seconds": 0.0}
     from monge.solvers import ruot
 
-    over_time = []  # the step at which the wall-time limit stopped the fit
+    over_time = False  # whether the wall-time limit stopped the fit
 
     def report(step, losses):
         if progress is not None:
             progress(iteration=step, loss=losses["total"],
                      loss_terms={name: value for name, value in losses.items() if name != "total"})
-        if time.perf_counter() - started > call.max_seconds and step < call.config.steps and not stop.is_set():
-            over_time.append(step)
-            return False
-        return not stop.is_set()
 
     def should_stop():  # asked before every step, so a stop never waits for a report
+        nonlocal over_time
         if stop.is_set():
             return True
-        if time.perf_counter() - started > call.max_seconds:
-            over_time.append(-1)  # the step is known only once the block returns
-            return True
-        return False
+        over_time = time.perf_counter() - started > call.max_seconds
+        return over_time
 
     model = ruot.fit([(s.time, s.points, s.mass) for s in call.snapshots], call.config, progress=report,
                      should_stop=should_stop)
-    if over_time and over_time[0] < 0:
-        over_time[0] = model.settings.steps_trained
     if over_time:
-        raise LimitExceeded(limits.training_over_time(over_time[0], call.config.steps,
+        raise LimitExceeded(limits.training_over_time(model.settings.steps_trained, call.config.steps,
                                                       time.perf_counter() - started, call.max_seconds))
     arrays, settings = model.to_arrays(), model.settings_dict()
     status = model.settings.status

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from typing import Callable
 
 import equinox as eqx
@@ -134,6 +135,16 @@ _CALLBACKS: dict[int, Callable[[int, float], None]] = {}
 _STOP_CHECKS: dict[int, Callable[[], bool]] = {}
 _STOPPED_AT: dict[int, int] = {}
 _JOB_IDS = itertools.count()
+
+
+class _QuietStop(logging.Filter):
+    """JAX logs every exception a host callback raises; `_check_stop`'s is on purpose."""
+
+    def filter(self, record):
+        return not (record.exc_info and isinstance(record.exc_info[1], TrainingStopped))
+
+
+logging.getLogger("jax._src.debugging").addFilter(_QuietStop())
 
 
 def _check_stop(job, step):
