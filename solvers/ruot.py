@@ -192,10 +192,12 @@ def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_ste
 
     def step(carry, i):
         params, opt_state, running = carry
-        if static.interruptible:
-            # Once stopped, the rest of the block costs a callback per step, no training.
-            running = running & ~io_callback(
-                _stop_requested, jax.ShapeDtypeStruct((), jnp.bool_), token, ordered=True)
+        if not static.interruptible:
+            params, opt_state, terms = train(params, opt_state, i)
+            return (params, opt_state, running), (terms, running)
+        # Once stopped, the rest of the block costs a callback per step, no training.
+        running = running & ~io_callback(
+            _stop_requested, jax.ShapeDtypeStruct((), jnp.bool_), token, ordered=True)
         params, opt_state, terms = jax.lax.cond(
             running, train,
             lambda p, o, _: (p, o, jnp.zeros((len(LOSS_NAMES),), DTYPE)),
