@@ -244,10 +244,6 @@ def _damping(reg_m, epsilon):
     return jnp.where(jnp.isinf(reg_m), 1.0, reg_m / jnp.where(jnp.isinf(reg_m), 1.0, reg_m + epsilon))
 
 
-def _finite_or(value, fallback):
-    return jnp.where(jnp.isinf(fallback), value, fallback)
-
-
 def _marginal_target(weights, potential, tau):
     """What a marginal must equal at the optimum: w exp(-f / tau), or w if tau = inf."""
     safe_tau = jnp.where(jnp.isinf(tau), 1.0, tau)
