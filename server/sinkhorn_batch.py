@@ -157,7 +157,7 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
                 continue
             iterations[index] += int(output.iterations)
             outputs[index] = output
-            starts[index] = (output.f, output.g)
+            starts[index] = (output.f, output.g, output.omega)
             error = float(output.marginal_error)
             if improved(error, best[index]):
                 best[index], best_at[index] = error, iterations[index]

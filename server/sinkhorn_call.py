@@ -272,10 +272,11 @@ def run(call: SinkhornCall, stop, progress=None):
     original_shape = call.shape
     call = padded_to_bucket(call)
     dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
-    zeros = (np.zeros(call.shape[0], dtype), np.zeros(call.shape[1], dtype))
+    # A cold start as an explicit (f, g, omega): the first chunk then reuses the later
+    # chunks' program, and each chunk carries on with the over-relaxation factor so far.
+    zeros = (np.zeros(call.shape[0], dtype), np.zeros(call.shape[1], dtype), np.ones((), dtype))
 
     def solve_chunk(iterations, init):
-        # Always an explicit init: the first chunk then reuses the later chunks' program.
         return sinkhorn(
             call.x, call.y, call.a, call.b,
             cost_matrix=call.cost_matrix,
@@ -291,7 +292,7 @@ def run(call: SinkhornCall, stop, progress=None):
 
     started = time.perf_counter()
     output = run_in_chunks(
-        solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
+        solve_chunk, lambda out: (out.f, out.g, out.omega), max_iterations=call.max_iterations, stop=stop,
         progress=progress, grow=False, stall_patience=STALL_PATIENCE,
         stall_below=stall_ceiling(dtype, sum(1.0 if w is None else float(np.sum(w)) for w in (call.a, call.b))),
         first_chunk=chunk_for_size(call.shape[0] * call.shape[1] * (ONLINE_WORK if call.online else 1)),
@@ -390,7 +391,7 @@ def _run_sns(call: SinkhornCall, stop, progress):
 
     started = time.perf_counter()
     output = run_in_chunks(
-        solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
+        solve_chunk, lambda out: (out.f, out.g, out.omega), max_iterations=call.max_iterations, stop=stop,
         progress=progress, first_chunk=SNS_CHUNK, grow=False,
     )
     views = plan_views(output, call, *call.shape) if call.wants_views else {}

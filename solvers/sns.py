@@ -503,6 +503,7 @@ def _solve(problem: OTProblem, config: SNSConfig, init=None) -> SNSOutput:
         marginal_error=error,
         iterations=s.sinkhorn_iterations + s.newton_iterations,
         status=status,
+        omega=jnp.ones((), s.f.dtype),  # SNS's Sinkhorn sweeps are plain ones
         problem=problem,
         epsilon=epsilon,
         sinkhorn_iterations=s.sinkhorn_iterations,

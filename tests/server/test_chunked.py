@@ -75,13 +75,14 @@ def test_stall_is_detected_across_chunks():
 
 def test_slow_chunked_run_is_not_stalled():
     # The plateaus of a small-epsilon float64 run (see tests/solvers/test_sinkhorn_stall.py)
-    # span many chunks; the rule across chunks must not stop it either.
+    # span many chunks; the rule across chunks must not stop it either. Plain Sinkhorn,
+    # whose plateaus are the longest (over-relaxed, the run takes a few hundred iterations).
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 2)), rng.normal(size=(50, 2)) + 1.0
 
     def solve_chunk(iterations, init):
         return sinkhorn(x, y, epsilon=0.003, threshold=1e-4, max_iterations=iterations, init=init,
-                        method="kernel")
+                        method="kernel", overrelaxation="off")
 
     out = run_in_chunks(solve_chunk, lambda o: (o.f, o.g), max_iterations=20_000, stop=threading.Event(),
                         first_chunk=160, grow=False, stall_patience=200)

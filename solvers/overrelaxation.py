@@ -1,0 +1,76 @@
+"""Over-relaxed Sinkhorn: the factor omega and how it is estimated as the run goes.
+
+An over-relaxed update moves each potential past the plain Sinkhorn update,
+f <- (1 - omega) f + omega f_sinkhorn (in scaling form u <- u^(1 - omega) u_sinkhorn^omega),
+omega in [1, 2). Near the solution Sinkhorn is a block Gauss-Seidel iteration on the
+linearised optimality conditions, so Young's SOR theory applies (Thibault, Chizat,
+Dossal and Papadakis 2021; Lehmann, von Renesse, Sambale and Uschmajew 2021): if plain
+iterations contract the error by eta per iteration, omega* = 2 / (1 + sqrt(1 - eta))
+contracts it by omega* - 1, which takes the iteration count from about 1 / (1 - eta)
+to about 1 / sqrt(1 - eta). At small epsilon, where 1 - eta is small, that is many times
+fewer iterations (measured: 3,005 -> ~330 at n = 500, d = 2, epsilon 0.01 x mean cost).
+
+eta is not known in advance, so it is read off the error. Every `WINDOW` iterations
+the mean contraction lambda over the window is measured; under SOR with omega below
+omega*, the eigenvalue relation (lambda + omega - 1)^2 = lambda omega^2 eta gives eta
+from (lambda, omega). Early windows contract faster than the asymptotic rate, so the
+first estimates undershoot and omega rises over a few windows; it never falls (above
+omega* the rate is omega - 1, which a slight overshoot costs little, while undershooting
+costs a square root). Windows that do not contract (a precision floor, a transient)
+change nothing, and the first window of a run only sets the reference error.
+
+The state is two scalars carried by the engines' loops; a warm start may pass omega
+on (the server's chunks do), so the estimate survives a restart.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+WINDOW = 5  # iterations per estimate
+# eta is capped so that omega stays at most 2 / (1 + sqrt(1 - ETA_CAP)), about 1.96:
+# a factor too near 2 barely contracts and amplifies noise in the error.
+ETA_CAP = 0.998
+
+
+class Relaxation(NamedTuple):
+    omega: jnp.ndarray  # the factor in force, >= 1 (1: plain Sinkhorn)
+    anchor: jnp.ndarray  # the error at the last window boundary (inf: none yet)
+
+
+def start(omega, dtype) -> Relaxation:
+    """The state at the start of a run, from a warm-started omega (1 for none)."""
+    omega = jnp.clip(jnp.asarray(omega, dtype), 1.0, optimal_omega(ETA_CAP))
+    return Relaxation(omega, jnp.asarray(jnp.inf, dtype))
+
+
+def optimal_omega(eta):
+    return 2.0 / (1.0 + jnp.sqrt(1.0 - eta))
+
+
+def relax(old, plain, omega):
+    """The over-relaxed potential (log domain): exactly `plain` when omega = 1."""
+    return jnp.where(omega == 1.0, plain, old + omega * (plain - old))
+
+
+def relax_scaling(old, plain, omega):
+    """The over-relaxed scaling u^(1 - omega) plain^omega: exactly `plain` when omega = 1."""
+    return jnp.where(omega == 1.0, plain, old ** (1.0 - omega) * plain ** omega)
+
+
+def update(state: Relaxation, error, count, adaptive: bool) -> Relaxation:
+    """The state after an accepted iteration number `count` (1-based) with `error`."""
+    if not adaptive:
+        return state
+    boundary = (count % WINDOW) == 0
+    rate = (error / state.anchor) ** (1.0 / WINDOW)
+    omega = state.omega
+    informative = jnp.isfinite(rate) & (rate > omega - 1.0) & (rate < 1.0) & (rate > 0)
+    safe_rate = jnp.where(informative, rate, 0.5)
+    eta = jnp.minimum((safe_rate + omega - 1.0) ** 2 / (safe_rate * omega**2), ETA_CAP)
+    better = jnp.maximum(omega, optimal_omega(eta))
+    omega = jnp.where(boundary & informative, better, omega)
+    anchor = jnp.where(boundary & jnp.isfinite(error), error, state.anchor)
+    return Relaxation(omega.astype(state.omega.dtype), anchor.astype(state.anchor.dtype))
