@@ -391,7 +391,7 @@ def _run_sns(call: SinkhornCall, stop, progress):
 
     started = time.perf_counter()
     output = run_in_chunks(
-        solve_chunk, lambda out: (out.f, out.g, out.omega), max_iterations=call.max_iterations, stop=stop,
+        solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
         progress=progress, first_chunk=SNS_CHUNK, grow=False,
     )
     views = plan_views(output, call, *call.shape) if call.wants_views else {}
