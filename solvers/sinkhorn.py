@@ -323,7 +323,8 @@ def _kernel_engine(cost, p: _Problem, f0, g0, omega0, epsilon, threshold, max_it
     bound = _absorb_bound(cost.dtype)
     hi, lo = math.exp(bound), math.exp(-bound)
     dtype = cost.dtype
-    ceiling = stall_ceiling(dtype, jnp.sum(p.b))  # the error is the column residual
+    ceiling = stall_ceiling(dtype, jnp.sum(p.b))
+    noise = overrelaxation.noise_floor(dtype, jnp.sum(p.a) + jnp.sum(p.b))
 
     def stalled(st):
         return is_stalled(st.count, st.best_at, patience, st.best, ceiling) if patience else jnp.bool_(False)
@@ -373,7 +374,7 @@ def _kernel_engine(cost, p: _Problem, f0, g0, omega0, epsilon, threshold, max_it
             in_range = jnp.all((u < hi) & (u > lo)) & jnp.all((v < hi) & (v > lo))
             better = accept & improved(error, st.best)
             count = st.count + accept.astype(jnp.int32)
-            relaxation = overrelaxation.update(st.relaxation, error, count, adaptive)
+            relaxation = overrelaxation.update(st.relaxation, error, count, adaptive, noise)
             return _KernelState(
                 u=jnp.where(accept, u, st.u),
                 v=jnp.where(accept, v, st.v),
@@ -430,6 +431,7 @@ def _log_engine(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, thresh
                 patience, adaptive):
     inv_eps = 1.0 / epsilon
     damp_a, damp_b = _damping(p.tau_a, epsilon), _damping(p.tau_b, epsilon)
+    noise = overrelaxation.noise_floor(f0.dtype, jnp.sum(p.a) + jnp.sum(p.b))
 
     def step(state: _LogState) -> _LogState:
         omega = state.relaxation.omega
@@ -444,7 +446,7 @@ def _log_engine(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, thresh
                  + jnp.sum(jnp.abs(column - _marginal_target(p.b, state.g, p.tau_b))))
         g = overrelaxation.relax(state.g, -damp_b * epsilon * lse, omega)
         count = state.count + 1
-        return _LogState(f, g, error, count, overrelaxation.update(state.relaxation, error, count, adaptive))
+        return _LogState(f, g, error, count, overrelaxation.update(state.relaxation, error, count, adaptive, noise))
 
     dtype = f0.dtype
     init = _LogState(f0, g0, jnp.asarray(jnp.inf, dtype), jnp.int32(0), overrelaxation.start(omega0, dtype))

@@ -73,11 +73,38 @@ def test_factor_survives_a_warm_start():
 def test_estimate_from_a_plain_window():
     # A plain run contracting by 0.99 per iteration gives Young's optimal factor.
     state = overrelaxation.start(1.0, jnp.float64)
-    state = overrelaxation.update(state, jnp.float64(1.0), overrelaxation.WINDOW, True)
-    state = overrelaxation.update(state, jnp.float64(0.99 ** overrelaxation.WINDOW), 2 * overrelaxation.WINDOW, True)
+    state = overrelaxation.update(state, jnp.float64(1.0), overrelaxation.WINDOW, True, 0.0)
+    state = overrelaxation.update(state, jnp.float64(0.99 ** overrelaxation.WINDOW), 2 * overrelaxation.WINDOW, True, 0.0)
     np.testing.assert_allclose(float(state.omega), 2 / (1 + np.sqrt(1 - 0.99)), rtol=1e-9)
     # Mid-window iterations, a window that does not contract, and "off" change nothing.
-    assert float(overrelaxation.update(state, jnp.float64(1e-9), 2 * overrelaxation.WINDOW + 1, True).omega) == float(state.omega)
-    assert float(overrelaxation.update(state, jnp.float64(2.0), 3 * overrelaxation.WINDOW, True).omega) == float(state.omega)
+    assert float(overrelaxation.update(state, jnp.float64(1e-9), 2 * overrelaxation.WINDOW + 1, True, 0.0).omega) == float(state.omega)
+    assert float(overrelaxation.update(state, jnp.float64(2.0), 3 * overrelaxation.WINDOW, True, 0.0).omega) == float(state.omega)
     off = overrelaxation.start(1.0, jnp.float64)
-    assert float(overrelaxation.update(off, jnp.float64(1e-9), overrelaxation.WINDOW, False).omega) == 1.0
+    assert float(overrelaxation.update(off, jnp.float64(1e-9), overrelaxation.WINDOW, False, 0.0).omega) == 1.0
+
+
+def test_no_estimate_from_rounding_noise():
+    # An error at the precision floor wanders with a "rate" near 1; read as a slow
+    # contraction it would send omega to its cap and amplify the rounding.
+    floor = overrelaxation.noise_floor(jnp.float32, 2.0)
+    state = overrelaxation.start(1.0, jnp.float32)
+    state = overrelaxation.update(state, jnp.float32(floor / 2), overrelaxation.WINDOW, True, floor)
+    state = overrelaxation.update(state, jnp.float32(floor / 2.01), 2 * overrelaxation.WINDOW, True, floor)
+    assert float(state.omega) == 1.0
+
+
+def test_float32_floor_is_not_raised():
+    # float32, n = 600, epsilon 0.1 x mean cost: plain Sinkhorn bottoms out near an L1
+    # error of 1e-6; the over-relaxed run must bottom out in the same place (a factor
+    # learnt from rounding noise raised it ten-fold).
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(600, 2)).astype(np.float32), (rng.normal(size=(600, 2)) + 1.0).astype(np.float32)
+    problem = OTProblem.from_points(jnp.asarray(x), jnp.asarray(y))
+    cost = ((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1)
+    errors = {}
+    for mode in ("off", "adaptive"):
+        out = solve(problem, SinkhornConfig(epsilon=0.1 * cost.mean(), threshold=1e-30, max_iterations=200,
+                                            stall_patience=0, method="kernel", overrelaxation=mode))
+        plan = np.asarray(out.plan(), np.float64)
+        errors[mode] = np.abs(plan.sum(1) - 1 / 600).sum() + np.abs(plan.sum(0) - 1 / 600).sum()
+    assert errors["adaptive"] < 2 * errors["off"] + 1e-7, errors
