@@ -248,7 +248,10 @@ class SinkhornDivergence(AbstractReconstruction):
     squared Euclidean cost, e = RuotConfig.ot_epsilon x the data's total variance.
     At e = 0.01 the gene data's Sinkhorn needs ~1,800 iterations from a cold start
     (350-500 with 3 epsilon-scaling stages); stopped earlier, the value is a loose
-    lower bound."""
+    lower bound. Which term fits better depends on the data: on the gene data (2-D) this
+    one made every W1 worse than the energy distance, on EMT (10-D) it is what brings W1
+    from 0.27-0.30 to 0.24-0.26 (the energy distance there is weak on the shape that W1
+    scores), at about twice the time per step (benchmarks/RESULTS.md)."""
 
     name = "sinkhorn"
     max_iterations: int = 1000
