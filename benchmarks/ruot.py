@@ -54,6 +54,8 @@ DATASETS = {
                 # The Sinkhorn divergence, sigma 0.02 and width 128 at 400 steps: W1
                 # 0.251 / 0.256 / 0.247 (training seed 0) and 0.249 / 0.252 / 0.243 (seed 1)
                 # against 0.265 / 0.299 / 0.300 with the energy distance (RESULTS.md).
+                # Training seed 2 diverged early (HJB and action ran away, W1 0.51-0.72):
+                # check the log's hjb and action before trusting a number.
                 # sigma in data units: EMT's per-coordinate spread is 0.09-0.18.
                 quick_steps=400, quick_width=128, quick_sigma=0.02, quick_reconstruction="sinkhorn"),
 }
