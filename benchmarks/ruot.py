@@ -239,7 +239,7 @@ def main():
     overrides.add_argument("--gamma-action", type=float, default=None)
     overrides.add_argument("--pretrain-fraction", type=float, default=None)
     overrides.add_argument("--reconstruction", choices=sorted(RECONSTRUCTIONS), default=None,
-                           help="training reconstruction term (RuotConfig.reconstruction, default energy)")
+                           help="training reconstruction term (RuotConfig.reconstruction; quick EMT: sinkhorn, else energy)")
     overrides.add_argument("--ot-epsilon", type=float, default=None,
                            help="entropic weight of the sinkhorn reconstruction, x the data's total variance "
                                 "(RuotConfig.ot_epsilon)")
