@@ -108,3 +108,14 @@ def test_float32_floor_is_not_raised():
         plan = np.asarray(out.plan(), np.float64)
         errors[mode] = np.abs(plan.sum(1) - 1 / 600).sum() + np.abs(plan.sum(0) - 1 / 600).sum()
     assert errors["adaptive"] < 2 * errors["off"] + 1e-7, errors
+
+
+def test_factor_falls_back_at_the_floor():
+    # Under the noise floor, windows that no longer cut the error halve omega - 1; a
+    # window that still makes progress keeps it.
+    floor = 1e-3
+    state = overrelaxation.Relaxation(jnp.float64(1.9), jnp.float64(1e-4))
+    progressing = overrelaxation.update(state, jnp.float64(0.5e-4), overrelaxation.WINDOW, True, floor)
+    assert float(progressing.omega) == 1.9
+    stuck = overrelaxation.update(state, jnp.float64(0.95e-4), overrelaxation.WINDOW, True, floor)
+    np.testing.assert_allclose(float(stuck.omega), 1.45)
