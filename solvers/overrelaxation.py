@@ -8,15 +8,15 @@ Dossal and Papadakis 2021; Lehmann, von Renesse, Sambale and Uschmajew 2021): if
 iterations contract the error by eta per iteration, omega* = 2 / (1 + sqrt(1 - eta))
 contracts it by omega* - 1, which takes the iteration count from about 1 / (1 - eta)
 to about 1 / sqrt(1 - eta). At small epsilon, where 1 - eta is small, that is many times
-fewer iterations (measured: 3,005 -> ~330 at n = 500, d = 2, epsilon 0.01 x mean cost).
+fewer iterations (measured: 3,005 -> 416 at n = 500, d = 2, epsilon 0.01 x mean cost).
 
 eta is not known in advance, so it is read off the error. Every `WINDOW` iterations
 the mean contraction lambda over the window is measured; under SOR with omega below
 omega*, the eigenvalue relation (lambda + omega - 1)^2 = lambda omega^2 eta gives eta
 from (lambda, omega). Early windows contract faster than the asymptotic rate, so the
-first estimates undershoot and omega rises over a few windows; it never falls (above
-omega* the rate is omega - 1, which a slight overshoot costs little, while undershooting
-costs a square root). Windows that do not contract change nothing, and the first
+first estimates undershoot and omega rises over a few windows; an estimate never lowers
+it (above omega* the rate is omega - 1, which a slight overshoot costs little, while
+undershooting costs a square root); only the precision floor does (below). Windows that do not contract change nothing, and the first
 window of a run only sets the reference error.
 
 Near the precision floor the error is rounding noise, and its "rate" is close to 1:
