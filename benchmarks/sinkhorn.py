@@ -155,7 +155,7 @@ def _worker(spec: dict) -> dict:
             verdict = Status(int(out.status)).name.lower()  # e.g. "stalled"
             marginal = None
             if n * n <= MARGINAL_MAX_ELEMENTS:
-                marginal = _marginal_iteration_seconds(problem, eps, overrelaxation, jax, SinkhornConfig, solve)
+                marginal = _marginal_iteration_seconds(problem, eps, overrelaxation)
         else:
             from ott.geometry import geometry, pointcloud
             from ott.problems.linear import linear_problem
@@ -184,10 +184,14 @@ def _worker(spec: dict) -> dict:
                 verdict=verdict)
 
 
-def _marginal_iteration_seconds(problem, eps, overrelaxation, jax, SinkhornConfig, solve) -> float:
+def _marginal_iteration_seconds(problem, eps, overrelaxation) -> float:
     """Seconds per iteration without a solve's fixed costs (building the cost and kernel,
     the final diagnostics): the difference of two fixed-length runs, divided by the
     difference in iterations. The wall time above includes those costs."""
+    import jax
+
+    from monge.solvers.sinkhorn import SinkhornConfig, solve
+
     def seconds(iterations):
         config = SinkhornConfig(epsilon=eps, threshold=1e-300, max_iterations=iterations,
                                 stall_patience=0, overrelaxation=overrelaxation)

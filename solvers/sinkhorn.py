@@ -323,8 +323,10 @@ def _kernel_engine(cost, p: _Problem, f0, g0, omega0, epsilon, threshold, max_it
     bound = _absorb_bound(cost.dtype)
     hi, lo = math.exp(bound), math.exp(-bound)
     dtype = cost.dtype
-    ceiling = stall_ceiling(dtype, jnp.sum(p.b))
-    noise = overrelaxation.noise_floor(dtype, jnp.sum(p.a) + jnp.sum(p.b))
+    # The error sums both marginals' residuals, so its scale is both masses.
+    mass = jnp.sum(p.a) + jnp.sum(p.b)
+    ceiling = stall_ceiling(dtype, mass)
+    noise = overrelaxation.noise_floor(dtype, mass)
 
     def stalled(st):
         return is_stalled(st.count, st.best_at, patience, st.best, ceiling) if patience else jnp.bool_(False)
@@ -431,7 +433,8 @@ def _log_engine(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, thresh
                 patience, adaptive):
     inv_eps = 1.0 / epsilon
     damp_a, damp_b = _damping(p.tau_a, epsilon), _damping(p.tau_b, epsilon)
-    noise = overrelaxation.noise_floor(f0.dtype, jnp.sum(p.a) + jnp.sum(p.b))
+    mass = jnp.sum(p.a) + jnp.sum(p.b)  # the scale of the error, as in the kernel engine
+    noise = overrelaxation.noise_floor(f0.dtype, mass)
 
     def step(state: _LogState) -> _LogState:
         omega = state.relaxation.omega
@@ -453,7 +456,7 @@ def _log_engine(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, thresh
     loop = run_until_converged(
         step, lambda s: s.error, init,
         threshold=threshold, max_iterations=max_iterations, inner_iterations=inner,
-        stall_patience=patience, stall_below=stall_ceiling(dtype, jnp.sum(p.b)),
+        stall_patience=patience, stall_below=stall_ceiling(dtype, mass),
     )
     state = loop.state
     return state.f, state.g, loop.iterations, loop.status, state.relaxation.omega
