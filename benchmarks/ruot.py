@@ -29,8 +29,7 @@ from monge.solvers import ruot
 from monge.solvers.ruot import NetworkConfig, OptimizerConfig, RuotConfig
 
 # --reconstruction: the training's distance between particles and each snapshot (the
-# evaluation is always exact W1). The service picks the Sinkhorn divergence when a request
-# sets ot_epsilon; here the two are separate flags so that either can be varied alone.
+# evaluation is always exact W1), as the service's RUOTFitSettings.reconstruction.
 RECONSTRUCTIONS = {"energy": ruot.EnergyDistance, "sinkhorn": ruot.SinkhornDivergence}
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 from monge.client.cli_common import connection
-from monge.client.ruot import FIT_SETTINGS, GROWTH_PENALTIES, LAPLACIANS, RuotExport, RuotSnapshot
+from monge.client.ruot import FIT_SETTINGS, GROWTH_PENALTIES, LAPLACIANS, RECONSTRUCTIONS, RuotExport, RuotSnapshot
 
 _MODEL_ID = re.compile(r"[0-9a-f]{32}")
 PLOT_INSTALL_HINT = ("monge: `monge ruot plot` needs matplotlib, which is not installed; "
@@ -125,8 +125,8 @@ def _fit(args) -> int:
         snapshots = [RuotSnapshot(s.time, s.points, m) for s, m in zip(snapshots, args.masses)]
     settings = {name: getattr(args, name) for name in FIT_SETTINGS if getattr(args, name, None) is not None}
     with Client(args.target, timeout=args.timeout, **connection(args)) as client:
-        job = client.ruot_fit(snapshots, growth=args.growth, laplacian=args.laplacian, request_id=args.request_id,
-                              timeout=60.0, **settings)
+        job = client.ruot_fit(snapshots, growth=args.growth, laplacian=args.laplacian,
+                              reconstruction=args.reconstruction, request_id=args.request_id, timeout=60.0, **settings)
         sizes = ", ".join(str(len(s.points)) for s in snapshots)
         print(f"monge: job {job.job_id}: Var-RUOT fit of {len(snapshots)} snapshots "
               f"({snapshots[0].points.shape[1]}-D; {sizes} cells)", flush=True)
@@ -314,6 +314,9 @@ def register(commands, remote) -> None:
     fit.add_argument("--growth", default="quadratic", choices=sorted(GROWTH_PENALTIES),
                      help="growth penalty: quadratic (g^2/2), paper (|g|^(2/15)) or none")
     fit.add_argument("--laplacian", default="auto", choices=sorted(LAPLACIANS))
+    fit.add_argument("--reconstruction", choices=sorted(RECONSTRUCTIONS),
+                     help="distance to each snapshot: energy (default) or sinkhorn (the debiased Sinkhorn "
+                          "divergence at --ot-epsilon; default when --ot-epsilon is given)")
     for name in FIT_SETTINGS:
         kind = int if name in ("width", "residual_blocks", "steps", "report_every", "particles", "seed",
                                "laplacian_probes", "laplacian_max_exact_dim") else float

@@ -37,6 +37,10 @@ LAPLACIANS = {
     "exact": ruot_pb2.RUOT_LAPLACIAN_EXACT,
     "hutchinson": ruot_pb2.RUOT_LAPLACIAN_HUTCHINSON,
 }
+RECONSTRUCTIONS = {
+    "energy": ruot_pb2.RUOT_RECONSTRUCTION_ENERGY_DISTANCE,
+    "sinkhorn": ruot_pb2.RUOT_RECONSTRUCTION_SINKHORN_DIVERGENCE,
+}
 STATUSES = {
     "untrained": ruot_pb2.RUOT_TRAINING_STATUS_UNTRAINED,
     "completed": ruot_pb2.RUOT_TRAINING_STATUS_COMPLETED,
@@ -236,7 +240,7 @@ class RuotExport:
 
 
 def fit_request(snapshots: Sequence, *, growth: str = "quadratic", laplacian: str = "auto",
-                **settings) -> ruot_pb2.RUOTFitRequest:
+                reconstruction: str | None = None, **settings) -> ruot_pb2.RUOTFitRequest:
     """A RUOTFitRequest; settings left out (or None) take the server's defaults, which
     are the paper's for the chosen growth penalty. See `Client.ruot_fit`."""
     unknown = sorted(set(settings) - set(FIT_SETTINGS))
@@ -246,7 +250,11 @@ def fit_request(snapshots: Sequence, *, growth: str = "quadratic", laplacian: st
         raise ValueError(f"growth must be one of {sorted(GROWTH_PENALTIES)}, got {growth!r}")
     if laplacian not in LAPLACIANS:
         raise ValueError(f"laplacian must be one of {sorted(LAPLACIANS)}, got {laplacian!r}")
+    if reconstruction is not None and reconstruction not in RECONSTRUCTIONS:
+        raise ValueError(f"reconstruction must be one of {sorted(RECONSTRUCTIONS)}, got {reconstruction!r}")
     message = ruot_pb2.RUOTFitSettings(growth_penalty=GROWTH_PENALTIES[growth], laplacian=LAPLACIANS[laplacian])
+    if reconstruction is not None:
+        message.reconstruction = RECONSTRUCTIONS[reconstruction]
     for name, value in settings.items():
         if value is not None:
             setattr(message, name, value)

@@ -44,6 +44,11 @@ _GROWTHS = {
     ruot_pb2.RUOT_GROWTH_PENALTY_QUADRATIC: "quadratic",
     ruot_pb2.RUOT_GROWTH_PENALTY_PAPER: "paper",
 }
+_RECONSTRUCTIONS = {
+    ruot_pb2.RUOT_RECONSTRUCTION_UNSPECIFIED: None,  # energy, or Sinkhorn when ot_epsilon is given
+    ruot_pb2.RUOT_RECONSTRUCTION_ENERGY_DISTANCE: "energy",
+    ruot_pb2.RUOT_RECONSTRUCTION_SINKHORN_DIVERGENCE: "sinkhorn",
+}
 _LAPLACIANS = {
     ruot_pb2.RUOT_LAPLACIAN_UNSPECIFIED: "auto",
     ruot_pb2.RUOT_LAPLACIAN_AUTO: "auto",
@@ -148,6 +153,13 @@ def _settings(message: ruot_pb2.RUOTFitSettings, config: ServerConfig, errors: v
     with errors.check():
         given["laplacian"] = _LAPLACIANS[v.known_enum(message.laplacian, ruot_pb2.RUOTLaplacian,
                                                       "settings.laplacian")]
+    with errors.check():
+        chosen = _RECONSTRUCTIONS[v.known_enum(message.reconstruction, ruot_pb2.RUOTReconstruction,
+                                               "settings.reconstruction")]
+        given["reconstruction"] = chosen or ("sinkhorn" if "ot_epsilon" in given else "energy")
+    if "ot_epsilon" in given and given.get("reconstruction") == "energy":
+        errors.add("settings.ot_epsilon", "applies only to RUOT_RECONSTRUCTION_SINKHORN_DIVERGENCE (the energy "
+                                          "distance has no epsilon)")
     if "growth_linear_below" in given and given.get("growth") != "paper":
         errors.add("settings.growth_linear_below", "applies only to RUOT_GROWTH_PENALTY_PAPER")
     laplacian = given.get("laplacian")
@@ -160,9 +172,7 @@ def _settings(message: ruot_pb2.RUOTFitSettings, config: ServerConfig, errors: v
 
 def build_config(given: dict):
     """The solver's RuotConfig from checked settings (unset: the paper's defaults for the
-    growth penalty). ValueError if the solver refuses a combination. The reconstruction
-    is the solver's default (the energy distance) unless ot_epsilon is given, which
-    asks for the Sinkhorn divergence at that epsilon."""
+    growth penalty). ValueError if the solver refuses a combination."""
     from monge.solvers import ruot
 
     growth = {"none": ruot.NoGrowth(), "quadratic": ruot.QuadraticGrowth(),
@@ -183,7 +193,7 @@ def build_config(given: dict):
     )
     plain = ("sigma", "dt", "alpha", "gamma_hjb", "gamma_action", "gamma_mass", "ot_epsilon", "steps",
              "report_every", "particles", "seed")
-    reconstruction = ruot.SinkhornDivergence() if "ot_epsilon" in given else base.reconstruction
+    reconstruction = {"energy": ruot.EnergyDistance(), "sinkhorn": ruot.SinkhornDivergence()}[given["reconstruction"]]
     return dataclasses.replace(base, network=network, optimizer=optimizer, growth=growth, laplacian=laplacian,
                                reconstruction=reconstruction, **{name: given[name] for name in plain if name in given})
 

@@ -110,6 +110,16 @@ def test_refused_fit_is_one_line(server, tmp_path, capsys):
         "monge: INVALID_ARGUMENT: items[0].ruot_fit.snapshots: needs at least two snapshots, got 1"]
 
 
+def test_reconstruction_flag_reaches_the_server(server, tmp_path, capsys):
+    _write_csv(tmp_path / "two.csv", times=(0.0, 1.0))
+    code, _, err = _run(capsys, "ruot", "fit", tmp_path / "two.csv", "--target", server.target, *TINY,
+                        "--reconstruction", "energy", "--ot-epsilon", 0.02)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "monge: INVALID_ARGUMENT: items[0].ruot_fit.settings.ot_epsilon: applies only to "
+        "RUOT_RECONSTRUCTION_SINKHORN_DIVERGENCE (the energy distance has no epsilon)"]
+
+
 def test_jobs_get_shows_the_fit_and_saves_its_model(fitted, server, tmp_path, capsys):
     _, text, model_id, _ = fitted
     job_id = re.search(r"^monge: job ([0-9a-f]{32}):", text, re.M).group(1)

@@ -155,6 +155,12 @@ def _fit_field(snaps, **settings):
     return requests.ruot_fit(snaps, **{**TINY, **settings})
 
 
+def _unknown_reconstruction(snaps):
+    request = _fit_field(snaps)
+    request.settings.reconstruction = 7  # a number this server's enum does not have
+    return request
+
+
 def _points(n=5, d=2, value=0.0):
     return np.full((n, d), value)
 
@@ -175,6 +181,8 @@ def _points(n=5, d=2, value=0.0):
         (lambda: _fit_field(snapshots(), alpha=float("nan")), "settings.alpha"),
         (lambda: _fit_field(snapshots(), dt=1e-6), "settings.dt"),
         (lambda: _fit_field(snapshots(), growth_linear_below=0.2), "settings.growth_linear_below"),
+        (lambda: _fit_field(snapshots(), reconstruction="energy", ot_epsilon=0.02), "settings.ot_epsilon"),
+        (lambda: _unknown_reconstruction(snapshots()), "settings.reconstruction"),
         (lambda: _fit_field(snapshots(), particles=10**6), "settings.particles"),
     ],
 )
@@ -250,6 +258,10 @@ def test_unset_settings_take_the_papers_values_for_the_growth_penalty(tmp_path):
     assert quadratic.reconstruction == ruot.EnergyDistance()
     sinkhorn = parse(requests.ruot_fit(snapshots(), ot_epsilon=0.02), config).config
     assert sinkhorn.reconstruction == ruot.SinkhornDivergence() and sinkhorn.ot_epsilon == 0.02
+    # Or named, at the default epsilon; naming the energy distance is the default.
+    named = parse(requests.ruot_fit(snapshots(), reconstruction="sinkhorn"), config).config
+    assert named.reconstruction == ruot.SinkhornDivergence() and named.ot_epsilon == ruot.RuotConfig().ot_epsilon
+    assert parse(requests.ruot_fit(snapshots(), reconstruction="energy"), config).config == quadratic
 
 
 def test_loss_terms_survive_the_trip_from_a_dask_worker():

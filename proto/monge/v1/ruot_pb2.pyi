@@ -16,6 +16,12 @@ class RUOTGrowthPenalty(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUOT_GROWTH_PENALTY_QUADRATIC: _ClassVar[RUOTGrowthPenalty]
     RUOT_GROWTH_PENALTY_PAPER: _ClassVar[RUOTGrowthPenalty]
 
+class RUOTReconstruction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUOT_RECONSTRUCTION_UNSPECIFIED: _ClassVar[RUOTReconstruction]
+    RUOT_RECONSTRUCTION_ENERGY_DISTANCE: _ClassVar[RUOTReconstruction]
+    RUOT_RECONSTRUCTION_SINKHORN_DIVERGENCE: _ClassVar[RUOTReconstruction]
+
 class RUOTLaplacian(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RUOT_LAPLACIAN_UNSPECIFIED: _ClassVar[RUOTLaplacian]
@@ -34,6 +40,9 @@ RUOT_GROWTH_PENALTY_UNSPECIFIED: RUOTGrowthPenalty
 RUOT_GROWTH_PENALTY_NONE: RUOTGrowthPenalty
 RUOT_GROWTH_PENALTY_QUADRATIC: RUOTGrowthPenalty
 RUOT_GROWTH_PENALTY_PAPER: RUOTGrowthPenalty
+RUOT_RECONSTRUCTION_UNSPECIFIED: RUOTReconstruction
+RUOT_RECONSTRUCTION_ENERGY_DISTANCE: RUOTReconstruction
+RUOT_RECONSTRUCTION_SINKHORN_DIVERGENCE: RUOTReconstruction
 RUOT_LAPLACIAN_UNSPECIFIED: RUOTLaplacian
 RUOT_LAPLACIAN_AUTO: RUOTLaplacian
 RUOT_LAPLACIAN_EXACT: RUOTLaplacian
@@ -55,7 +64,7 @@ class RUOTSnapshot(_message.Message):
     def __init__(self, time: _Optional[float] = ..., points: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., mass: _Optional[float] = ...) -> None: ...
 
 class RUOTFitSettings(_message.Message):
-    __slots__ = ("growth_penalty", "growth_linear_below", "alpha", "sigma", "dt", "gamma_hjb", "gamma_action", "gamma_mass", "ot_epsilon", "width", "residual_blocks", "steps", "report_every", "particles", "learning_rate", "weight_decay", "clip_norm", "seed", "laplacian", "laplacian_probes", "laplacian_max_exact_dim")
+    __slots__ = ("growth_penalty", "growth_linear_below", "alpha", "sigma", "dt", "gamma_hjb", "gamma_action", "gamma_mass", "ot_epsilon", "width", "residual_blocks", "steps", "report_every", "particles", "learning_rate", "weight_decay", "clip_norm", "seed", "laplacian", "laplacian_probes", "laplacian_max_exact_dim", "reconstruction")
     GROWTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
     GROWTH_LINEAR_BELOW_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +86,7 @@ class RUOTFitSettings(_message.Message):
     LAPLACIAN_FIELD_NUMBER: _ClassVar[int]
     LAPLACIAN_PROBES_FIELD_NUMBER: _ClassVar[int]
     LAPLACIAN_MAX_EXACT_DIM_FIELD_NUMBER: _ClassVar[int]
+    RECONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     growth_penalty: RUOTGrowthPenalty
     growth_linear_below: float
     alpha: float
@@ -98,7 +108,8 @@ class RUOTFitSettings(_message.Message):
     laplacian: RUOTLaplacian
     laplacian_probes: int
     laplacian_max_exact_dim: int
-    def __init__(self, growth_penalty: _Optional[_Union[RUOTGrowthPenalty, str]] = ..., growth_linear_below: _Optional[float] = ..., alpha: _Optional[float] = ..., sigma: _Optional[float] = ..., dt: _Optional[float] = ..., gamma_hjb: _Optional[float] = ..., gamma_action: _Optional[float] = ..., gamma_mass: _Optional[float] = ..., ot_epsilon: _Optional[float] = ..., width: _Optional[int] = ..., residual_blocks: _Optional[int] = ..., steps: _Optional[int] = ..., report_every: _Optional[int] = ..., particles: _Optional[int] = ..., learning_rate: _Optional[float] = ..., weight_decay: _Optional[float] = ..., clip_norm: _Optional[float] = ..., seed: _Optional[int] = ..., laplacian: _Optional[_Union[RUOTLaplacian, str]] = ..., laplacian_probes: _Optional[int] = ..., laplacian_max_exact_dim: _Optional[int] = ...) -> None: ...
+    reconstruction: RUOTReconstruction
+    def __init__(self, growth_penalty: _Optional[_Union[RUOTGrowthPenalty, str]] = ..., growth_linear_below: _Optional[float] = ..., alpha: _Optional[float] = ..., sigma: _Optional[float] = ..., dt: _Optional[float] = ..., gamma_hjb: _Optional[float] = ..., gamma_action: _Optional[float] = ..., gamma_mass: _Optional[float] = ..., ot_epsilon: _Optional[float] = ..., width: _Optional[int] = ..., residual_blocks: _Optional[int] = ..., steps: _Optional[int] = ..., report_every: _Optional[int] = ..., particles: _Optional[int] = ..., learning_rate: _Optional[float] = ..., weight_decay: _Optional[float] = ..., clip_norm: _Optional[float] = ..., seed: _Optional[int] = ..., laplacian: _Optional[_Union[RUOTLaplacian, str]] = ..., laplacian_probes: _Optional[int] = ..., laplacian_max_exact_dim: _Optional[int] = ..., reconstruction: _Optional[_Union[RUOTReconstruction, str]] = ...) -> None: ...
 
 class RUOTFitRequest(_message.Message):
     __slots__ = ("snapshots", "settings")
