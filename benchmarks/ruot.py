@@ -27,10 +27,9 @@ import ot
 
 from monge.solvers import ruot
 from monge.solvers.ruot import NetworkConfig, OptimizerConfig, RuotConfig
-
-# --reconstruction: the training's distance between particles and each snapshot (the
-# evaluation is always exact W1), as the service's RUOTFitSettings.reconstruction.
-RECONSTRUCTIONS = {"energy": ruot.EnergyDistance, "sinkhorn": ruot.SinkhornDivergence}
+# --reconstruction (these names): the training's distance between particles and each
+# snapshot (the evaluation is always exact W1), as the service's RUOTFitSettings.reconstruction.
+from monge.solvers.ruot_config import RECONSTRUCTIONS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ruot"

@@ -97,6 +97,12 @@ def _plan_stats(plan, x, y):
 # Worker: one solver on one problem, a JSON line on stdout.
 
 
+def _seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
 def _settled(wall: float, again) -> float:
     """The wall time of a run, or for a short one the median over repeats; `again()`
     repeats the same run and returns its seconds."""
@@ -161,17 +167,12 @@ def _worker(spec: dict) -> dict:
                 jax.block_until_ready(out)
                 return out
 
-            def timed():
-                start = time.perf_counter()
-                run(threshold)
-                return time.perf_counter() - start
-
             start = time.perf_counter()
             run(1e30)  # same program (the threshold is traced), stops after one block
             first = time.perf_counter() - start
             start = time.perf_counter()
             out = run(threshold)
-            wall = _settled(time.perf_counter() - start, timed)
+            wall = _settled(time.perf_counter() - start, lambda: _seconds(lambda: run(threshold)))
             plan, iterations = out.plan(), int(out.iterations)
             converged = bool(out.converged)
             verdict = Status(int(out.status)).name.lower()  # e.g. "stalled"
@@ -194,15 +195,11 @@ def _worker(spec: dict) -> dict:
             start = time.perf_counter()
             jax.block_until_ready(solve_ott(problem))  # ott's threshold is static: a full run
             first = time.perf_counter() - start
-            def timed():
-                start = time.perf_counter()
-                jax.block_until_ready(solve_ott(problem))
-                return time.perf_counter() - start
-
             start = time.perf_counter()
             out = solve_ott(problem)
             jax.block_until_ready(out)
-            wall = _settled(time.perf_counter() - start, timed)
+            wall = _settled(time.perf_counter() - start,
+                            lambda: _seconds(lambda: jax.block_until_ready(solve_ott(problem))))
             plan, iterations = out.matrix, int(out.n_iters)
             converged = bool(out.converged)
     err, cost = _plan_stats(plan, x, y)

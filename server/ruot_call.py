@@ -174,6 +174,7 @@ def build_config(given: dict):
     """The solver's RuotConfig from checked settings (unset: the paper's defaults for the
     growth penalty). ValueError if the solver refuses a combination."""
     from monge.solvers import ruot
+    from monge.solvers.ruot_config import RECONSTRUCTIONS
 
     growth = {"none": ruot.NoGrowth(), "quadratic": ruot.QuadraticGrowth(),
               "paper": ruot.PaperGrowth(**({"linear_below": given["growth_linear_below"]}
@@ -193,7 +194,7 @@ def build_config(given: dict):
     )
     plain = ("sigma", "dt", "alpha", "gamma_hjb", "gamma_action", "gamma_mass", "ot_epsilon", "steps",
              "report_every", "particles", "seed")
-    reconstruction = {"energy": ruot.EnergyDistance(), "sinkhorn": ruot.SinkhornDivergence()}[given["reconstruction"]]
+    reconstruction = RECONSTRUCTIONS[given["reconstruction"]]()
     return dataclasses.replace(base, network=network, optimizer=optimizer, growth=growth, laplacian=laplacian,
                                reconstruction=reconstruction, **{name: given[name] for name in plain if name in given})
 
