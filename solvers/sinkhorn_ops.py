@@ -121,6 +121,46 @@ class CostAccess:
         return per_row, total
 
 
+# XLA on CPU sums a column of a row-major matrix in one sequential pass, and n float32
+# terms summed that way carry a relative error that grows like sqrt(n) machine epsilons:
+# measured 1.1e-6 at n = 8000, enough to hold Sinkhorn's L1 marginal error above a 1e-6
+# threshold. Summing blocks of ROW_BLOCK rows first, then the blocks, keeps it near 5e-8,
+# and on a kernel padded once to whole blocks it is also faster than the one-pass
+# product (measured on 2 CPU cores, float32 and float64, n = 500 to 8000).
+ROW_BLOCK = 128
+
+
+def row_blocks(n: int) -> int:
+    """The number of ROW_BLOCK-row blocks that hold n rows."""
+    return -(-n // ROW_BLOCK)
+
+
+def block_rows(matrix: jax.Array) -> jax.Array:
+    """An (n, m) matrix as (blocks, ROW_BLOCK, m), padded with zero rows."""
+    n, m = matrix.shape
+    blocks = row_blocks(n)
+    return jnp.pad(matrix, ((0, blocks * ROW_BLOCK - n), (0, 0))).reshape(blocks, ROW_BLOCK, m)
+
+
+def blocked_matvec(blocked: jax.Array, v: jax.Array, n: int) -> jax.Array:
+    """K v for K given by `block_rows` with n real rows."""
+    return (blocked.reshape(-1, blocked.shape[-1]) @ v)[:n]
+
+
+def blocked_vecmat(w: jax.Array, blocked: jax.Array) -> jax.Array:
+    """w^T K for K given by `block_rows`: each block's rows summed first."""
+    blocks = blocked.shape[0]
+    w = jnp.pad(w, (0, blocks * ROW_BLOCK - w.shape[0])).reshape(blocks, ROW_BLOCK)
+    return jnp.einsum("ki,kij->kj", w, blocked).sum(axis=0)
+
+
+def column_sums(matrix: jax.Array) -> jax.Array:
+    """Sums over the rows (axis 0), a block of rows at a time (see ROW_BLOCK)."""
+    if matrix.shape[0] <= ROW_BLOCK:
+        return matrix.sum(axis=0)
+    return block_rows(matrix).sum(axis=1).sum(axis=0)
+
+
 def _log(w):
     return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
 
@@ -139,7 +179,7 @@ def plan_sums(access: CostAccess, a, b, f, g, epsilon):
     def block(c, a_i, f_i, _x):
         z = jnp.minimum((f_i[:, None] + g[None, :] - c) * inv_eps, clip)
         p = a_i[:, None] * b[None, :] * jnp.exp(z)
-        return p.sum(axis=1), (p.sum(axis=0), (p * c).sum())
+        return p.sum(axis=1), (column_sums(p), (p * c).sum(axis=1).sum())
 
     rows, (cols, cost) = access.map_rows(block, a, f)
     return rows, cols, cost
