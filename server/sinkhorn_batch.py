@@ -189,12 +189,6 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
 def _padded_to(output, n: int, m: int):
     """The output on its problem padded back to the batch's bucket, so that its plan
     views run the bucket's compiled programs rather than one per size."""
-    import dataclasses
-
     from monge.solvers.sinkhorn import pad_problem
 
-    n0, m0 = output.problem.shape
-    return dataclasses.replace(
-        output, problem=pad_problem(output.problem, n, m),
-        f=np.pad(np.asarray(output.f), (0, n - n0)), g=np.pad(np.asarray(output.g), (0, m - m0)),
-    )
+    return output.resized(n, m, pad_problem(output.problem, n, m))

@@ -149,11 +149,16 @@ def _diagonal(f, g, theta):
 implicit_potentials.defvjp(_forward, _backward)
 
 
+def gauge_shift(f, g, a, b, tau_a, tau_b):
+    """The c that `fix_gauge` adds to f and subtracts from g (0 when unbalanced)."""
+    balanced = jnp.isinf(tau_a) & jnp.isinf(tau_b)
+    shift = (jnp.dot(b, g) - jnp.dot(a, f)) / (jnp.sum(a) + jnp.sum(b))
+    return jnp.where(balanced, shift, 0.0)
+
+
 def fix_gauge(f, g, a, b, tau_a, tau_b):
     """Balanced problems: the representative (f + c, g - c) with <a, f> = <b, g>, the
     same whichever representative comes in (so its derivative ignores the gauge).
     Unbalanced problems have no gauge and pass through."""
-    balanced = jnp.isinf(tau_a) & jnp.isinf(tau_b)
-    shift = (jnp.dot(b, g) - jnp.dot(a, f)) / (jnp.sum(a) + jnp.sum(b))
-    shift = jnp.where(balanced, shift, 0.0)
+    shift = gauge_shift(f, g, a, b, tau_a, tau_b)
     return f + shift, g - shift

@@ -28,21 +28,47 @@ def test_blocked_sums_over_many_rows_keep_float32_accuracy():
     assert _relative(product, exact @ np.asarray(v, np.float64)) < 2e-7
 
 
-def test_float32_reaches_the_threshold_at_n_3000():
-    # Before column sums were blocked, this run reported "converged" from its in-loop
-    # error while its plan's L1 marginal error, recomputed in float64, was 2.1e-6.
-    rng = np.random.default_rng(0)
-    n = 3000
+def _clouds(n, seed=0):
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 2)).astype(np.float32)
     y = (rng.normal(size=(n, 2)) + 1.0).astype(np.float32)
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     cost = np.maximum((x64**2).sum(1)[:, None] + (y64**2).sum(1)[None, :] - 2.0 * x64 @ y64.T, 0.0)
-    epsilon = 0.1 * cost.mean()
-    out = solve(OTProblem.from_points(jnp.asarray(x), jnp.asarray(y)),
-                SinkhornConfig(epsilon=epsilon, threshold=1e-6, method="kernel"))
+    return OTProblem.from_points(jnp.asarray(x), jnp.asarray(y)), cost
+
+
+def _l1(plan):
+    plan = np.asarray(plan, np.float64)
+    n, m = plan.shape
+    return np.abs(plan.sum(1) - 1 / n).sum() + np.abs(plan.sum(0) - 1 / m).sum()
+
+
+def test_float32_reaches_the_threshold_at_n_3000():
+    # Before column sums were blocked, this run reported "converged" from its in-loop
+    # error while its plan's L1 marginal error, recomputed in float64, was 2.1e-6.
+    problem, cost = _clouds(3000)
+    out = solve(problem, SinkhornConfig(epsilon=0.1 * cost.mean(), threshold=1e-6, method="kernel"))
     assert bool(out.converged), out.message
     assert float(out.marginal_error) <= 1e-6
-    f, g = np.asarray(out.f, np.float64), np.asarray(out.g, np.float64)
-    plan = np.exp((f[:, None] + g[None, :] - cost) / epsilon) / n**2
-    error = np.abs(plan.sum(1) - 1 / n).sum() + np.abs(plan.sum(0) - 1 / n).sum()
-    assert error <= 1e-6, error
+    assert _l1(out.plan()) <= 1e-6
+
+
+def test_float32_views_keep_the_marginals_at_small_epsilon():
+    # At epsilon 0.01 x mean cost a float32 plan rebuilt from the rounded potentials
+    # (f, g) is off by |f| / epsilon ulps per entry: L1 4e-6 here. The views use the
+    # scaled form the iterations kept, so they have the marginals the solve reports.
+    problem, cost = _clouds(2000)
+    epsilon = 0.01 * cost.mean()
+    out = solve(problem, SinkhornConfig(epsilon=epsilon, threshold=1e-6, method="kernel"))
+    assert bool(out.converged), out.message
+    plan = np.asarray(out.plan(), np.float64)
+    assert _l1(plan) <= 1e-6
+    assert abs(_l1(plan) - float(out.marginal_error)) <= 2e-7
+
+    scaled = out.scaled
+    np.testing.assert_allclose(out.f, scaled.f_base + epsilon * jnp.log(scaled.u), rtol=1e-6, atol=1e-5)
+    rows, cols, values = (np.asarray(v) for v in out.plan_topk(2000))
+    np.testing.assert_allclose(values, plan[rows, cols], rtol=1e-5, atol=1e-12)
+    y = np.asarray(problem.geometry.y, np.float64)
+    expected = (plan @ y) / plan.sum(1)[:, None]
+    np.testing.assert_allclose(out.barycentric_map(), expected, rtol=1e-4, atol=1e-5)
