@@ -5,7 +5,6 @@ Sizes are tiny and shared between tests so that each solver program compiles onc
 the worker (and once here, for the in-process comparisons).
 """
 
-import concurrent.futures
 import math
 import pathlib
 import shutil
@@ -144,7 +143,7 @@ def test_log_likelihood_of_samples(client):
 # -- training ----------------------------------------------------------------------------
 
 
-def test_dsm_training_job_stores_a_model_that_samples(client, server):
+def test_dsm_training_job_stores_a_model_that_samples(client, server, stub):
     rng = np.random.default_rng(0)
     data = rng.normal(size=(256, 2)) * np.array([0.5, 0.3]) + np.array([2.0, -1.0])
     job = client.train_score_model(data.astype(np.float32), hidden=(16, 16), time_embedding_dim=4, steps=150,
@@ -171,24 +170,32 @@ def test_dsm_training_job_stores_a_model_that_samples(client, server):
 
     # A job item whose model disappears after the item was checked but before a worker
     # loads it (here: removed while the one worker is busy) fails alone with NOT_FOUND
-    # naming the item's field, as the check itself would have said.
-    busy = rng.normal(size=(1500, 2))
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        occupied = pool.submit(client.sinkhorn, busy, busy + 1.0, epsilon=1e-3, threshold=1e-12,
-                               max_iterations=800, timeout=120)
+    # naming the item's field, as the check itself would have said. The worker is held
+    # by a Sinkhorn call that would run for many minutes (the shape and settings of
+    # test_faults.py's long call) and is cancelled once the model is gone, so the test
+    # waits for no solve and the worker is surely busy until then.
+    busy = np.random.default_rng(0).normal(size=(400, 2))
+    occupied = stub.Sinkhorn.future(requests.sinkhorn(busy, busy + 1.0, epsilon=1e-4, threshold=1e-14,
+                                                      max_iterations=1_000_000), timeout=120)
+    try:
         while not client.info().workers[0].busy:
+            assert not occupied.done(), occupied.exception()
             time.sleep(0.01)
-        job = client.submit([requests.sample_probability_flow(trained.model_id, num_samples=8, steps=2),
-                             requests.sample_probability_flow(trained.upload(), num_samples=8, steps=2)])
+        # The sizes of the calls above, whose program the worker has compiled.
+        job = client.submit([requests.sample_probability_flow(trained.model_id, num_samples=64, steps=5, seed=1),
+                             requests.sample_probability_flow(trained.upload(), num_samples=64, steps=5, seed=1)])
         while client.job(job).state != "running":
             time.sleep(0.01)
         time.sleep(0.3)  # the items are checked as the job starts
         shutil.rmtree(pathlib.Path(server.config.data_dir) / "models" / trained.model_id)
-        occupied.result()
+        assert client.info().workers[0].busy and not occupied.done()  # the items have not been loaded yet
+    finally:
+        occupied.cancel()  # the server stops the solve at its next chunk
     gone, uploaded_item = client.wait(job, timeout=60).results
     assert isinstance(gone.error, NotFoundError)
     assert str(gone.error).startswith("NOT_FOUND: items[0].sample_probability_flow.model.trained_model_id: ")
     assert uploaded_item.ok
+    np.testing.assert_array_equal(uploaded_item.value.samples, by_id.samples)
 
 
 def test_cancelling_training_frees_the_worker(client):
