@@ -1,7 +1,8 @@
 """Faults, with real processes: deadlines, clients that vanish, a server killed mid-job.
 
-A killed pool worker is covered in test_jobs.py (`test_killed_worker_does_not_lose_the_job`)
-and a plain restart in test_jobs_restart.py; here the rest of the issue's list.
+A killed pool worker is covered in test_jobs.py (`test_killed_worker_does_not_lose_the_job`);
+here the rest of the issue's list. The server killed mid-job is one test with two server
+processes, which also covers what a plain restart must keep (results, request ids).
 """
 
 import os
@@ -214,7 +215,7 @@ def test_kill_9_mid_job_then_restart_on_the_same_data_dir(tmp_path):
         with Client(target, timeout=120) as c:
             finished = c.submit(quick)
             finished_cost = c.result(finished).cost
-            interrupted = c.submit(slow)
+            interrupted = c.submit(slow, request_id="slow")
             waiting = c.submit(quick, request_id="behind-the-slow-one")
             _wait_until(lambda: c.job(interrupted).progress["iteration"] > 0, timeout=60)
             assert c.job(waiting).state == "queued"  # one worker: it waits its turn
@@ -231,6 +232,8 @@ def test_kill_9_mid_job_then_restart_on_the_same_data_dir(tmp_path):
             kept = c.job(finished, include_results=True)
             assert kept.state == "succeeded" and kept.attempts == 1
             assert kept.results[0].value.cost == finished_cost
+            # Submitting again with the same request id is still the same job.
+            assert c.submit(slow, request_id="slow").job_id == interrupted.job_id
             rerun = c.wait(interrupted, timeout=120)
             assert rerun.state == "succeeded", rerun
             assert rerun.attempts == 2  # interrupted once, then run to the end once
@@ -246,3 +249,4 @@ def test_kill_9_mid_job_then_restart_on_the_same_data_dir(tmp_path):
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         states = dict(db.execute("SELECT job_id, state FROM jobs").fetchall())
     assert set(states.values()) == {"succeeded"} and len(states) == 3
+    assert "re-queued after a restart" in log_path.read_text()
