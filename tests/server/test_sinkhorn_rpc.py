@@ -77,13 +77,15 @@ def test_not_converged_is_a_result_not_an_error(client, rng):
 
 
 def test_hundred_megabyte_request(client, rng):
-    # Two points in a very high dimension: the payload is large, the solve is trivial.
-    d = 6_600_000
-    x = rng.normal(size=(2, d)).astype(np.float64) / np.sqrt(d)
+    # Sixteen points in a very high dimension: the payload is large, the solve is trivial.
+    # Sixteen is the smallest size bucket: fewer points would be padded with zero-weight
+    # points of the same dimension (two points: 16 x 6.6 million, 845 MB, on the worker).
+    d = 412_500
+    x = rng.normal(size=(16, d)).astype(np.float64) / np.sqrt(d)
     y = x[::-1].copy()
     assert x.nbytes + y.nbytes > 100e6
     r = client.sinkhorn(x, y, epsilon=1.0, threshold=1e-9)
-    reference = ot.sinkhorn2(np.full(2, 0.5), np.full(2, 0.5), ot.dist(x, y), 1.0, stopThr=1e-12)
+    reference = ot.sinkhorn2(np.full(16, 1 / 16), np.full(16, 1 / 16), ot.dist(x, y), 1.0, stopThr=1e-12)
     assert r.cost == pytest.approx(reference, rel=1e-6)
 
 
