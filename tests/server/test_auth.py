@@ -115,8 +115,11 @@ def test_per_owner_limit_of_unfinished_jobs(authed):
 
 @pytest.fixture(scope="module")
 def alices_models(authed):
-    """A score model and a Var-RUOT model that alice trained (the shapes of
-    test_pfode_rpc.py's and test_ruot_rpc.py's, whose programs are compiled once)."""
+    """A score model and a Var-RUOT model that alice trained through the server: what
+    stores a model as its job's owner is the training path. Most of this fixture's time
+    is this server's worker compiling the two trainers; a smaller network or fewer steps
+    would not help, and the trainers' host callbacks keep them out of the shared
+    persistent compilation cache, so every server compiles them again."""
     rng = np.random.default_rng(0)
     data = (rng.normal(size=(256, 2)) * np.array([0.5, 0.3]) + np.array([2.0, -1.0])).astype(np.float32)
     x0 = 0.3 * rng.standard_normal((24, 2))
