@@ -31,6 +31,14 @@ each window that cuts the error by less than `STUCK_RATIO`: at the floor a large
 only amplifies rounding (measured: float32, n = 2000, d = 64, epsilon 0.01 x mean cost,
 omega 1.9 left the L1 error at 1.3e-5 where plain Sinkhorn reaches 4.7e-6).
 
+Far from the solution none of this holds: at tiny epsilon (measured: 400 points,
+epsilon 1e-4, mean cost 6) early windows contract, omega rises to 1.9, and the next
+iterations overshoot without bound (the error grew to 1e152 within 60 iterations, then
+NaN). So any iteration whose error grows more than tenfold (`GROWTH`; the transients of
+a sound over-relaxed run stay under it, doubling is not rare), above the noise floor,
+drops omega back to 1: a plain update does not depend on the old potential, so one of
+them undoes the overshoot, and later windows may raise omega again.
+
 The state is two scalars carried by the engines' loops; a warm start may pass omega
 on (the server's chunks do), so the estimate survives a restart.
 """
@@ -47,6 +55,7 @@ STUCK_RATIO = 0.9  # under the noise floor, a window whose error falls by less t
 # eta is capped so that omega stays at most 2 / (1 + sqrt(1 - ETA_CAP)), about 1.96:
 # a factor too near 2 barely contracts and amplifies noise in the error.
 ETA_CAP = 0.998
+GROWTH = 10.0  # an iteration whose error grows by more than this factor resets omega to 1
 
 
 class Relaxation(NamedTuple):
@@ -79,9 +88,9 @@ def relax_scaling(old, plain, omega):
     return jnp.where(omega == 1.0, plain, old ** (1.0 - omega) * plain ** omega)
 
 
-def update(state: Relaxation, error, count, adaptive: bool, floor) -> Relaxation:
-    """The state after an accepted iteration number `count` (1-based) with `error`;
-    `floor` is the `noise_floor`."""
+def update(state: Relaxation, error, previous, count, adaptive: bool, floor) -> Relaxation:
+    """The state after an accepted iteration number `count` (1-based) with `error`, the
+    iteration before it having had `previous` (inf: none); `floor` is the `noise_floor`."""
     if not adaptive:
         return state
     boundary = (count % WINDOW) == 0
@@ -93,5 +102,7 @@ def update(state: Relaxation, error, count, adaptive: bool, floor) -> Relaxation
     better = jnp.maximum(omega, optimal_omega(eta))
     stuck = boundary & (error <= floor) & (error > STUCK_RATIO * state.anchor)
     omega = jnp.where(boundary & informative, better, jnp.where(stuck, 1.0 + 0.5 * (omega - 1.0), omega))
+    overshoot = (error > GROWTH * previous) & (error > floor)
+    omega = jnp.where(overshoot | ~jnp.isfinite(error), 1.0, omega)
     anchor = jnp.where(boundary & jnp.isfinite(error), error, state.anchor)
     return Relaxation(omega.astype(state.omega.dtype), anchor.astype(state.anchor.dtype))

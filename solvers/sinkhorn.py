@@ -422,7 +422,7 @@ def _kernel_engine(cost, p: _Problem, f0, g0, omega0, epsilon, threshold, max_it
             in_range = jnp.all((u < hi) & (u > lo)) & jnp.all((v < hi) & (v > lo))
             better = accept & improved(error, st.best)
             count = st.count + accept.astype(jnp.int32)
-            relaxation = overrelaxation.update(st.relaxation, error, count, adaptive, noise)
+            relaxation = overrelaxation.update(st.relaxation, error, st.error, count, adaptive, noise)
             return _KernelState(
                 u=jnp.where(accept, u, st.u),
                 v=jnp.where(accept, v, st.v),
@@ -431,7 +431,9 @@ def _kernel_engine(cost, p: _Problem, f0, g0, omega0, epsilon, threshold, max_it
                 rebuild=st.rebuild | ~finite | ~in_range,
                 best=jnp.where(better, error, st.best),
                 best_at=jnp.where(better, count, st.best_at),
-                relaxation=jax.tree.map(lambda new, old: jnp.where(accept, new, old), relaxation, st.relaxation),
+                # A step that overflowed is an overshoot too: retry it unrelaxed.
+                relaxation=jax.tree.map(lambda new, old: jnp.where(accept, new, old), relaxation,
+                                        st.relaxation._replace(omega=jnp.where(finite, st.relaxation.omega, 1.0))),
             )
 
         def loop_error(st):
@@ -494,7 +496,8 @@ def _log_engine(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, thresh
                  + jnp.sum(jnp.abs(column - _marginal_target(p.b, state.g, p.tau_b))))
         g = overrelaxation.relax(state.g, -damp_b * epsilon * lse, omega)
         count = state.count + 1
-        return _LogState(f, g, error, count, overrelaxation.update(state.relaxation, error, count, adaptive, noise))
+        relaxation = overrelaxation.update(state.relaxation, error, state.error, count, adaptive, noise)
+        return _LogState(f, g, error, count, relaxation)
 
     dtype = f0.dtype
     init = _LogState(f0, g0, jnp.asarray(jnp.inf, dtype), jnp.int32(0), overrelaxation.start(omega0, dtype))

@@ -7,6 +7,7 @@ import ot
 import pytest
 
 from monge.solvers import overrelaxation
+from monge.solvers.loop import Status
 from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
 
 
@@ -73,14 +74,14 @@ def test_factor_survives_a_warm_start():
 def test_estimate_from_a_plain_window():
     # A plain run contracting by 0.99 per iteration gives Young's optimal factor.
     state = overrelaxation.start(1.0, jnp.float64)
-    state = overrelaxation.update(state, jnp.float64(1.0), overrelaxation.WINDOW, True, 0.0)
-    state = overrelaxation.update(state, jnp.float64(0.99 ** overrelaxation.WINDOW), 2 * overrelaxation.WINDOW, True, 0.0)
+    state = overrelaxation.update(state, jnp.float64(1.0), jnp.inf, overrelaxation.WINDOW, True, 0.0)
+    state = overrelaxation.update(state, jnp.float64(0.99 ** overrelaxation.WINDOW), jnp.inf, 2 * overrelaxation.WINDOW, True, 0.0)
     np.testing.assert_allclose(float(state.omega), 2 / (1 + np.sqrt(1 - 0.99)), rtol=1e-9)
     # Mid-window iterations, a window that does not contract, and "off" change nothing.
-    assert float(overrelaxation.update(state, jnp.float64(1e-9), 2 * overrelaxation.WINDOW + 1, True, 0.0).omega) == float(state.omega)
-    assert float(overrelaxation.update(state, jnp.float64(2.0), 3 * overrelaxation.WINDOW, True, 0.0).omega) == float(state.omega)
+    assert float(overrelaxation.update(state, jnp.float64(1e-9), jnp.inf, 2 * overrelaxation.WINDOW + 1, True, 0.0).omega) == float(state.omega)
+    assert float(overrelaxation.update(state, jnp.float64(2.0), jnp.inf, 3 * overrelaxation.WINDOW, True, 0.0).omega) == float(state.omega)
     off = overrelaxation.start(1.0, jnp.float64)
-    assert float(overrelaxation.update(off, jnp.float64(1e-9), overrelaxation.WINDOW, False, 0.0).omega) == 1.0
+    assert float(overrelaxation.update(off, jnp.float64(1e-9), jnp.inf, overrelaxation.WINDOW, False, 0.0).omega) == 1.0
 
 
 def test_no_estimate_from_rounding_noise():
@@ -88,8 +89,8 @@ def test_no_estimate_from_rounding_noise():
     # contraction it would send omega to its cap and amplify the rounding.
     floor = overrelaxation.noise_floor(jnp.float32, 2.0)
     state = overrelaxation.start(1.0, jnp.float32)
-    state = overrelaxation.update(state, jnp.float32(floor / 2), overrelaxation.WINDOW, True, floor)
-    state = overrelaxation.update(state, jnp.float32(floor / 2.01), 2 * overrelaxation.WINDOW, True, floor)
+    state = overrelaxation.update(state, jnp.float32(floor / 2), jnp.inf, overrelaxation.WINDOW, True, floor)
+    state = overrelaxation.update(state, jnp.float32(floor / 2.01), jnp.inf, 2 * overrelaxation.WINDOW, True, floor)
     assert float(state.omega) == 1.0
 
 
@@ -115,7 +116,37 @@ def test_factor_falls_back_at_the_floor():
     # window that still makes progress keeps it.
     floor = 1e-3
     state = overrelaxation.Relaxation(jnp.float64(1.9), jnp.float64(1e-4))
-    progressing = overrelaxation.update(state, jnp.float64(0.5e-4), overrelaxation.WINDOW, True, floor)
+    progressing = overrelaxation.update(state, jnp.float64(0.5e-4), jnp.inf, overrelaxation.WINDOW, True, floor)
     assert float(progressing.omega) == 1.9
-    stuck = overrelaxation.update(state, jnp.float64(0.95e-4), overrelaxation.WINDOW, True, floor)
+    stuck = overrelaxation.update(state, jnp.float64(0.95e-4), jnp.inf, overrelaxation.WINDOW, True, floor)
     np.testing.assert_allclose(float(stuck.omega), 1.45)
+
+
+def test_an_overshoot_resets_the_factor():
+    state = overrelaxation.Relaxation(jnp.float64(1.9), jnp.float64(1.0))
+    # Mid-window, the error grows more than tenfold: back to plain updates.
+    grown = overrelaxation.update(state, jnp.float64(25.0), jnp.float64(1.0), 3, True, 1e-10)
+    assert float(overrelaxation.update(state, jnp.float64(5.0), jnp.float64(1.0), 3, True, 1e-10).omega) == 1.9
+    assert float(grown.omega) == 1.0
+    # Growth under the noise floor is rounding, not an overshoot.
+    noise = overrelaxation.update(state, jnp.float64(5e-11), jnp.float64(1e-12), 3, True, 1e-10)
+    assert float(noise.omega) == 1.9
+
+
+@pytest.mark.parametrize("method", ["log", "kernel"])
+def test_tiny_epsilon_does_not_diverge(method):
+    # 400 points, epsilon 1e-4 (mean cost 6): early windows raised omega to 1.9 and the
+    # over-relaxed iterations then ran away (error 1e152 after 60 iterations, then NaN;
+    # the kernel form rebuilt its kernel until the cap). Plain Sinkhorn is slow here,
+    # not unstable; the over-relaxed run must be at least as far along.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(400, 2)), rng.normal(size=(400, 2)) + 1.0
+    problem = OTProblem.from_points(jnp.asarray(x), jnp.asarray(y))
+    errors = {}
+    for mode in ("off", "adaptive"):
+        out = solve(problem, SinkhornConfig(epsilon=1e-4, threshold=1e-14, max_iterations=600, method=method,
+                                            overrelaxation=mode))
+        assert int(out.status) == Status.MAX_ITERATIONS, out.message
+        assert int(out.iterations) == 600
+        errors[mode] = float(out.marginal_error)
+    assert errors["adaptive"] <= errors["off"], errors
