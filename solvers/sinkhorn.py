@@ -117,7 +117,7 @@ class SinkhornConfig:
         (by 0.1%) for this many iterations and for as many as it took to reach its
         best, that best being under sqrt(machine epsilon) x mass (`loop.is_stalled`,
         `loop.stall_ceiling`): the threshold is then out of reach at this
-        precision (float32 has a floor near 1e-5 in L1 on large problems). A
+        precision (float32 has a floor near 2.5e-7 in L1 at n = 8000). A
         converging run, however slow, makes new minima all along and is not
         stopped. 0 turns detection off.
     overrelaxation: "adaptive" over-relaxes the updates with a factor estimated from
