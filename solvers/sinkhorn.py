@@ -55,7 +55,9 @@ from monge.solvers.loop import (
     Status, final_status, improved, is_stalled, run_until_converged, stall_ceiling, status_message,
 )
 from monge.solvers.sinkhorn_implicit import gauge_shift, implicit_potentials
-from monge.solvers.sinkhorn_ops import CostAccess, block_rows, blocked_matvec, blocked_vecmat, plan_sums
+from monge.solvers.sinkhorn_ops import (
+    CostAccess, block_rows, blocked_matvec, blocked_vecmat, kernel_rows, plan_sums,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +192,10 @@ class ScaledPotentials(NamedTuple):
     g_base: jax.Array
     u: jax.Array
     v: jax.Array
+
+    def total(self, epsilon) -> tuple[jax.Array, jax.Array]:
+        """(f, g) in the working precision."""
+        return self.f_base + epsilon * jnp.log(self.u), self.g_base + epsilon * jnp.log(self.v)
 
     @classmethod
     def plain(cls, f, g) -> "ScaledPotentials":
@@ -569,13 +575,12 @@ def _solve(problem: OTProblem, config: SinkhornConfig, init=None) -> SinkhornOut
             eps_k = epsilon / factor ** (stages - k)
             # Each stage estimates its own factor: the contraction depends on epsilon.
             scaled, its, _, _ = _iterate(access, p, f, g, 1.0, eps_k, loose, config, stage_cap)
-            return (scaled.f_base + eps_k * jnp.log(scaled.u), scaled.g_base + eps_k * jnp.log(scaled.v),
-                    count + its)
+            return (*scaled.total(eps_k), count + its)
 
         f, g, iterations = jax.lax.fori_loop(0, stages, stage, (f, g, iterations))
     scaled, its, status, omega = _iterate(access, p, f, g, omega, epsilon, threshold, config, config.max_iterations)
     iterations = iterations + its
-    f, g = scaled.f_base + epsilon * jnp.log(scaled.u), scaled.g_base + epsilon * jnp.log(scaled.v)
+    f, g = scaled.total(epsilon)
 
     f_live, g_live = f, g
     if config.implicit_diff:
@@ -672,25 +677,13 @@ also from an over-relaxation factor (`SinkhornOutput.omega` of an earlier run)."
 # multiply rather than enter the exponent, where a log would cost ulps of its size.
 
 
-def _clipped_exp(exponent):
-    # Clipped as in `plan_sums`: an empty row or column must never give 0 * inf.
-    return jnp.exp(jnp.minimum(exponent, 0.5 * jnp.log(jnp.finfo(exponent.dtype).max)))
-
-
-def _exponent_rows(c, f_base_i, g_base, epsilon):
-    # Written as the kernel iterations and `plan_sums` write it, to the operation: an
-    # exponent that rounds otherwise moves the entry by its ulps, and the marginals the
-    # iterations reached hold for their own roundings.
-    return (f_base_i[:, None] + g_base[None, :] - c) * (1.0 / epsilon)
-
-
 # jit-compiled like the solve: computed op by op, the cost's cross term rounds otherwise
 # than in the solve's program, and at small epsilon that alone costs the view its
 # marginals (measured: float32, n = 2000, epsilon 0.01 x mean cost, L1 2.0e-6 against
 # the 5.0e-7 the iterations reached).
 @jax.jit
 def _plan(problem, scaled, epsilon):
-    kernel = _clipped_exp(_exponent_rows(problem.geometry.cost_matrix(), scaled.f_base, scaled.g_base, epsilon))
+    kernel = kernel_rows(problem.geometry.cost_matrix(), scaled.f_base, scaled.g_base, epsilon)
     return (problem.a * scaled.u)[:, None] * kernel * (problem.b * scaled.v)[None, :]
 
 
@@ -704,9 +697,10 @@ def _plan_topk(problem, scaled, epsilon, k, online, block):
     n = problem.shape[0]
 
     def rows(c, weight_i, f_i, _x):
-        exponent = _exponent_rows(c, f_i, scaled.g_base, epsilon)
+        # Ordered by the exponent, which still ranks entries whose exp underflows.
+        exponent = (f_i[:, None] + scaled.g_base[None, :] - c) / epsilon
         _, cols = jax.lax.top_k(exponent + order_b[None, :], k)
-        kept = _clipped_exp(jnp.take_along_axis(exponent, cols, axis=1))
+        kept = jnp.take_along_axis(kernel_rows(c, f_i, scaled.g_base, epsilon), cols, axis=1)
         return (weight_i[:, None] * kept * weight_b[cols], cols), ()
 
     (values, cols), _ = access.map_rows(rows, problem.a * scaled.u, scaled.f_base)
@@ -723,7 +717,7 @@ def _barycentric_map(problem, scaled, epsilon, online, block):
     weight_b = problem.b * scaled.v
 
     def rows(c, weight_i, f_i, _x):
-        plan = weight_i[:, None] * _clipped_exp(_exponent_rows(c, f_i, scaled.g_base, epsilon)) * weight_b[None, :]
+        plan = weight_i[:, None] * kernel_rows(c, f_i, scaled.g_base, epsilon) * weight_b[None, :]
         return (plan @ geometry.y, plan.sum(axis=1)), ()
 
     (moved, mass), _ = access.map_rows(rows, problem.a * scaled.u, scaled.f_base)

@@ -165,6 +165,15 @@ def _log(w):
     return jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
 
 
+def kernel_rows(c, f_i, g, epsilon):
+    """exp((f_i + g_j - C_ij) / epsilon) for a block of rows, the exponent clipped so that
+    an empty row or column (weight 0) can never give 0 * inf. Every view of the plan and
+    the diagnostics use this one expression: an exponent rounded otherwise moves each
+    entry by its ulps, and the marginals the iterations reached hold for its roundings."""
+    clip = 0.5 * jnp.log(jnp.finfo(c.dtype).max)
+    return jnp.exp(jnp.minimum((f_i[:, None] + g[None, :] - c) * (1.0 / epsilon), clip))
+
+
 def plan_sums(access: CostAccess, a, b, f, g, epsilon):
     """Row sums, column sums and <P, C> of P = diag(a) exp((f + g^T - C)/eps) diag(b).
 
@@ -173,12 +182,9 @@ def plan_sums(access: CostAccess, a, b, f, g, epsilon):
     respect to a zero weight is the true one, not zero; the exponent is clipped so
     that an empty row or column (weight 0) can never produce 0 * inf.
     """
-    inv_eps = 1.0 / epsilon
-    clip = 0.5 * jnp.log(jnp.finfo(f.dtype).max)
 
     def block(c, a_i, f_i, _x):
-        z = jnp.minimum((f_i[:, None] + g[None, :] - c) * inv_eps, clip)
-        p = a_i[:, None] * b[None, :] * jnp.exp(z)
+        p = a_i[:, None] * b[None, :] * kernel_rows(c, f_i, g, epsilon)
         return p.sum(axis=1), (column_sums(p), (p * c).sum(axis=1).sum())
 
     rows, (cols, cost) = access.map_rows(block, a, f)
