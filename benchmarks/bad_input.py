@@ -236,6 +236,9 @@ def default_cases() -> list[Case]:
         Case(S, "method = 9 (no such enum value)", _sinkhorn(method=9)),
         Case(S, "method SNS with reg_m", _sinkhorn(method=sinkhorn_pb2.SINKHORN_METHOD_SNS,
                                                    reg_m=sinkhorn_pb2.MarginalPenalty(source=1.0, target=1.0))),
+        Case(S, "method SNS with adaptive over-relaxation",
+             _sinkhorn(method=sinkhorn_pb2.SINKHORN_METHOD_SNS, overrelaxation=sinkhorn_pb2.OVERRELAXATION_ADAPTIVE)),
+        Case(S, "unknown overrelaxation 7", _sinkhorn(overrelaxation=7)),
         # Views of the plan.
         Case(S, "plan_top_k = 7 > m = 6", _sinkhorn(plan_top_k=7)),
         Case(S, "plan_top_k = -1", _sinkhorn(plan_top_k=-1)),

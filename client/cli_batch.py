@@ -27,7 +27,8 @@ from monge.client.errors import InvalidArgumentError
 # The request builder for each --solver, the job item field it fills, and its options.
 SOLVERS = {
     "sinkhorn": (requests.sinkhorn, "sinkhorn",
-                 {"cost", "epsilon", "threshold", "max_iterations", "reg_m", "method", "return_plan"}),
+                 {"cost", "epsilon", "threshold", "max_iterations", "reg_m", "method", "return_plan",
+                  "overrelaxation"}),
     "exact": (requests.exact_transport, "exact_transport", {"cost", "p", "method", "max_iterations"}),
     "sparsity": (requests.sparsity_constrained, "sparsity_constrained",
                  {"cost", "k", "gamma", "formulation", "threshold", "max_iterations"}),
@@ -214,6 +215,8 @@ def register(commands, remote) -> None:
     solver.add_argument("--max-iterations", type=int, help="all solvers")
     solver.add_argument("--reg-m", type=float, nargs="+", help="sinkhorn: KL marginal penalty (unbalanced)")
     solver.add_argument("--method", help="sinkhorn: auto|kernel|log|sns; exact: auto|network_simplex|sorting_1d")
+    solver.add_argument("--overrelaxation", choices=["adaptive", "off"],
+                        help="sinkhorn: over-relaxed updates (default adaptive; sns: off) or plain")
     solver.add_argument("--plan", dest="return_plan", action="store_const", const=True,
                         help="sinkhorn: also fetch the dense plan")
     solver.add_argument("--p", type=float, help="exact: W_p with cost |x - y|^p")

@@ -55,7 +55,8 @@ def _sinkhorn(args) -> int:
         result = client.sinkhorn(
             **problem.arrays(), cost=args.cost, epsilon=args.epsilon, threshold=args.threshold,
             reg_m=reg_m, max_iterations=args.max_iterations, return_plan=args.plan, method=args.method,
-            plan_top_k=args.top_k, return_barycentric_map=args.barycentric_map, timeout=args.timeout,
+            plan_top_k=args.top_k, return_barycentric_map=args.barycentric_map,
+            overrelaxation=args.overrelaxation, timeout=args.timeout,
         )
     return _report(args, result)
 
@@ -110,6 +111,9 @@ def register(commands, remote) -> None:
     sk.add_argument("--reg-m", type=float, nargs="+", help="KL marginal penalty (one, or source and target)")
     sk.add_argument("--method", default="auto", choices=["auto", "kernel", "log", "sns"],
                     help="Sinkhorn iterations, or sns (Sinkhorn-Newton-Sparse, balanced only)")
+    sk.add_argument("--overrelaxation", choices=["adaptive", "off"],
+                    help="over-relaxed updates with a factor estimated as the run goes (default; sns: off), "
+                         "or plain Sinkhorn updates")
     sk.add_argument("--plan", action="store_true", help="also fetch the dense plan")
     sk.add_argument("--top-k", type=int, metavar="K", help="also fetch the plan's K largest entries per row (sparse)")
     sk.add_argument("--barycentric-map", action="store_true",

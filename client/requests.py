@@ -24,6 +24,10 @@ _SINKHORN_METHODS = {
     "log": sinkhorn_pb2.SINKHORN_METHOD_LOG,
     "sns": sinkhorn_pb2.SINKHORN_METHOD_SNS,
 }
+_OVERRELAXATION = {  # None: unspecified (the server's default)
+    "adaptive": sinkhorn_pb2.OVERRELAXATION_ADAPTIVE,
+    "off": sinkhorn_pb2.OVERRELAXATION_OFF,
+}
 _EXACT_METHODS = {
     "auto": exact_pb2.EXACT_METHOD_AUTO,
     "network_simplex": exact_pb2.EXACT_METHOD_NETWORK_SIMPLEX,
@@ -76,6 +80,7 @@ def sinkhorn(
     method: str = "auto",
     plan_top_k: int | None = None,
     return_barycentric_map: bool = False,
+    overrelaxation: str | None = None,
 ) -> sinkhorn_pb2.SinkhornRequest:
     """A SinkhornRequest; see `Client.sinkhorn` for the meaning of each argument."""
     request = sinkhorn_pb2.SinkhornRequest(
@@ -87,6 +92,8 @@ def sinkhorn(
         method=_choice("method", method, _SINKHORN_METHODS),
         plan_top_k=plan_top_k or 0,
         return_barycentric_map=return_barycentric_map,
+        overrelaxation=(sinkhorn_pb2.OVERRELAXATION_UNSPECIFIED if overrelaxation is None
+                        else _choice("overrelaxation", overrelaxation, _OVERRELAXATION)),
     )
     _set_arrays(request, x=x, y=y, a=a, b=b, cost_matrix=cost_matrix)
     _set_reg_m(request, reg_m)

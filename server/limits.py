@@ -65,6 +65,19 @@ def online_sinkhorn(n: int, m: int, d: int, itemsize: int, *, block: int, return
     return vectors + blocks + plan + views_output(n, top_k, dimension, itemsize)
 
 
+# Padding a call to its size buckets buys shared compiled programs; beyond this many
+# bytes of added zero-weight points (few points in a high dimension: 2 points of
+# dimension 10^6 padded to 16) the copies cost more than a compile saves.
+MAX_PADDING_POINT_BYTES = 32 * 1024 * 1024
+
+
+def padding_is_cheap(n: int, m: int, rows: int, cols: int, d: int, itemsize: int) -> bool:
+    """Whether padding n x m points of dimension `d` up to rows x cols adds at most
+    `MAX_PADDING_POINT_BYTES`. `d` is 0 for a cost matrix, whose padding the n x m
+    estimates already count."""
+    return (rows - n + cols - m) * d * itemsize <= MAX_PADDING_POINT_BYTES
+
+
 def top_k_output(n: int, k: int, itemsize: int) -> int:
     """Bytes of the top-k sparse plan: n k rows, columns (int64) and values."""
     return n * k * (16 + itemsize)

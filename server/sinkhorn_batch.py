@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from monge.server import sinkhorn_call
+from monge.server import limits, sinkhorn_call
 from monge.server.sinkhorn_call import SinkhornCall
 from monge.v1 import sinkhorn_pb2
 
@@ -55,15 +55,16 @@ def batch_key(call: SinkhornCall) -> tuple | None:
     from monge.solvers.sinkhorn import power_of_two_bucket as bucket
 
     n, m = call.shape
-    if (call.method not in BATCHED_METHODS or call.online
-            or bucket(n) * bucket(m) > MAX_BATCHED_ELEMENTS):
-        return None
     source = call.cost_matrix if call.cost_matrix is not None else call.x
     dimension = None if call.cost_matrix is not None else call.x.shape[1]
+    if (call.method not in BATCHED_METHODS or call.online
+            or bucket(n) * bucket(m) > MAX_BATCHED_ELEMENTS
+            or not limits.padding_is_cheap(n, m, bucket(n), bucket(m), dimension or 0, source.dtype.itemsize)):
+        return None
     return (
         call.cost, dimension, source.dtype.str, bucket(n), bucket(m),
         call.epsilon, call.threshold, call.reg_m, call.max_iterations,
-        "log" if call.method == "log" else "kernel",
+        "log" if call.method == "log" else "kernel", call.overrelaxation,
     )
 
 
@@ -72,8 +73,6 @@ def max_batch_for_memory(key: tuple, budget: int, *, top_k: int = 0, dimension: 
     `budget` bytes (a power of two, as batches are padded to one; at least 1).
     `top_k` and `dimension` are the largest views (top-k entries, barycentric map)
     that a problem of the batch asks for."""
-    from monge.server import limits
-
     _, _, dtype, n, m, *_ = key
     # Plans are built on request; count them for every problem of the batch.
     per_problem = limits.dense_sinkhorn(n, m, np.dtype(dtype).itemsize, return_plan=True,
@@ -138,6 +137,7 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
             reg_m=first.reg_m if first.reg_m is not None else (math.inf, math.inf),
             max_iterations=min(chunk, budget),
             method="log" if first.method == "log" else "kernel",
+            overrelaxation=first.overrelaxation,
         )
         if vectorize == "loop":
             # Members in turn, done ones skipped; once the stop flag is up, only members

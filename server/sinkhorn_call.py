@@ -38,6 +38,12 @@ _METHODS = {
 
 _METHOD_NUMBERS = {name: number for number, name in _METHODS.items() if number}
 
+_OVERRELAXATION = {
+    sinkhorn_pb2.OVERRELAXATION_UNSPECIFIED: None,  # adaptive, or plain for SNS
+    sinkhorn_pb2.OVERRELAXATION_ADAPTIVE: "adaptive",
+    sinkhorn_pb2.OVERRELAXATION_OFF: "off",
+}
+
 _COSTS = {
     sinkhorn_pb2.COST_FUNCTION_UNSPECIFIED: "sqeuclidean",
     sinkhorn_pb2.COST_FUNCTION_SQEUCLIDEAN: "sqeuclidean",
@@ -64,6 +70,7 @@ class SinkhornCall:
     online: bool = False  # cost computed in blocks: the dense one would not fit
     top_k: int = 0  # return the plan's k largest entries per row (0: none)
     barycentric_map: bool = False  # return where each source point is sent
+    overrelaxation: str = "adaptive"  # or "off" (plain updates; SNS's sweeps always are)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -137,8 +144,8 @@ def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors, *, 
     (`limits.dense_sinkhorn`)."""
     itemsize = np.dtype(dtype).itemsize
     budget = config.max_request_memory_bytes
-    rows, cols = (n, m) if method == "sns" else padded_shape(n, m)  # what `run` solves
     d = 0 if x is None else x.shape[1]
+    rows, cols = (n, m) if method == "sns" else padded_shape(n, m, d, itemsize)  # what `run` solves
     views = dict(top_k=top_k, dimension=d if barycentric else 0)
     dense_bytes = limits.dense_sinkhorn(rows, cols, itemsize, return_plan=return_plan, sns=method == "sns",
                                         **views)
@@ -175,6 +182,13 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
     method = "auto"
     with errors.check():
         method = _METHODS[v.known_enum(request.method, sinkhorn_pb2.SinkhornMethod, "method")]
+    overrelaxation = None
+    with errors.check():
+        overrelaxation = _OVERRELAXATION[v.known_enum(request.overrelaxation, sinkhorn_pb2.Overrelaxation,
+                                                      "overrelaxation")]
+    if method == "sns" and overrelaxation == "adaptive":
+        errors.add("overrelaxation", "SINKHORN_METHOD_SNS's Sinkhorn sweeps are not over-relaxed; leave "
+                                     "overrelaxation unset or OVERRELAXATION_OFF, or use another method")
     top_k = _top_k(request, shape, dtype, config, errors)
     barycentric = request.return_barycentric_map
     if barycentric and cost_matrix is not None:
@@ -231,6 +245,7 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
         reg_m=reg_m, return_plan=request.return_plan, method=method, online=online,
         top_k=top_k, barycentric_map=barycentric,
+        overrelaxation=overrelaxation or ("off" if method == "sns" else "adaptive"),
     )
 
 
@@ -288,6 +303,7 @@ def run(call: SinkhornCall, stop, progress=None):
             method=call.method,
             online=call.online,
             init=zeros if init is None else init,
+            overrelaxation=call.overrelaxation,
         )
 
     started = time.perf_counter()
@@ -329,10 +345,13 @@ def plan_views(output, call: SinkhornCall, n: int, m: int) -> dict:
 MAX_PADDED_ELEMENTS = 16 * 1024 * 1024
 
 
-def padded_shape(n: int, m: int) -> tuple[int, int]:
-    """The shape `padded_to_bucket` gives an n x m problem (memory estimates use it)."""
+def padded_shape(n: int, m: int, d: int, itemsize: int) -> tuple[int, int]:
+    """The shape `padded_to_bucket` gives an n x m problem on points of dimension `d`
+    (0: a cost matrix); memory estimates use it."""
     rows, cols = limits.size_bucket(n), limits.size_bucket(m)
-    return (n, m) if rows * cols > MAX_PADDED_ELEMENTS else (rows, cols)
+    if rows * cols > MAX_PADDED_ELEMENTS or not limits.padding_is_cheap(n, m, rows, cols, d, itemsize):
+        return n, m
+    return rows, cols
 
 
 def padded_to_bucket(call: SinkhornCall) -> SinkhornCall:
@@ -340,10 +359,10 @@ def padded_to_bucket(call: SinkhornCall) -> SinkhornCall:
     requests of arbitrary sizes share a handful of compiled programs. Zero-weight points
     carry no mass: potentials, cost and plan on the real points are unchanged."""
     n, m = call.shape
-    rows, cols = padded_shape(n, m)
+    dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
+    rows, cols = padded_shape(n, m, 0 if call.x is None else call.x.shape[1], dtype.itemsize)
     if (rows, cols) == (n, m):
         return call
-    dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
 
     def weights(w, size, padded):
         w = np.full(size, 1.0 / size, dtype) if w is None else w

@@ -180,6 +180,7 @@ def sinkhorn_requests(draw) -> sinkhorn_pb2.SinkhornRequest:
     request = sinkhorn_pb2.SinkhornRequest(**draw(problem()))
     _set(request, epsilon=draw(_optional(st.floats(0.05, 5.0))), threshold=draw(_optional(st.floats(1e-9, 1e-2))),
          max_iterations=draw(ITERATIONS), cost=draw(_enum(0, 1)), method=draw(_enum(0, 1)),
+         overrelaxation=draw(_enum(0, 1, 2)),
          return_plan=draw(st.booleans()), return_barycentric_map=draw(st.booleans()),
          plan_top_k=draw(st.one_of(st.none(), st.sampled_from([0, 2, -1, 4]), EDGE_INTS)))  # m = 3
     if draw(st.booleans()):

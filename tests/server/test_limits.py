@@ -155,6 +155,18 @@ def test_batches_are_capped_by_memory():
     assert online.online and sinkhorn_batch.batch_key(online) is None
 
 
+def test_few_points_in_a_high_dimension_are_not_padded():
+    # Padding 2 points to the 16-point bucket would add 28 x 300,000 float64 (67 MB) of
+    # zero-weight points; a small dimension still pads (shared compiled programs).
+    rng = np.random.default_rng(0)
+    wide = _parse(ServerConfig(), x=rng.normal(size=(2, 300_000)), y=rng.normal(size=(2, 300_000)))
+    assert sinkhorn_call.padded_to_bucket(wide).shape == (2, 2)
+    assert sinkhorn_batch.batch_key(wide) is None
+    narrow = _parse(ServerConfig(), x=rng.normal(size=(2, 3)), y=rng.normal(size=(2, 3)))
+    assert sinkhorn_call.padded_to_bucket(narrow).shape == (16, 16)
+    assert sinkhorn_batch.batch_key(narrow) is not None
+
+
 # -- probability flow, Var-RUOT, jobs, FedWaD: one server with small limits ------------
 
 

@@ -76,10 +76,41 @@ def test_not_converged_is_a_result_not_an_error(client, rng):
     assert "iteration cap" in r.message
 
 
+def test_overrelaxation_off_runs_plain_sinkhorn(client):
+    # At a small epsilon the adaptive factor takes several times fewer iterations; "off"
+    # runs the plain updates, as the in-process solver does (the server's padding to a
+    # size bucket moves the rounding, so the count where the threshold is crossed by a
+    # few iterations in several thousand).
+    from monge.solvers.sinkhorn import sinkhorn
+
+    x, y, a, b = _problem(np.random.default_rng(4), 60, 50, d=2)
+    reference = ot.sinkhorn2(a, b, ot.dist(x, y), 0.02, stopThr=1e-14, numItermax=1_000_000)
+    plain = client.sinkhorn(x, y, a, b, epsilon=0.02, threshold=1e-9, overrelaxation="off", method="kernel")
+    relaxed = client.sinkhorn(x, y, a, b, epsilon=0.02, threshold=1e-9, method="kernel")
+    in_process = sinkhorn(x, y, a, b, epsilon=0.02, threshold=1e-9, overrelaxation="off", method="kernel")
+    assert plain.converged and relaxed.converged
+    assert plain.cost == pytest.approx(reference, rel=1e-6) and relaxed.cost == pytest.approx(reference, rel=1e-6)
+    assert plain.iterations == pytest.approx(int(in_process.iterations), rel=0.01)
+    assert plain.iterations > 2 * relaxed.iterations
+
+
+def test_overrelaxation_refusals_name_the_field(client, rng):
+    from monge.client import InvalidArgumentError, requests
+
+    x, y, _, _ = _problem(rng, 10, 6)
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.sinkhorn(x, y, method="sns", overrelaxation="adaptive")
+    assert caught.value.field == "overrelaxation" and "not over-relaxed" in caught.value.violations[0].description
+    assert client.sinkhorn(x, y, method="sns", overrelaxation="off").converged
+    # Unknown numbers (from other clients) are refused naming the field: test_fuzz.py.
+    with pytest.raises(ValueError, match="overrelaxation must be one of"):
+        requests.sinkhorn(x, y, overrelaxation="fixed")
+
+
 def test_hundred_megabyte_request(client, rng):
     # Sixteen points in a very high dimension: the payload is large, the solve is trivial.
-    # Sixteen is the smallest size bucket: fewer points would be padded with zero-weight
-    # points of the same dimension (two points: 16 x 6.6 million, 845 MB, on the worker).
+    # (Fewer points are not padded to the 16-point bucket at this dimension:
+    # test_limits.py::test_few_points_in_a_high_dimension_are_not_padded.)
     d = 412_500
     x = rng.normal(size=(16, d)).astype(np.float64) / np.sqrt(d)
     y = x[::-1].copy()

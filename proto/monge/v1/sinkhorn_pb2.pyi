@@ -22,6 +22,12 @@ class SinkhornMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SINKHORN_METHOD_KERNEL: _ClassVar[SinkhornMethod]
     SINKHORN_METHOD_LOG: _ClassVar[SinkhornMethod]
     SINKHORN_METHOD_SNS: _ClassVar[SinkhornMethod]
+
+class Overrelaxation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OVERRELAXATION_UNSPECIFIED: _ClassVar[Overrelaxation]
+    OVERRELAXATION_ADAPTIVE: _ClassVar[Overrelaxation]
+    OVERRELAXATION_OFF: _ClassVar[Overrelaxation]
 COST_FUNCTION_UNSPECIFIED: CostFunction
 COST_FUNCTION_SQEUCLIDEAN: CostFunction
 COST_FUNCTION_EUCLIDEAN: CostFunction
@@ -30,6 +36,9 @@ SINKHORN_METHOD_AUTO: SinkhornMethod
 SINKHORN_METHOD_KERNEL: SinkhornMethod
 SINKHORN_METHOD_LOG: SinkhornMethod
 SINKHORN_METHOD_SNS: SinkhornMethod
+OVERRELAXATION_UNSPECIFIED: Overrelaxation
+OVERRELAXATION_ADAPTIVE: Overrelaxation
+OVERRELAXATION_OFF: Overrelaxation
 
 class MarginalPenalty(_message.Message):
     __slots__ = ("source", "target")
@@ -40,7 +49,7 @@ class MarginalPenalty(_message.Message):
     def __init__(self, source: _Optional[float] = ..., target: _Optional[float] = ...) -> None: ...
 
 class SinkhornRequest(_message.Message):
-    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "return_plan", "method", "plan_top_k", "return_barycentric_map")
+    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "return_plan", "method", "plan_top_k", "return_barycentric_map", "overrelaxation")
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +64,7 @@ class SinkhornRequest(_message.Message):
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PLAN_TOP_K_FIELD_NUMBER: _ClassVar[int]
     RETURN_BARYCENTRIC_MAP_FIELD_NUMBER: _ClassVar[int]
+    OVERRELAXATION_FIELD_NUMBER: _ClassVar[int]
     x: _tensor_pb2.Tensor
     y: _tensor_pb2.Tensor
     a: _tensor_pb2.Tensor
@@ -69,7 +79,8 @@ class SinkhornRequest(_message.Message):
     method: SinkhornMethod
     plan_top_k: int
     return_barycentric_map: bool
-    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., return_plan: _Optional[bool] = ..., method: _Optional[_Union[SinkhornMethod, str]] = ..., plan_top_k: _Optional[int] = ..., return_barycentric_map: _Optional[bool] = ...) -> None: ...
+    overrelaxation: Overrelaxation
+    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., return_plan: _Optional[bool] = ..., method: _Optional[_Union[SinkhornMethod, str]] = ..., plan_top_k: _Optional[int] = ..., return_barycentric_map: _Optional[bool] = ..., overrelaxation: _Optional[_Union[Overrelaxation, str]] = ...) -> None: ...
 
 class NewtonStatistics(_message.Message):
     __slots__ = ("sinkhorn_iterations", "newton_iterations", "cg_iterations", "newton_failures", "kept_per_row")
