@@ -33,9 +33,9 @@ class ServerConfig:
         (sampling, likelihoods, score-model training data).
     max_training_steps: most optimiser steps of a training job item (score-model
         training, Var-RUOT fits); also caps report_every.
-    max_training_seconds: longest a training item may run on its worker; checked at each
-        of its reports (every report_every steps), where a cancel is also honoured. Over
-        it, the item fails RESOURCE_EXHAUSTED and nothing is stored.
+    max_training_seconds: longest a training item may run on its worker; checked before
+        every optimiser step, as a cancel is. Over it, the item fails RESOURCE_EXHAUSTED
+        and nothing is stored.
     max_trajectory_steps: most time steps of one simulated Var-RUOT trajectory (QueryRUOT:
         trajectories, mass, action, population; dt apart from the first snapshot).
     max_trajectory_elements: most values one trajectory may hold (time steps x particles

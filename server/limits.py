@@ -120,6 +120,6 @@ def over_limit(what: str, limit: int | float, name: str) -> str:
 
 
 def training_over_time(step: int, steps: int, elapsed: float, limit: float) -> str:
-    """The message for a training run stopped at a report past `max_training_seconds`."""
+    """The message for a training run stopped past `max_training_seconds`."""
     return (f"training stopped after {step:,} of {steps:,} steps: it ran {elapsed:.1f} s, over this server's "
             f"limit of {limit:g} s (max_training_seconds); nothing was stored")
