@@ -1,9 +1,8 @@
 """TrainScoreModelRequest -> validated call -> `pfode.train_dsm` -> stored model -> response.
 
-A job item only (training takes a while). The trainer is one compiled scan that reports
-(step, mean loss) every `report_every` steps through a host callback; each report goes to
-the job's watchers as progress (`iteration`, `loss`). A second callback, before every
-step, aborts the compiled run when the job is cancelled or past the server's
+A job item only (training takes a while). The trainer reports (step, mean loss) every
+`report_every` steps; each report goes to the job's watchers as progress (`iteration`,
+`loss`). It asks before every step whether the job is cancelled or past the server's
 `max_training_seconds`, so the worker is free within a step.
 A model whose losses stayed finite is stored under the server's data directory
 (`pfode_models`), as the caller's, and its id returned with the weights; a diverged one

@@ -7,7 +7,7 @@ the solver to stop when the job was cancelled. A fit that ran (completed, or div
 finite parameters) is stored under the server's data directory (`ruot_models`) with its
 snapshots, as the caller's, and its id is returned with the model, exported; a cancelled
 fit stores nothing. Cancellation and the server's `max_training_seconds` are also
-checked before every training step (a host callback from the compiled block), so the
+checked before every training step (`ruot.fit`'s should_stop), so the
 worker is free within a step: a fit past the limit stops there and fails
 RESOURCE_EXHAUSTED, storing nothing.
 

@@ -8,21 +8,21 @@
 Each step draws a batch of data x_0, times t ~ U[t_min, t_max] and noise eps, forms
 x_t = alpha x_0 + sigma eps and regresses the network output on the prediction type's
 target, weighted so that every prediction type minimises the same eps-scale loss
-(`AbstractPrediction.loss_scale`). The whole run is one `lax.scan` under jit; progress
-leaves through `jax.debug.callback` every `report_every` steps.
+(`AbstractPrediction.loss_scale`). Each block of `report_every` steps is one `lax.scan`
+under jit; the host reports between blocks. With `should_stop` the steps run one
+compiled step at a time and it is asked before each. (Host callbacks from inside the
+scan would do both, but JAX keeps no program with a host callback in its persistent
+compilation cache, so every server process would compile the trainer again.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import logging
 from typing import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from monge.solvers.pfode_schedules import AbstractSchedule
@@ -76,8 +76,8 @@ def train_dsm(
 ) -> DSMOutput:
     """Train the built-in MLP on `samples` (n, dim); pure apart from `callback`, which
     receives (step, mean loss of the last block) as host values, and `should_stop`,
-    asked before every step (a host callback from the compiled run): True aborts the
-    run, which raises `TrainingStopped` with the number of steps taken."""
+    asked before every step: True aborts the run, which raises `TrainingStopped` with
+    the number of steps taken."""
     samples = jnp.asarray(samples)
     if samples.ndim != 2 or samples.shape[1] != architecture.dim or samples.shape[0] < 1:
         raise ValueError(f"samples must have shape (n, {architecture.dim}), got {samples.shape}")
@@ -97,30 +97,30 @@ def train_dsm(
     hyper = jax.tree.map(lambda v: jnp.asarray(v, dtype), (config.learning_rate, t_min, t_max))
     # Schedule numbers become arrays: traced, so a new beta_max does not recompile.
     schedule = jax.tree.map(lambda v: jnp.asarray(v, dtype) if isinstance(v, (int, float)) else v, schedule)
-    # The callback is looked up by a traced id rather than baked into the program, so
-    # every job (each with its own closure) reuses one compiled trainer.
-    job = next(_JOB_IDS)
-    if callback is not None:
-        _CALLBACKS[job] = callback
-    if should_stop is not None:
-        _STOP_CHECKS[job] = should_stop
-    try:
-        out_weights, block_losses = _train(
-            samples.astype(dtype), weights, schedule, prediction, key, hyper, jnp.int32(job),
-            architecture=architecture, steps=config.steps, batch_size=config.batch_size,
-            report_every=config.report_every, report=callback is not None,
-            interruptible=should_stop is not None,
-        )
-        jax.block_until_ready(block_losses)  # all callbacks have run
-    except Exception:
-        if job in _STOPPED_AT:  # our own abort, raised from the host callback
-            raise TrainingStopped(_STOPPED_AT[job]) from None
-        raise
-    finally:
-        _CALLBACKS.pop(job, None)
-        _STOP_CHECKS.pop(job, None)
-        _STOPPED_AT.pop(job, None)
-    return DSMOutput(out_weights, block_losses, block_losses[-1])
+    samples = samples.astype(dtype)
+    opt_state = optax.adam(hyper[0]).init(weights)
+    fixed = dict(architecture=architecture, batch_size=config.batch_size)
+    block_losses, done = [], 0
+    while done < config.steps:
+        block = min(config.report_every, config.steps - done)
+        if should_stop is None:
+            weights, opt_state, total = _train_block(samples, weights, opt_state, schedule, prediction, key, hyper,
+                                                     jnp.int32(done), block=block, **fixed)
+        else:
+            total = jnp.zeros((), dtype)
+            for i in range(done, done + block):
+                if should_stop():
+                    raise TrainingStopped(i)
+                weights, opt_state, loss = _train_block(samples, weights, opt_state, schedule, prediction, key,
+                                                        hyper, jnp.int32(i), block=1, **fixed)
+                # Wait for the step, so the host is never more than a step ahead of a stop.
+                total = jax.block_until_ready(total + loss)
+        done += block
+        block_losses.append(total / block)
+        if callback is not None:
+            callback(done, float(block_losses[-1]))
+    block_losses = jnp.stack(block_losses)
+    return DSMOutput(weights, block_losses, block_losses[-1])
 
 
 class TrainingStopped(Exception):
@@ -131,38 +131,11 @@ class TrainingStopped(Exception):
         self.steps = steps
 
 
-_CALLBACKS: dict[int, Callable[[int, float], None]] = {}
-_STOP_CHECKS: dict[int, Callable[[], bool]] = {}
-_STOPPED_AT: dict[int, int] = {}
-_JOB_IDS = itertools.count()
-
-
-class _QuietStop(logging.Filter):
-    """JAX logs every exception a host callback raises; `_check_stop`'s is on purpose."""
-
-    def filter(self, record):
-        return not (record.exc_info and isinstance(record.exc_info[1], TrainingStopped))
-
-
-logging.getLogger("jax._src.debugging").addFilter(_QuietStop())
-
-
-def _check_stop(job, step):
-    check = _STOP_CHECKS.get(int(job))
-    if check is not None and check():
-        _STOPPED_AT[int(job)] = int(step)
-        raise TrainingStopped(int(step))  # aborts the compiled run
-
-
-def _report(job, step, loss):
-    callback = _CALLBACKS.get(int(job))
-    if callback is not None:
-        callback(int(step), float(loss))
-
-
 @eqx.filter_jit
-def _train(samples, weights, schedule, prediction, key, hyper, job, *, architecture, steps, batch_size,
-           report_every, report, interruptible=False):
+def _train_block(samples, weights, opt_state, schedule, prediction, key, hyper, first, *, architecture, block,
+                 batch_size):
+    """`block` steps from step `first`: the weights, the optimiser state and the sum of
+    the steps' losses."""
     learning_rate, t_min, t_max = hyper
     # A floor on t keeps sigma > 0 (VE at t = 0 is fine, EDM at sigma = 0 is not).
     t_min = jnp.maximum(t_min, jnp.finfo(samples.dtype).eps)
@@ -183,20 +156,10 @@ def _train(samples, weights, schedule, prediction, key, hyper, job, *, architect
 
     def step(carry, i):
         w, opt_state, running = carry
-        if interruptible:
-            jax.debug.callback(_check_stop, job, i, ordered=True)
         loss, grads = jax.value_and_grad(loss_fn)(w, jax.random.fold_in(key, i))
         updates, opt_state = optimizer.update(grads, opt_state, w)
-        w = optax.apply_updates(w, updates)
-        running = running + loss
-        block_end = ((i + 1) % report_every == 0) | (i + 1 == steps)
-        block_len = jnp.where((i + 1) % report_every == 0, report_every, steps % report_every)
-        mean = running / block_len
-        if report:
-            jax.lax.cond(block_end, lambda: jax.debug.callback(_report, job, i + 1, mean, ordered=True), lambda: None)
-        return (w, opt_state, jnp.where(block_end, 0.0, running)), jnp.where(block_end, mean, jnp.nan)
+        return (optax.apply_updates(w, updates), opt_state, running + loss), None
 
-    init = (weights, optimizer.init(weights), jnp.zeros((), samples.dtype))
-    (weights, _, _), per_step = jax.lax.scan(step, init, jnp.arange(steps))
-    ends = np.unique(np.minimum(np.arange(report_every, steps + report_every, report_every), steps)) - 1
-    return weights, per_step[ends]
+    init = (weights, opt_state, jnp.zeros((), samples.dtype))
+    (weights, opt_state, total), _ = jax.lax.scan(step, init, first + jnp.arange(block))
+    return weights, opt_state, total

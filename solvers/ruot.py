@@ -23,16 +23,18 @@ snapshots alone before the HJB and action terms join.
 
 Training runs as jitted blocks of `report_every` steps (`lax.scan`); between blocks the
 host calls `progress(step, losses)`, and a `False` return stops training. A
-`should_stop()` callable, when given, is asked before every step from inside the block
-(a host callback), so a stop is heard within one step (the service uses it for
-cancellation and its wall-time limit). Queries are pure functions of the model.
+`should_stop()` callable, when given, is asked before every step, so a stop is heard
+within one step (the service uses it for cancellation and its wall-time limit): the
+steps then run one compiled step at a time. Asking from inside a block through a host
+callback would do the same, but JAX keeps no program with a host callback in its
+persistent compilation cache, so every server process would compile it again.
+Queries are pure functions of the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -40,7 +42,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.experimental import io_callback
 
 from monge.solvers.ruot_config import (
     AbstractGrowth,
@@ -105,18 +106,6 @@ class _Static(NamedTuple):
     clip: bool
     schedule: AbstractSchedule
     reconstruction: AbstractReconstruction
-    interruptible: bool = False  # ask the host before every step (see `fit`'s should_stop)
-
-
-# The host-side stop checks of running fits, by token: a compiled block asks its own
-# (io_callback passes the token, a traced value, so one program serves every fit).
-_STOP_CHECKS: dict[int, Callable[[], bool]] = {}
-_TOKENS = itertools.count(1)
-
-
-def _stop_requested(token) -> np.ndarray:
-    check = _STOP_CHECKS.get(int(token))
-    return np.asarray(bool(check is not None and check()))
 
 
 class _Hyper(NamedTuple):
@@ -172,11 +161,9 @@ def _loss(params, norm, targets, hyper: _Hyper, key, step, static: _Static):
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
-def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_step, token, *,
-                 static: _Static):
-    """`static.block` steps; returns the parameters, the optimiser state, the mean loss
-    terms over the steps taken and their number (fewer than the block when the host
-    asked to stop: the remaining steps then skip their work)."""
+def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_step, *, static: _Static):
+    """`static.block` steps; returns the parameters, the optimiser state and the loss
+    terms summed over the steps."""
     optimizer = _optimizer(hyper, static.clip, static.schedule)
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
 
@@ -191,24 +178,33 @@ def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_ste
         return keep(new_params, params), keep(new_state, opt_state), terms
 
     def step(carry, i):
-        params, opt_state, running = carry
-        if not static.interruptible:
-            params, opt_state, terms = train(params, opt_state, i)
-            return (params, opt_state, running), (terms, running)
-        # Once stopped, the rest of the block costs a callback per step, no training.
-        running = running & ~io_callback(
-            _stop_requested, jax.ShapeDtypeStruct((), jnp.bool_), token, ordered=True)
-        params, opt_state, terms = jax.lax.cond(
-            running, train,
-            lambda p, o, _: (p, o, jnp.zeros((len(LOSS_NAMES),), DTYPE)),
-            params, opt_state, i)
-        return (params, opt_state, running), (terms, running)
+        params, opt_state, terms = train(*carry, i)
+        return (params, opt_state), terms
 
-    (params, opt_state, _), (terms, ran) = jax.lax.scan(
-        step, (params, opt_state, jnp.bool_(True)), first_step + jnp.arange(static.block))
-    taken = jnp.sum(ran.astype(jnp.int32))
-    mean = jnp.sum(terms * ran[:, None].astype(terms.dtype), axis=0) / jnp.maximum(taken, 1)
-    return params, opt_state, mean, taken
+    (params, opt_state), terms = jax.lax.scan(step, (params, opt_state), first_step + jnp.arange(static.block))
+    return params, opt_state, jnp.sum(terms, axis=0)
+
+
+def _run_steps(params, opt_state, norm, targets, hyper: _Hyper, key, first: int, count: int,
+               static: _Static, should_stop: Callable[[], bool] | None):
+    """`count` steps from step `first`: one compiled block, or with `should_stop` one
+    compiled step at a time, asking it before each. Returns the parameters, the
+    optimiser state, the mean loss terms over the steps taken, and their number."""
+    if should_stop is None:
+        params, opt_state, total = _train_block(params, opt_state, norm, targets, hyper, key, jnp.int32(first),
+                                                static=static._replace(block=count))
+        return params, opt_state, total / count, count
+    one = static._replace(block=1)
+    total, taken = jnp.zeros((len(LOSS_NAMES),), DTYPE), 0
+    for i in range(first, first + count):
+        if should_stop():
+            break
+        params, opt_state, terms = _train_block(params, opt_state, norm, targets, hyper, key, jnp.int32(i),
+                                                static=one)
+        # Wait for the step, so the host is never more than a step ahead of a stop.
+        total = jax.block_until_ready(total + terms)
+        taken += 1
+    return params, opt_state, total / max(taken, 1), taken
 
 
 def _normaliser(data: SnapshotData) -> Normaliser:
@@ -232,7 +228,7 @@ def fit(
     `progress(step, losses)` is called after every `config.report_every` steps with the
     block's mean losses {"total", "ot", "mass", "hjb", "action"}; returning False stops
     training (status "cancelled"). `should_stop()`, when given, is asked before every
-    step (from the compiled block, through a host callback), so a stop is noticed
+    step (the steps then run one compiled step at a time), so a stop is noticed
     within one step rather than one block; True stops training the same way. A
     non-finite loss stops it too (status "diverged", the last finite parameters kept).
     Raises ValueError on bad input, naming the field.
@@ -272,33 +268,25 @@ def fit(
     opt_state = _optimizer(hyper, opt.clip_norm is not None, opt.schedule).init(params)
 
     history, done, status = [], 0, "completed"
-    token = next(_TOKENS) % 2**31
-    if should_stop is not None:
-        _STOP_CHECKS[token] = should_stop
-    try:
-        while done < config.steps:
-            block = min(config.report_every, config.steps - done)
-            static = _Static(config.network.residual_blocks, config.growth, laplacian, tuple(grid.tolist()),
-                             tuple(int(m) for m in marks), config.particles, block, opt.clip_norm is not None,
-                             opt.schedule, config.reconstruction, should_stop is not None)
-            params, opt_state, terms, taken = _train_block(
-                params, opt_state, norm, targets, hyper, train_key, jnp.int32(done), jnp.int32(token),
-                static=static)
-            taken = int(taken)
-            done += taken
-            if taken == 0:  # stopped before the block's first step
-                status = "cancelled"
-                break
-            losses = dict(zip(LOSS_NAMES, (float(v) for v in np.asarray(terms))))
-            history.append([losses[name] for name in LOSS_NAMES])
-            if not all(math.isfinite(v) for v in losses.values()):
-                status = "diverged"
-                break
-            if taken < block or (progress is not None and progress(done, losses) is False):
-                status = "cancelled"
-                break
-    finally:
-        _STOP_CHECKS.pop(token, None)
+    static = _Static(config.network.residual_blocks, config.growth, laplacian, tuple(grid.tolist()),
+                     tuple(int(m) for m in marks), config.particles, 1, opt.clip_norm is not None,
+                     opt.schedule, config.reconstruction)
+    while done < config.steps:
+        block = min(config.report_every, config.steps - done)
+        params, opt_state, terms, taken = _run_steps(params, opt_state, norm, targets, hyper, train_key, done,
+                                                     block, static, should_stop)
+        done += taken
+        if taken == 0:  # stopped before the block's first step
+            status = "cancelled"
+            break
+        losses = dict(zip(LOSS_NAMES, (float(v) for v in np.asarray(terms))))
+        history.append([losses[name] for name in LOSS_NAMES])
+        if not all(math.isfinite(v) for v in losses.values()):
+            status = "diverged"
+            break
+        if taken < block or (progress is not None and progress(done, losses) is False):
+            status = "cancelled"
+            break
 
     settings = RuotSettings(
         dim=dim, width=config.network.width, residual_blocks=config.network.residual_blocks,

@@ -98,12 +98,12 @@ def test_dsm_training_learns_a_gaussian(rng):
     # A second job with its own callback reuses the compiled trainer.
     from monge.solvers import pfode_train
 
-    compiled = pfode_train._train._cached._cache_size()
+    compiled = pfode_train._train_block._cached._cache_size()
     other = []
     train_dsm(data.astype(np.float32), arch, NoisePrediction(), VPSchedule(),
               DSMConfig(steps=600, batch_size=128, learning_rate=1e-3, report_every=200),
               key=jax.random.key(1), callback=lambda step, loss: other.append(step))
-    assert other == [200, 400, 600] and pfode_train._train._cached._cache_size() == compiled
+    assert other == [200, 400, 600] and pfode_train._train_block._cached._cache_size() == compiled
     # `should_stop` is asked before every step: a stop does not wait for a report.
     asked = []
     with pytest.raises(pfode_train.TrainingStopped) as stopped:

@@ -268,8 +268,8 @@ def test_snapshot_jumps_let_the_mass_go_up_then_down(up_and_down):
 
 
 def test_should_stop_is_heard_within_a_step():
-    # Asked before every step from inside the compiled block, so a stop does not wait
-    # for the block (here 60 steps) to end.
+    # Asked before every step (the steps then run one compiled step at a time), so a
+    # stop does not wait for the block (here 60 steps) to end.
     x0 = cloud()
     asked = []
 
