@@ -10,9 +10,7 @@ x_t = alpha x_0 + sigma eps and regresses the network output on the prediction t
 target, weighted so that every prediction type minimises the same eps-scale loss
 (`AbstractPrediction.loss_scale`). Each block of `report_every` steps is one `lax.scan`
 under jit; the host reports between blocks. With `should_stop` the steps run one
-compiled step at a time and it is asked before each. (Host callbacks from inside the
-scan would do both, but JAX keeps no program with a host callback in its persistent
-compilation cache, so every server process would compile the trainer again.)
+compiled step at a time and it is asked before each (`training.run_block`).
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ import optax
 
 from monge.solvers.pfode_schedules import AbstractSchedule
 from monge.solvers.pfode_sources import AbstractPrediction, MLPArchitecture
+from monge.solvers.training import run_block
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,22 +98,19 @@ def train_dsm(
     schedule = jax.tree.map(lambda v: jnp.asarray(v, dtype) if isinstance(v, (int, float)) else v, schedule)
     samples = samples.astype(dtype)
     opt_state = optax.adam(hyper[0]).init(weights)
-    fixed = dict(architecture=architecture, batch_size=config.batch_size)
+
+    def step_block(state, first, steps):
+        weights, opt_state, total = _train_block(samples, *state, schedule, prediction, key, hyper, jnp.int32(first),
+                                                 architecture=architecture, block=steps,
+                                                 batch_size=config.batch_size)
+        return (weights, opt_state), total
+
     block_losses, done = [], 0
     while done < config.steps:
         block = min(config.report_every, config.steps - done)
-        if should_stop is None:
-            weights, opt_state, total = _train_block(samples, weights, opt_state, schedule, prediction, key, hyper,
-                                                     jnp.int32(done), block=block, **fixed)
-        else:
-            total = jnp.zeros((), dtype)
-            for i in range(done, done + block):
-                if should_stop():
-                    raise TrainingStopped(i)
-                weights, opt_state, loss = _train_block(samples, weights, opt_state, schedule, prediction, key,
-                                                        hyper, jnp.int32(i), block=1, **fixed)
-                # Wait for the step, so the host is never more than a step ahead of a stop.
-                total = jax.block_until_ready(total + loss)
+        (weights, opt_state), total, taken = run_block(step_block, (weights, opt_state), done, block, should_stop)
+        if taken < block:
+            raise TrainingStopped(done + taken)
         done += block
         block_losses.append(total / block)
         if callback is not None:

@@ -24,11 +24,9 @@ snapshots alone before the HJB and action terms join.
 Training runs as jitted blocks of `report_every` steps (`lax.scan`); between blocks the
 host calls `progress(step, losses)`, and a `False` return stops training. A
 `should_stop()` callable, when given, is asked before every step, so a stop is heard
-within one step (the service uses it for cancellation and its wall-time limit): the
-steps then run one compiled step at a time. Asking from inside a block through a host
-callback would do the same, but JAX keeps no program with a host callback in its
-persistent compilation cache, so every server process would compile it again.
-Queries are pure functions of the model.
+within one step (the service uses it for cancellation and its wall-time limit; the
+steps then run one compiled step at a time, `training.run_block`). Queries are pure
+functions of the model.
 """
 
 from __future__ import annotations
@@ -79,6 +77,7 @@ from monge.solvers.ruot_model import (
     simulate,
     time_grid,
 )
+from monge.solvers.training import run_block
 
 __all__ = [
     "AbstractGrowth", "AbstractLaplacian", "AbstractSchedule", "ConstantSchedule", "WarmupCosineSchedule",
@@ -102,7 +101,6 @@ class _Static(NamedTuple):
     grid: tuple[float, ...]
     marks: tuple[int, ...]
     particles: int
-    block: int
     clip: bool
     schedule: AbstractSchedule
     reconstruction: AbstractReconstruction
@@ -160,10 +158,10 @@ def _loss(params, norm, targets, hyper: _Hyper, key, step, static: _Static):
     return total, jnp.stack([total, ot_total, mass_total, sim.hjb, sim.action])
 
 
-@functools.partial(jax.jit, static_argnames=("static",))
-def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_step, *, static: _Static):
-    """`static.block` steps; returns the parameters, the optimiser state and the loss
-    terms summed over the steps."""
+@functools.partial(jax.jit, static_argnames=("static", "block"))
+def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_step, *, static: _Static, block: int):
+    """`block` steps; returns the parameters, the optimiser state and the loss terms
+    summed over the steps."""
     optimizer = _optimizer(hyper, static.clip, static.schedule)
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
 
@@ -181,30 +179,8 @@ def _train_block(params, opt_state, norm, targets, hyper: _Hyper, key, first_ste
         params, opt_state, terms = train(*carry, i)
         return (params, opt_state), terms
 
-    (params, opt_state), terms = jax.lax.scan(step, (params, opt_state), first_step + jnp.arange(static.block))
+    (params, opt_state), terms = jax.lax.scan(step, (params, opt_state), first_step + jnp.arange(block))
     return params, opt_state, jnp.sum(terms, axis=0)
-
-
-def _run_steps(params, opt_state, norm, targets, hyper: _Hyper, key, first: int, count: int,
-               static: _Static, should_stop: Callable[[], bool] | None):
-    """`count` steps from step `first`: one compiled block, or with `should_stop` one
-    compiled step at a time, asking it before each. Returns the parameters, the
-    optimiser state, the mean loss terms over the steps taken, and their number."""
-    if should_stop is None:
-        params, opt_state, total = _train_block(params, opt_state, norm, targets, hyper, key, jnp.int32(first),
-                                                static=static._replace(block=count))
-        return params, opt_state, total / count, count
-    one = static._replace(block=1)
-    total, taken = jnp.zeros((len(LOSS_NAMES),), DTYPE), 0
-    for i in range(first, first + count):
-        if should_stop():
-            break
-        params, opt_state, terms = _train_block(params, opt_state, norm, targets, hyper, key, jnp.int32(i),
-                                                static=one)
-        # Wait for the step, so the host is never more than a step ahead of a stop.
-        total = jax.block_until_ready(total + terms)
-        taken += 1
-    return params, opt_state, total / max(taken, 1), taken
 
 
 def _normaliser(data: SnapshotData) -> Normaliser:
@@ -269,17 +245,22 @@ def fit(
 
     history, done, status = [], 0, "completed"
     static = _Static(config.network.residual_blocks, config.growth, laplacian, tuple(grid.tolist()),
-                     tuple(int(m) for m in marks), config.particles, 1, opt.clip_norm is not None,
+                     tuple(int(m) for m in marks), config.particles, opt.clip_norm is not None,
                      opt.schedule, config.reconstruction)
+
+    def step_block(state, first, steps):
+        params, opt_state, total = _train_block(*state, norm, targets, hyper, train_key, jnp.int32(first),
+                                                static=static, block=steps)
+        return (params, opt_state), total
+
     while done < config.steps:
         block = min(config.report_every, config.steps - done)
-        params, opt_state, terms, taken = _run_steps(params, opt_state, norm, targets, hyper, train_key, done,
-                                                     block, static, should_stop)
+        (params, opt_state), total, taken = run_block(step_block, (params, opt_state), done, block, should_stop)
         done += taken
         if taken == 0:  # stopped before the block's first step
             status = "cancelled"
             break
-        losses = dict(zip(LOSS_NAMES, (float(v) for v in np.asarray(terms))))
+        losses = dict(zip(LOSS_NAMES, (float(v) for v in np.asarray(total / taken))))
         history.append([losses[name] for name in LOSS_NAMES])
         if not all(math.isfinite(v) for v in losses.values()):
             status = "diverged"
