@@ -31,6 +31,8 @@ from monge.solvers.pfode import (
 )
 from monge.v1 import pfode_pb2, service_pb2_grpc, tensor_pb2
 
+from fit_checks import Fits, assert_checks, at_most
+
 MEAN = np.array([1.0, -0.5])
 COV = np.array([[0.8, 0.3], [0.3, 0.5]])
 N_GAUSSIAN = 20_000
@@ -143,18 +145,37 @@ def test_log_likelihood_of_samples(client):
 # -- training ----------------------------------------------------------------------------
 
 
+JOB_DATA = (np.random.default_rng(0).normal(size=(256, 2)) * np.array([0.5, 0.3]) + np.array([2.0, -1.0]))
+JOB_TRAINING = dict(steps=150, batch_size=64, learning_rate=5e-3, report_every=50)
+
+
+def training_job_checks(losses):
+    return [at_most("last block loss / first", losses[-1] / losses[0], 1.0)]
+
+
+def train_the_job_in_process(seed):
+    """The job's training as the worker runs it (the client's default VP schedule and noise
+    prediction), for the margins over seeds."""
+    from monge.solvers.pfode import DSMConfig, NoisePrediction, train_dsm
+
+    out = train_dsm(JOB_DATA.astype(np.float32), ARCH, NoisePrediction(), VPSchedule(), DSMConfig(**JOB_TRAINING),
+                    key=jax.random.key(seed))
+    return np.asarray(out.losses)
+
+
+FITS: Fits = {"dsm training job (in-process)": lambda seed: training_job_checks(train_the_job_in_process(seed))}
+
+
 def test_dsm_training_job_stores_a_model_that_samples(client, server, stub):
-    rng = np.random.default_rng(0)
-    data = rng.normal(size=(256, 2)) * np.array([0.5, 0.3]) + np.array([2.0, -1.0])
-    job = client.train_score_model(data.astype(np.float32), hidden=(16, 16), time_embedding_dim=4, steps=150,
-                                   batch_size=64, learning_rate=5e-3, report_every=50, seed=0)
+    job = client.train_score_model(JOB_DATA.astype(np.float32), hidden=(16, 16), time_embedding_dim=4, seed=0,
+                                   **JOB_TRAINING)
     events = list(client.watch(job, timeout=60))
     done = events[-1]
     assert done.state == "succeeded"
     trained = done.results[0].unwrap()
     assert isinstance(trained, TrainedScoreModel) and trained.ok and len(trained.model_id) == 32
     assert trained.losses.shape == (3,) and np.all(np.isfinite(trained.losses))
-    assert trained.losses[-1] < trained.losses[0]
+    assert_checks(training_job_checks(trained.losses))
     assert set(trained.weights) == set(ARCH.weight_shapes()) and trained.prediction == "noise"
     # Progress reached the watchers: the last report is the last block's loss.
     assert done.progress["iteration"] == 150

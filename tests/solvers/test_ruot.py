@@ -24,6 +24,8 @@ from monge.solvers.ruot import (
 )
 from monge.solvers.ruot_model import potential
 
+from fit_checks import Fits, assert_checks, at_least, at_most, within
+
 SHIFT = np.array([1.0, 0.5])
 TINY = dict(network=NetworkConfig(width=16, residual_blocks=0), particles=48, report_every=50,
             optimizer=OptimizerConfig(learning_rate=1e-2, weight_decay=0.0))
@@ -39,13 +41,29 @@ def translation_config(**overrides):
     return RuotConfig(**settings)
 
 
-@pytest.fixture(scope="module")
-def translation():
+def fit_translation(seed=0):
     x0 = cloud()
     reports = []
-    model = ruot.fit([(0.0, x0), (1.0, x0 + SHIFT)], translation_config(),
+    model = ruot.fit([(0.0, x0), (1.0, x0 + SHIFT)], translation_config(seed=seed),
                      progress=lambda step, losses: reports.append((step, losses)))
     return model, reports
+
+
+def translation_checks(model):
+    end = ruot.predict(model, 1.0)
+    hjb = model.history[:, ruot.LOSS_NAMES.index("hjb")]
+    return [
+        within("action / (|shift|^2 / 2) - 1", ruot.path_action(model), 0.5 * float(SHIFT @ SHIFT), 0.05,
+               relative=True),
+        at_most("|mean at t=1 - mean at t=0 - shift|",
+                np.abs(end.points.mean(axis=0) - model.initial_points.mean(axis=0) - SHIFT).max(), 0.05),
+        at_most("hjb last report / first", hjb[-1] / hjb[0], 0.1),
+    ]
+
+
+@pytest.fixture(scope="module")
+def translation():
+    return fit_translation()
 
 
 def geodesic_growth(t):
@@ -59,8 +77,7 @@ def geodesic_growth(t):
     return 2.0 * r / (1.0 + r * t)
 
 
-@pytest.fixture(scope="module")
-def growth_only():
+def fit_growth_only(seed=0):
     x0 = cloud()
     # Every setting that decides the answer is spelled out rather than inherited from
     # RuotConfig's defaults. Width 32 with a residual block: the width-16 network without
@@ -75,26 +92,51 @@ def growth_only():
         report_every=50, sigma=0.0, dt=0.1, alpha=2.0, growth=QuadraticGrowth(),
         gamma_hjb=0.0625, gamma_action=0.25, gamma_mass=10.0, reconstruction=ruot.EnergyDistance(),
         optimizer=OptimizerConfig(learning_rate=1e-2, weight_decay=0.0,
-                                  schedule=ruot.WarmupCosineSchedule(warmup=0.05, final=0.02)))
+                                  schedule=ruot.WarmupCosineSchedule(warmup=0.05, final=0.02)), seed=seed)
     return ruot.fit([Snapshot(0.0, x0, 100.0), Snapshot(1.0, x0, 200.0)], config)
+
+
+def growth_only_checks(model):
+    x0 = model.initial_points
+    spread = float(x0.std())  # the cloud's per-coordinate standard deviation, 0.3
+    path = ruot.trajectories(model, np.linspace(0.0, 1.0, 5))
+    # Nothing moves: the speed inside the interval and each cell's displacement over it
+    # are small against the cloud's spread, the scale on which a move would change the fit.
+    speeds = [np.linalg.norm(ruot.velocity_at(model, path.points[i], path.times[i]), axis=1).mean()
+              for i in (1, 2, 3)]
+    checks = [
+        within("mass at t=1 / 2 - 1", path.mass[-1], 2.0, 0.02, relative=True),
+        at_least("smallest mass increment", np.diff(path.mass).min(), 0.0),
+        at_most("largest mean speed / spread", max(speeds) / spread, 0.1),
+        at_most("mean displacement / spread",
+                np.linalg.norm(path.points[-1] - path.points[0], axis=1).mean() / spread, 0.05),
+    ]
+    # Every cell grows alike, at the geodesic's falling rate.
+    for t in (0.0, 0.5, 1.0):
+        g = ruot.growth_at(model, x0, t)
+        checks += [at_most(f"growth std / mean at t={t}", g.std() / g.mean(), 0.02),
+                   within(f"growth / geodesic rate - 1 at t={t}", g.mean(), geodesic_growth(t), 0.06,
+                          relative=True)]
+    return checks
+
+
+@pytest.fixture(scope="module")
+def growth_only():
+    return fit_growth_only()
 
 
 def test_translation_action_is_half_squared_shift(translation):
     model, _ = translation
     assert model.settings.status == "completed"
-    expected = 0.5 * float(SHIFT @ SHIFT)
-    assert ruot.path_action(model) == pytest.approx(expected, rel=0.05)
-    end = ruot.predict(model, 1.0)
-    np.testing.assert_allclose(end.points.mean(axis=0), model.initial_points.mean(axis=0) + SHIFT, atol=0.05)
-    assert end.mass == pytest.approx(1.0, abs=1e-6)  # no growth: weights stay 1
+    assert_checks(translation_checks(model)[:2])
+    assert ruot.predict(model, 1.0).mass == pytest.approx(1.0, abs=1e-6)  # no growth: weights stay 1
 
 
 def test_progress_reports_every_block_and_hjb_residual_falls(translation):
     model, reports = translation
     assert [step for step, _ in reports] == [50, 100, 150, 200]
     assert set(reports[0][1]) == set(ruot.LOSS_NAMES)
-    hjb = model.history[:, ruot.LOSS_NAMES.index("hjb")]
-    assert hjb[-1] < 0.1 * hjb[0]
+    assert_checks(translation_checks(model)[2:])
 
 
 def test_velocity_is_grad_of_lambda(translation):
@@ -110,24 +152,8 @@ def test_velocity_is_grad_of_lambda(translation):
 
 
 def test_population_that_only_grows(growth_only):
-    model = growth_only
-    x0 = model.initial_points
-    spread = float(x0.std())  # the cloud's per-coordinate standard deviation, 0.3
-    path = ruot.trajectories(model, np.linspace(0.0, 1.0, 5))
-    np.testing.assert_allclose(path.mass[[0, -1]], [1.0, 2.0], rtol=0.02)
-    assert np.all(np.diff(path.mass) > 0)
-    # Nothing moves: the speed (fit: <= 0.015 inside the interval) and each cell's
-    # displacement over the whole interval (fit: 0.0015 on average) are small against
-    # the cloud's spread, the scale on which a move would change the fit.
-    speeds = [np.linalg.norm(ruot.velocity_at(model, path.points[i], path.times[i]), axis=1).mean()
-              for i in (1, 2, 3)]
-    assert max(speeds) < 0.1 * spread
-    assert np.linalg.norm(path.points[-1] - path.points[0], axis=1).mean() < 0.05 * spread
-    # Every cell grows alike, at the geodesic's falling rate (fit: within 3%).
-    for t in (0.0, 0.5, 1.0):
-        g = ruot.growth_at(model, x0, t)
-        assert g.std() < 0.02 * g.mean()
-        assert g.mean() == pytest.approx(geodesic_growth(t), rel=0.06)
+    assert ruot.trajectories(growth_only, [0.0]).mass[0] == pytest.approx(1.0, rel=1e-6)
+    assert_checks(growth_only_checks(growth_only))
 
 
 def test_export_round_trip_gives_identical_queries(translation):
@@ -236,28 +262,59 @@ def test_paper_growth_rate_solves_the_optimality_condition():
     np.testing.assert_allclose(QuadraticGrowth().rate(lam, 2.0), lam / 2.0)
 
 
-@pytest.fixture(scope="module")
-def up_and_down():
+def decay_geodesic_growth(t):
+    """The Fisher-Rao geodesic from mass 2 at t = 1 down to 1 at t = 2: sqrt(M) linear,
+    g(t) = 2 s / (sqrt(2) + s (t - 1)), s = 1 - sqrt(2); -0.59 at t = 1."""
+    s = 1.0 - np.sqrt(2.0)
+    return 2.0 * s / (np.sqrt(2.0) + s * (t - 1.0))
+
+
+def fit_up_and_down(seed=0):
     """Same cloud, mass 1 -> 2 -> 1: growth then decay, which a lambda without jumps
     cannot follow while its HJB residual vanishes (the mass would be convex in time)."""
     x0 = cloud()
-    # readout_scale 1 (not the default 0.1): from a near-zero lambda this tiny fit has
-    # not reversed the growth after 300 steps (mass 1, 1.38, 1.75).
-    config = RuotConfig(**dict(TINY, network=NetworkConfig(width=16, residual_blocks=0, snapshot_jumps=True,
-                                                           readout_scale=1.0),
-                               sigma=0.0, steps=300, gamma_mass=10.0))
+    # The growth-only fit's settings, with jumps and two changes that make it robust.
+    # Over 20 seeds (float64 on and off) none fails; with TINY's network at readout scale 1
+    # and 300 steps, 5 of 10 seeds stopped at a mass of 1.2-1.7 at t = 1. The failures are
+    # a blow-up early in training (HJB term 200-1500 by step 50, particles thrown about,
+    # action 10-24) that the fit does not recover from: a 20% warm-up (not 5%) keeps the
+    # first steps small until lambda has its sign, and gamma_action 0.5 (not 0.25) keeps
+    # the particles from being thrown. 600 steps: at 400 two of ten seeds still fail.
+    config = RuotConfig(
+        network=NetworkConfig(width=32, residual_blocks=1, readout_scale=0.1, snapshot_jumps=True), particles=48,
+        steps=600, report_every=50, sigma=0.0, dt=0.1, alpha=2.0, growth=QuadraticGrowth(),
+        gamma_hjb=0.0625, gamma_action=0.5, gamma_mass=10.0, reconstruction=ruot.EnergyDistance(),
+        optimizer=OptimizerConfig(learning_rate=1e-2, weight_decay=0.0,
+                                  schedule=ruot.WarmupCosineSchedule(warmup=0.2, final=0.02)), seed=seed)
     return ruot.fit([Snapshot(0.0, x0, 100.0), Snapshot(1.0, x0, 200.0), Snapshot(2.0, x0, 100.0)], config)
+
+
+def up_and_down_checks(model):
+    mass = ruot.trajectories(model).mass
+    x = cloud(8, seed=4)
+    before, after = ruot.growth_at(model, x, 0.99), ruot.growth_at(model, x, 1.0)
+    return [
+        at_most("max |mass - [1, 2, 1]|", np.abs(mass - [1.0, 2.0, 1.0]).max(), 0.15),
+        # Between the snapshots lambda is smooth; at t = 1 the growth rate changes sign,
+        at_least("smallest growth at t=0.99", before.min(), 0.0),
+        at_most("largest growth at t=1", after.max(), 0.0),
+        # from the growth geodesic's rate to the decay geodesic's.
+        within("growth / geodesic rate - 1 at t=0.99", before.mean(), geodesic_growth(0.99), 0.25, relative=True),
+        within("growth / geodesic rate - 1 at t=1", after.mean(), decay_geodesic_growth(1.0), 0.25, relative=True),
+    ]
+
+
+@pytest.fixture(scope="module")
+def up_and_down():
+    return fit_up_and_down()
 
 
 def test_snapshot_jumps_let_the_mass_go_up_then_down(up_and_down):
     model = up_and_down
-    assert model.params["in.w"].shape == (2 + 1 + 1, 16)  # x, t and one jump (t = 1)
+    assert model.params["in.w"].shape == (2 + 1 + 1, 32)  # x, t and one jump (t = 1)
     np.testing.assert_array_equal(np.asarray(model.norm.jumps), [1.0])
-    mass = ruot.trajectories(model).mass
-    np.testing.assert_allclose(mass, [1.0, 2.0, 1.0], atol=0.15)
-    # Between the snapshots lambda is smooth; at t = 1 the growth rate changes sign.
+    assert_checks(up_and_down_checks(model))
     x = cloud(8, seed=4)
-    assert np.all(ruot.growth_at(model, x, 0.99) > 0) and np.all(ruot.growth_at(model, x, 1.0) < 0)
     # Query times off the snapshots simulate through t = 1 on the grid.
     a = ruot.trajectories(model, [0.5, 2.0], seed=1)
     b = ruot.trajectories(model, [0.5, 1.0, 2.0], seed=1)
@@ -282,3 +339,10 @@ def test_should_stop_is_heard_within_a_step():
     assert model.settings.status == "cancelled"
     assert model.settings.steps_trained == 25
     assert model.history.shape == (1, len(ruot.LOSS_NAMES)) and np.all(np.isfinite(model.history))
+
+
+FITS: Fits = {
+    "ruot translation": lambda seed: translation_checks(fit_translation(seed)[0]),
+    "ruot growth only": lambda seed: growth_only_checks(fit_growth_only(seed)),
+    "ruot up and down (snapshot jumps)": lambda seed: up_and_down_checks(fit_up_and_down(seed)),
+}
