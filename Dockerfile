@@ -15,7 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 WORKDIR /opt/monge
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY proto ./proto
 COPY solvers ./solvers
 COPY server ./server
@@ -26,7 +26,7 @@ RUN case "$JAX_FLAVOR" in \
       cuda13) extra="[cuda13]" ;; \
       *) echo "JAX_FLAVOR must be cpu, cuda12 or cuda13, got $JAX_FLAVOR" >&2; exit 1 ;; \
     esac \
- && pip install ".${extra}" \
+ && pip install ".${extra}" -c constraints.txt \
  && rm -rf /opt/monge/build
 
 RUN useradd --create-home --uid 10001 monge
