@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 from google.rpc import error_details_pb2, status_pb2
 
-from monge.client.tensors import encode
+from monge.v1.codec import encode
 from monge.v1 import (exact_pb2, fedwad_pb2, fedwad_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pfode_pb2, ruot_pb2,
                       service_pb2_grpc, sinkhorn_pb2, sparsity_constrained_pb2 as sparsity_pb2, tensor_pb2)
 

@@ -21,15 +21,8 @@ from monge.client.errors import (
     UnavailableError,
 )
 from monge.client.fedwad import FedWadParty, FedWadSessionInfo, FedWadSessions
-from monge.client.ruot import (
-    RuotExport,
-    RuotFields,
-    RuotFitResult,
-    RuotPopulation,
-    RuotQueryResult,
-    RuotSnapshot,
-    RuotTrajectories,
-)
+from monge.client.ruot import RuotFields, RuotFitResult, RuotPopulation, RuotQueryResult, RuotTrajectories
+from monge.v1.ruot_codec import RuotExport, RuotSnapshot
 from monge.client.results import (
     Diagnostics,
     ExactTransportResult,

@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 from monge.client.cli_common import connection
-from monge.client.ruot import FIT_SETTINGS, GROWTH_PENALTIES, LAPLACIANS, RECONSTRUCTIONS, RuotExport, RuotSnapshot
+from monge.v1.ruot_codec import FIT_SETTINGS, GROWTH_PENALTIES, LAPLACIANS, RECONSTRUCTIONS, RuotExport, RuotSnapshot
 
 _MODEL_ID = re.compile(r"[0-9a-f]{32}")
 PLOT_INSTALL_HINT = ("monge: `monge ruot plot` needs matplotlib, which is not installed; "

@@ -35,7 +35,7 @@ import numpy as np
 
 from monge.client import errors
 from monge.client.channel import open_channel
-from monge.client.tensors import decode, encode
+from monge.v1.codec import decode, encode
 from monge.v1 import fedwad_pb2, fedwad_pb2_grpc
 
 DEFAULT_MAX_MESSAGE_BYTES = 512 << 20

@@ -11,7 +11,7 @@ import numpy as np
 
 from monge.client.ruot import fit_request as ruot_fit
 from monge.client.ruot import query_request as ruot_query
-from monge.client.tensors import encode
+from monge.v1.codec import encode
 from monge.v1 import exact_pb2, pfode_pb2, sinkhorn_pb2, sparsity_constrained_pb2, tensor_pb2
 
 _COSTS = {

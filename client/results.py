@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from monge.client.tensors import decode
+from monge.v1.codec import decode
 from monge.v1 import diagnostics_pb2, exact_pb2, pfode_pb2, tensor_pb2
 
 

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from monge.client.tensors import encode
+from monge.v1.codec import encode
 from monge.server import limits, validation as v
 from monge.server.config import ServerConfig
 from monge.server.sinkhorn_call import points_or_matrix

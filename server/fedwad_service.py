@@ -37,7 +37,7 @@ import uuid
 import grpc
 import numpy as np
 
-from monge.client.tensors import TensorError, check, encode
+from monge.v1.codec import TensorError, check, encode
 from monge.server import validation as v
 from monge.server.errors import Aborted, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
 from monge.server.errors import rpc

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from monge.client.tensors import TensorError, decode, encode
+from monge.v1.codec import TensorError, decode, encode
 from monge.server import limits, pfode_models
 from monge.server import validation as v
 from monge.server.chunked import run_in_chunks

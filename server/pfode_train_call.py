@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from monge.client.tensors import encode
+from monge.v1.codec import encode
 from monge.server import limits, pfode_models
 from monge.server import validation as v
 from monge.server.auth import ANONYMOUS

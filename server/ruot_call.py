@@ -23,8 +23,8 @@ import time
 
 import numpy as np
 
-from monge.client.ruot import FIT_SETTINGS, RuotExport, RuotSnapshot
-from monge.client.tensors import encode
+from monge.v1.ruot_codec import FIT_SETTINGS, RuotExport, RuotSnapshot
+from monge.v1.codec import encode
 from monge.server import limits, ruot_models
 from monge.server import validation as v
 from monge.server.auth import ANONYMOUS

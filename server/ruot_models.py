@@ -27,7 +27,7 @@ import uuid
 
 import numpy as np
 
-from monge.client.ruot import RuotSnapshot
+from monge.v1.ruot_codec import RuotSnapshot
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import NotFound
 

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from monge.client.ruot import RuotExport, settings_from_proto, snapshot_to_proto
-from monge.client.tensors import TensorError, decode, encode
+from monge.v1.ruot_codec import RuotExport, settings_from_proto, snapshot_to_proto
+from monge.v1.codec import TensorError, decode, encode
 from monge.server import limits, ruot_models
 from monge.server import validation as v
 from monge.server.auth import ANONYMOUS

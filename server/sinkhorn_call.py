@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from monge.client.tensors import encode
+from monge.v1.codec import encode
 from monge.server import limits, validation as v
 from monge.server.chunked import chunk_for_size, run_in_chunks
 from monge.server.config import ServerConfig

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from monge.client.tensors import encode
+from monge.v1.codec import encode
 from monge.server import limits, validation as v
 from monge.server.config import ServerConfig
 from monge.server.exact_call import check_costs_finite, check_equal_mass, encode_sparse

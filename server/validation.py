@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from monge.client.tensors import TensorError, check, decode
+from monge.v1.codec import TensorError, check, decode
 from monge.server.errors import InvalidArgument
 from monge.v1 import tensor_pb2
 

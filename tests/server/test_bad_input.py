@@ -7,7 +7,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from monge.client import InvalidArgumentError
-from monge.client.tensors import encode
+from monge.v1.codec import encode
 from monge.v1 import service_pb2_grpc, sinkhorn_pb2, tensor_pb2
 
 

@@ -16,7 +16,7 @@ from monge.client import (
     InvalidArgumentError,
     NotFoundError,
 )
-from monge.client.tensors import encode
+from monge.v1.codec import encode
 from monge.solvers.fedwad import FedWadConfig, fedwad, pairwise_fedwad
 from monge.v1 import fedwad_pb2, fedwad_pb2_grpc
 

@@ -30,7 +30,7 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from monge.client.tensors import TensorError, check, decode, encode
+from monge.v1.codec import TensorError, check, decode, encode
 from monge.v1 import (exact_pb2, fedwad_pb2, fedwad_pb2_grpc, jobs_pb2, jobs_pb2_grpc, pfode_pb2, ruot_pb2,
                       service_pb2_grpc, sinkhorn_pb2, sparsity_constrained_pb2, tensor_pb2)
 

@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse
 
 from monge.client import DeadlineExceededError, InvalidArgumentError, requests
-from monge.client.tensors import encode
+from monge.v1.codec import encode
 from monge.v1 import service_pb2_grpc, sparsity_constrained_pb2
 
 N, M, D = 20, 15, 2
