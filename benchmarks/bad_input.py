@@ -127,8 +127,8 @@ def _untrained_ruot() -> ruot_pb2.RUOTModel:
     import jax
 
     from monge.client import RuotExport
-    from monge.solvers.ruot_config import ExactLaplacian, QuadraticGrowth
-    from monge.solvers.ruot_model import RuotSettings, init_params
+    from monge.solvers.ruot.config import ExactLaplacian, QuadraticGrowth
+    from monge.solvers.ruot.model import RuotSettings, init_params
 
     arrays = {f"params/{k}": np.asarray(v) for k, v in init_params(jax.random.key(0), 2, 8, 0).items()}
     arrays.update({"norm.x_shift": np.zeros(2), "norm.x_scale": np.array(1.0), "norm.t_shift": np.array(0.0),

@@ -25,8 +25,8 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODULES = [
-    "tests/solvers/test_ruot.py",
-    "tests/solvers/test_pfode_model.py",
+    "tests/solvers/ruot/test_fit.py",
+    "tests/solvers/pfode/test_model.py",
     "tests/server/test_pfode_rpc.py",
     "tests/solvers/test_fedwad.py",
 ]

@@ -59,7 +59,7 @@ from monge.solvers.pfode import (  # noqa: E402
     VPSchedule,
     sample,
 )
-from monge.solvers.pfode_metrics import affine_pushforward, gaussian_w2  # noqa: E402
+from monge.solvers.pfode.metrics import affine_pushforward, gaussian_w2  # noqa: E402
 
 DOPRI_TOLERANCES = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
 EXACT = Dopri5(rtol=1e-10, atol=1e-10, max_steps=100_000)

@@ -30,7 +30,7 @@ from monge.solvers import ruot
 from monge.solvers.ruot import NetworkConfig, OptimizerConfig, RuotConfig
 # --reconstruction (these names): the training's distance between particles and each
 # snapshot (the evaluation is always exact W1), as the service's RUOTFitSettings.reconstruction.
-from monge.solvers.ruot_config import RECONSTRUCTIONS
+from monge.solvers.ruot.config import RECONSTRUCTIONS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ruot"

@@ -48,7 +48,7 @@ MAX_EMBEDDING = 1024
 MAX_PARAMETERS = 50_000_000
 MAX_PROBES = 1024
 MAX_LIKELIHOOD_STEPS = 100_000
-MIXTURE_WEIGHT_TOLERANCE = 1e-6  # as monge.solvers.pfode_sources.GaussianMixture
+MIXTURE_WEIGHT_TOLERANCE = 1e-6  # as monge.solvers.pfode.sources.GaussianMixture
 
 # Which schedule parameters each schedule has (the fields of DiffusionSchedule).
 SCHEDULE_PARAMETERS = {

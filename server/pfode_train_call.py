@@ -117,7 +117,7 @@ def run(call: TrainCall, stop, progress=None):
     import jax
 
     from monge.solvers.pfode import DSMConfig, train_dsm
-    from monge.solvers.pfode_train import TrainingStopped
+    from monge.solvers.pfode.train import TrainingStopped
 
     if stop.is_set():
         return None, 0.0

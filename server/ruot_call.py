@@ -174,7 +174,7 @@ def build_config(given: dict):
     """The solver's RuotConfig from checked settings (unset: the paper's defaults for the
     growth penalty). ValueError if the solver refuses a combination."""
     from monge.solvers import ruot
-    from monge.solvers.ruot_config import RECONSTRUCTIONS
+    from monge.solvers.ruot.config import RECONSTRUCTIONS
 
     growth = {"none": ruot.NoGrowth(), "quadratic": ruot.QuadraticGrowth(),
               "paper": ruot.PaperGrowth(**({"linear_below": given["growth_linear_below"]}

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from monge.solvers.checks import positive_if_concrete
 from monge.solvers.loop import Status, run_until_converged
 from monge.solvers.sinkhorn import OTProblem, SinkhornOutput, make_problem
 
@@ -93,7 +94,7 @@ class SNSConfig:
 
     def __post_init__(self):
         for name in ("epsilon", "threshold", "switch_iterations", "hessian_shift"):
-            _check_positive_if_concrete(name, getattr(self, name))
+            positive_if_concrete(name, getattr(self, name))
         try:
             dropped = float(self.dropped_mass)
         except (TypeError, jax.errors.ConcretizationTypeError):
@@ -107,15 +108,6 @@ class SNSConfig:
         for name in ("max_iterations", "inner_iterations", "max_cg_iterations", "max_halvings"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-
-
-def _check_positive_if_concrete(name, value):
-    try:
-        concrete = float(value)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        return  # traced: validated where it was concrete
-    if not concrete > 0:  # also rejects NaN
-        raise ValueError(f"{name} must be positive, got {concrete}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from monge.solvers.checks import positive_if_concrete
 from monge.solvers.loop import LoopOutput, Status, run_until_converged, status_message
 from monge.solvers.sinkhorn import OTProblem, make_problem
 
@@ -86,8 +87,8 @@ class SparsityConstrainedConfig:
     max_linesearch_steps: int = dataclasses.field(default=30, metadata=dict(static=True))
 
     def __post_init__(self):
-        _check_positive_if_concrete("gamma", self.gamma)
-        _check_positive_if_concrete("threshold", self.threshold)
+        positive_if_concrete("gamma", self.gamma)
+        positive_if_concrete("threshold", self.threshold)
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
         if self.formulation not in ("semi_dual", "dual"):
@@ -97,15 +98,6 @@ class SparsityConstrainedConfig:
         for name in ("support_iterations", "max_iterations", "memory_size", "max_linesearch_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-
-
-def _check_positive_if_concrete(name, value):
-    try:
-        concrete = float(value)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        return  # traced: validated where it was concrete
-    if not concrete > 0:  # also rejects NaN
-        raise ValueError(f"{name} must be positive, got {concrete}")
 
 
 @dataclasses.dataclass(frozen=True)

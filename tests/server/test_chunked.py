@@ -74,7 +74,7 @@ def test_stall_is_detected_across_chunks():
 
 
 def test_slow_chunked_run_is_not_stalled():
-    # The plateaus of a small-epsilon float64 run (see tests/solvers/test_sinkhorn_stall.py)
+    # The plateaus of a small-epsilon float64 run (see tests/solvers/sinkhorn/test_stall.py)
     # span many chunks; the rule across chunks must not stop it either. Plain Sinkhorn,
     # whose plateaus are the longest (over-relaxed, the run takes a few hundred iterations).
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
-from monge.solvers.sinkhorn_ops import block_rows, blocked_matvec, blocked_vecmat, column_sums
+from monge.solvers.sinkhorn.ops import block_rows, blocked_matvec, blocked_vecmat, column_sums
 
 
 def _relative(value, reference):

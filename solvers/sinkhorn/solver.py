@@ -43,51 +43,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from monge.solvers import overrelaxation
-from monge.solvers.geometry import Geometry
+from monge.solvers.sinkhorn import overrelaxation
+from monge.solvers.checks import positive_if_concrete
+from monge.solvers.problem import OTProblem, make_problem
 from monge.solvers.loop import (
     Status, final_status, improved, is_stalled, run_until_converged, stall_ceiling, status_message,
 )
-from monge.solvers.sinkhorn_implicit import gauge_shift, implicit_potentials
-from monge.solvers.sinkhorn_ops import (
+from monge.solvers.sinkhorn.implicit import gauge_shift, implicit_potentials
+from monge.solvers.sinkhorn.ops import (
     CostAccess, block_rows, blocked_matvec, blocked_vecmat, kernel_rows, plan_sums,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class OTProblem:
-    """Two weighted measures and the cost between them. Weights need not sum to one."""
-
-    geometry: Geometry
-    a: jax.Array
-    b: jax.Array
-
-    @classmethod
-    def from_points(cls, x, y, a=None, b=None, cost="sqeuclidean") -> "OTProblem":
-        return cls.create(Geometry.from_points(x, y, cost), a, b)
-
-    @classmethod
-    def from_matrix(cls, matrix, a=None, b=None) -> "OTProblem":
-        return cls.create(Geometry.from_matrix(matrix), a, b)
-
-    @classmethod
-    def create(cls, geometry: Geometry, a=None, b=None) -> "OTProblem":
-        n, m = geometry.shape
-        dtype = geometry.dtype
-        a = jnp.full((n,), 1.0 / n, dtype) if a is None else jnp.asarray(a, dtype)
-        b = jnp.full((m,), 1.0 / m, dtype) if b is None else jnp.asarray(b, dtype)
-        return cls(geometry, a, b)
-
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.geometry.shape
 
 
 METHODS = ("auto", "kernel", "log")
@@ -145,10 +116,10 @@ class SinkhornConfig:
         reg_m = self.reg_m
         if isinstance(reg_m, (int, float)) or getattr(reg_m, "ndim", 1) == 0:
             object.__setattr__(self, "reg_m", (reg_m, reg_m))
-        _check_positive_if_concrete("epsilon", self.epsilon)
-        _check_positive_if_concrete("threshold", self.threshold)
+        positive_if_concrete("epsilon", self.epsilon)
+        positive_if_concrete("threshold", self.threshold)
         for value in self.reg_m:
-            _check_positive_if_concrete("reg_m", value)
+            positive_if_concrete("reg_m", value)
         if min(self.max_iterations, self.inner_iterations, self.block_size) < 1:
             raise ValueError("max_iterations, inner_iterations and block_size must be at least 1")
         if self.method not in METHODS:
@@ -167,15 +138,6 @@ class SinkhornConfig:
             return
         if not 0.0 < factor < 1.0:
             raise ValueError(f"scaling_factor must lie in (0, 1), got {factor}")
-
-
-def _check_positive_if_concrete(name, value):
-    try:
-        concrete = float(value)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        return  # traced under jit: validation happened where it was concrete
-    if not concrete > 0:
-        raise ValueError(f"{name} must be positive, got {concrete}")
 
 
 class ScaledPotentials(NamedTuple):
@@ -276,9 +238,6 @@ class SinkhornOutput:
         return _barycentric_map(self.problem, self.potentials, self.epsilon, self.online, self.block_size)
 
 
-jax.tree_util.register_dataclass(
-    OTProblem, data_fields=["geometry", "a", "b"], meta_fields=[]
-)
 jax.tree_util.register_dataclass(
     SinkhornOutput,
     data_fields=[
@@ -725,7 +684,7 @@ def _barycentric_map(problem, scaled, epsilon, online, block):
 
 
 # ---------------------------------------------------------------------------------------
-# Convenience entry, batches, divergence.
+# Convenience entry.
 
 
 def sinkhorn(
@@ -763,229 +722,3 @@ def sinkhorn(
         overrelaxation=overrelaxation,
     )
     return solve(problem, config, init)
-
-
-def make_problem(x, y, a, b, cost_matrix, cost="sqeuclidean") -> OTProblem:
-    """The problem of the convenience entries' keywords: a cost matrix, or points."""
-    if cost_matrix is not None:
-        return OTProblem.from_matrix(cost_matrix, a, b)
-    return OTProblem.from_points(x, y, a, b, cost=cost)
-
-
-def size_bucket(size: int) -> int:
-    """Round a size up to a few buckets so that arbitrary request sizes reuse a compiled
-    program: 16, then 2**k and 1.5 * 2**k (at most 50% padding per side). Padded points
-    carry zero weight, so they change no answer; they cost compute in proportion."""
-    bucket = 16
-    while bucket < size:
-        half_step = bucket + bucket // 2  # 16 -> 24 -> 32 -> 48 -> 64 ...
-        if bucket & (bucket - 1) == 0 and half_step >= size:
-            return half_step
-        bucket = half_step if bucket & (bucket - 1) == 0 else (bucket // 3) * 4
-    return bucket
-
-
-def power_of_two_bucket(size: int) -> int:
-    """Coarser buckets (16, 32, 64, ...): fewer distinct shapes, more padding."""
-    return max(16, 1 << (size - 1).bit_length())
-
-
-def pad_problem(problem: OTProblem, n: int, m: int) -> OTProblem:
-    """The same problem on n >= n0 by m >= m0 points: zero-weight points (at the origin,
-    or zero costs) appended, which changes no answer on the original points."""
-    geometry = problem.geometry
-    n0, m0 = problem.shape
-    if geometry.matrix is not None:
-        padded = Geometry.from_matrix(jnp.pad(geometry.matrix, ((0, n - n0), (0, m - m0))))
-    else:
-        padded = Geometry.from_points(
-            jnp.pad(geometry.x, ((0, n - n0), (0, 0))),
-            jnp.pad(geometry.y, ((0, m - m0), (0, 0))),
-            geometry.cost,
-        )
-    return OTProblem(padded, jnp.pad(problem.a, (0, n - n0)), jnp.pad(problem.b, (0, m - m0)))
-
-
-_solve_vmapped = jax.jit(jax.vmap(_solve, in_axes=(0, None, 0)))
-
-
-def default_vectorization() -> str:
-    """How `solve_batch` solves a batch on the default device: "vmap" on an accelerator,
-    "loop" on CPU (see `solve_batch`)."""
-    return "loop" if jax.default_backend() == "cpu" else "vmap"
-
-
-def _padded_start(start, n0: int, m0: int, n: int, m: int, dtype):
-    """A warm start (None, (f, g) or (f, g, omega)) padded to n x m, always as
-    (f, g, omega) so that cold and warm starts share one program."""
-    if start is None:
-        start = (jnp.zeros(n0, dtype), jnp.zeros(m0, dtype))
-    f0, g0 = start[:2]
-    omega = start[2] if len(start) > 2 else 1.0
-    return (jnp.pad(jnp.asarray(f0, dtype), (0, n - n0)), jnp.pad(jnp.asarray(g0, dtype), (0, m - m0)),
-            jnp.asarray(omega, dtype))
-
-
-def _solve_alone(problem: OTProblem, config: SinkhornConfig, start) -> SinkhornOutput:
-    n0, m0 = problem.shape
-    n, m = size_bucket(n0), size_bucket(m0)
-    out = solve(pad_problem(problem, n, m), config, _padded_start(start, n0, m0, n, m, problem.geometry.dtype))
-    return out.resized(n0, m0, problem)
-
-
-def solve_batch(
-    problems: Sequence[OTProblem],
-    config: SinkhornConfig,
-    init: Sequence[tuple | None] | None = None,
-    bucket=size_bucket,
-    vectorize: str | None = None,
-) -> list[SinkhornOutput]:
-    """Solve many problems of different sizes; results come back in the caller's order.
-
-    vectorize="vmap": problems are grouped by kind (cost, dimension, dtype), padded with
-    zero-weight points to shape buckets and solved with one vmapped program per bucket.
-    Under vmap a branch on a traced value runs both sides, so "auto" is resolved to the
-    (stabilised) kernel iterations here; pass method="log" to force log iterations.
-    `bucket` maps a size to its padded size (`size_bucket`, or the coarser
-    `power_of_two_bucket`).
-    vectorize="loop": each problem is solved alone (padded to its `size_bucket`, the
-    programs single calls use). On CPU a vmapped batch touches every member's kernel in
-    every iteration and streams them from memory instead of cache: measured 20x slower
-    than solving the members in turn (benchmarks/RESULTS.md, "Dynamic batching").
-    None: `default_vectorization()`, vmap on accelerators and loop on CPU.
-    Warm starts, if given, are per problem: None (cold), (f, g) or (f, g, omega).
-    """
-    vectorize = vectorize or default_vectorization()
-    if vectorize not in ("vmap", "loop"):
-        raise ValueError(f"vectorize must be 'vmap' or 'loop', got {vectorize!r}")
-    if vectorize == "loop":
-        return [_solve_alone(problem, config, None if init is None else init[i])
-                for i, problem in enumerate(problems)]
-    if config.method == "auto" and not config.online:
-        config = dataclasses.replace(config, method="kernel")
-    groups: dict[tuple, list[int]] = {}
-    for index, problem in enumerate(problems):
-        geometry = problem.geometry
-        n, m = problem.shape
-        dim = None if geometry.matrix is not None else geometry.x.shape[1]
-        key = (geometry.cost, dim, jnp.dtype(geometry.dtype).name, bucket(n), bucket(m))
-        groups.setdefault(key, []).append(index)
-    results: list[SinkhornOutput | None] = [None] * len(problems)
-    for (_, _, _, n, m), indices in groups.items():
-        padded = [pad_problem(problems[i], n, m) for i in indices]
-        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *padded)
-        dtype = padded[0].geometry.dtype
-        starts = [_padded_start(None if init is None else init[i], *problems[i].shape, n, m, dtype)
-                  for i in indices]
-        starts = jax.tree.map(lambda *leaves: jnp.stack(leaves), *starts)
-        out = _solve_vmapped(stacked, config, starts)
-        for slot, i in enumerate(indices):
-            n0, m0 = problems[i].shape
-            one = jax.tree.map(lambda leaf: leaf[slot], out)
-            results[i] = one.resized(n0, m0, problems[i])
-    return results
-
-
-@dataclasses.dataclass(frozen=True)
-class SinkhornDivergenceOutput:
-    """S(a, b) = OT(a, b) - OT(a, a) / 2 - OT(b, b) / 2 + epsilon (|a| - |b|)^2 / 2, with
-    OT the regularised objective (GeomLoss's and ott-jax's debiased divergence).
-
-    Balanced (reg_m infinite): differentiable w.r.t. the points, the weights and epsilon.
-    Unbalanced (reg_m finite): ott-jax's semantics, value only (see `divergence_term`);
-    the three solves are then of the weights a^tau, b^tau (tau = reg_m / (reg_m +
-    epsilon)), so `xy.problem` holds those."""
-
-    divergence: jax.Array
-    xy: SinkhornOutput
-    xx: SinkhornOutput
-    yy: SinkhornOutput
-
-    @property
-    def converged(self) -> jax.Array:
-        return self.xy.converged & self.xx.converged & self.yy.converged
-
-
-jax.tree_util.register_dataclass(
-    SinkhornDivergenceOutput, data_fields=["divergence", "xy", "xx", "yy"], meta_fields=[]
-)
-
-
-def divergence_weights(w, reg_m, epsilon):
-    """The weights a Sinkhorn divergence term solves with: w^tau, tau = reg_m / (reg_m +
-    epsilon) (w itself when balanced).
-
-    ott-jax regularises an unbalanced problem with the entropy of P (its plan is
-    exp((f + g - C) / epsilon)), where this module uses KL(P | a b^T). Expanding both,
-    <P, C> - epsilon H(P) + rho_a KL(P 1 | a) + rho_b KL(P^T 1 | b) equals, up to a
-    constant, the KL form with weights alpha = a^tau_a and beta = b^tau_b: the terms
-    linear in P 1 are (epsilon + rho_a) log alpha - rho_a log a, zero exactly then. So
-    solving with these weights gives ott-jax's plan."""
-    tau = _damping(reg_m, epsilon)
-    positive = w > 0
-    return jnp.where(positive, jnp.where(positive, w, 1.0) ** tau, 0.0)
-
-
-def divergence_term(a, b, f, g, reg_m, epsilon):
-    """ott-jax's `reg_ot_cost` of one divergence term, from this module's potentials f, g
-    of the problem solved with `divergence_weights(a)`, `divergence_weights(b)`.
-
-    ott-jax evaluates sum_i -a_i phi*(-(f'_i - epsilon log a_i)) (+ the same for b)
-    + epsilon (|a| |b| - |P|), phi* the Legendre transform of rho KL, with its
-    potentials f' = f + epsilon log a^tau; that is rho <a, 1 - exp(-(f + epsilon (tau - 1)
-    log a) / rho)>, or <a, f> when balanced. |P| is read from the column optimality
-    condition, exact after a g-update (the engines' last): sum_j b^tau exp(-g / rho_b)."""
-    tau_a, tau_b = _damping(reg_m[0], epsilon), _damping(reg_m[1], epsilon)
-
-    def side(w, pot, rho, tau):
-        positive = w > 0
-        log_w = jnp.log(jnp.where(positive, w, 1.0))
-        shifted = pot + epsilon * (tau - 1.0) * log_w
-        safe_rho = jnp.where(jnp.isinf(rho), 1.0, rho)
-        soft = safe_rho * (1.0 - jnp.exp(-shifted / safe_rho))
-        return jnp.sum(jnp.where(positive, w * jnp.where(jnp.isinf(rho), shifted, soft), 0.0))
-
-    beta = divergence_weights(b, reg_m[1], epsilon)
-    mass = jnp.sum(_marginal_target(beta, g, reg_m[1]))
-    return (side(a, f, reg_m[0], tau_a) + side(b, g, reg_m[1], tau_b)
-            + epsilon * (jnp.sum(a) * jnp.sum(b) - mass))
-
-
-def _divergence_impl(x, y, a, b, config, cost_name):
-    epsilon = jnp.asarray(config.epsilon, x.dtype)
-    reg_m = tuple(jnp.asarray(r, x.dtype) for r in config.reg_m)
-    sg = jax.lax.stop_gradient
-
-    def solve_pair(p, q, wp, wq):
-        weights = (divergence_weights(wp, reg_m[0], epsilon), divergence_weights(wq, reg_m[1], epsilon))
-        out = _solve(OTProblem(Geometry.from_points(p, q, cost_name), *weights), config)
-        return out, sg(divergence_term(wp, wq, out.f, out.g, reg_m, epsilon))
-
-    (xy, r_xy), (xx, r_xx), (yy, r_yy) = (solve_pair(x, y, a, b), solve_pair(x, x, a, a), solve_pair(y, y, b, b))
-    gap = 0.5 * epsilon * (jnp.sum(a) - jnp.sum(b)) ** 2
-    balanced = xy.objective - 0.5 * (xx.objective + yy.objective) + gap
-    unbalanced = sg(r_xy - 0.5 * (r_xx + r_yy) + gap)
-    value = jnp.where(jnp.isinf(reg_m[0]) & jnp.isinf(reg_m[1]), balanced, unbalanced)
-    return SinkhornDivergenceOutput(value, xy, xx, yy)
-
-
-def sinkhorn_divergence(
-    x, y, a=None, b=None, *, config: SinkhornConfig | None = None, cost: str = "sqeuclidean"
-) -> SinkhornDivergenceOutput:
-    """Debiased Sinkhorn divergence between two weighted point clouds.
-
-    Usable as a training loss: `jax.grad(lambda x: sinkhorn_divergence(x, y).divergence)`
-    (balanced). With `config.reg_m` finite it is unbalanced, with ott-jax's semantics
-    (`ott.tools.sinkhorn_divergence` with tau = reg_m / (reg_m + epsilon)), value only.
-    """
-    config = SinkhornConfig() if config is None else config
-    x = jnp.asarray(x)
-    y = jnp.asarray(y, x.dtype)
-    a = jnp.full((x.shape[0],), 1.0 / x.shape[0], x.dtype) if a is None else jnp.asarray(a, x.dtype)
-    b = jnp.full((y.shape[0],), 1.0 / y.shape[0], x.dtype) if b is None else jnp.asarray(b, x.dtype)
-    return _divergence_static(cost)(x, y, a, b, config)
-
-
-@functools.lru_cache(maxsize=None)
-def _divergence_static(cost_name: str):
-    return jax.jit(functools.partial(_divergence_impl, cost_name=cost_name))

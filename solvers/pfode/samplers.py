@@ -40,9 +40,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from monge.solvers import pfode_adaptive
-from monge.solvers.pfode_schedules import AbstractSchedule, AbstractTimeGrid, LogSNRTimeGrid, UniformTimeGrid
-from monge.solvers.pfode_sources import AbstractScoreSource
+from monge.solvers.pfode import adaptive as pfode_adaptive
+from monge.solvers.pfode.schedules import AbstractSchedule, AbstractTimeGrid, LogSNRTimeGrid, UniformTimeGrid
+from monge.solvers.pfode.sources import AbstractScoreSource
 
 
 class SampleStatus(enum.IntEnum):

@@ -1,33 +1,5 @@
-"""Var-RUOT: regularised unbalanced optimal transport through snapshots, one network.
-
-Minimise the action  int_0^T int (|u|^2 / 2 + alpha psi(g)) rho dx dt  subject to
-d rho/dt = -div(rho u) + (sigma^2 / 2) Laplacian rho + g rho, rho matching unnormalised
-snapshots. The optimality conditions u = grad lambda and alpha psi'(g) = lambda make a
-scalar network lambda(x, t) the whole search space (`ruot_model`); the loss is
-
-    sum_k [ D(particles_k, snapshot_k) + gamma_mass (mass_k - N_k / N_0)^2 ]
-    + gamma_hjb * mean HJB residual^2 along the particles + gamma_action * action,
-
-with D the `config.reconstruction` between the weight-normalised particles and the
-snapshot: the energy distance by default (unbiased for any particle batch, no inner
-solver), or our debiased Sinkhorn divergence (differentiable in points and weights by
-the envelope theorem). The learning rate follows `config.optimizer.schedule`
-(warm-up, then cosine decay), and `config.pretrain_fraction` of the steps can fit the
-snapshots alone before the HJB and action terms join.
-
-    model = fit([(0.0, x0), (1.0, x1, 2.0 * len(x1))], RuotConfig(steps=500),
-                progress=lambda step, losses: print(step, losses) or True)
-    pop = predict(model, 0.5)                       # points, weights, mass at t = 0.5
-    arrays, settings = model.to_arrays(), model.settings_dict()
-    same = RuotModel.from_arrays(arrays, settings)
-
-Training runs as jitted blocks of `report_every` steps (`lax.scan`); between blocks the
-host calls `progress(step, losses)`, and a `False` return stops training. A
-`should_stop()` callable, when given, is asked before every step, so a stop is heard
-within one step (the service uses it for cancellation and its wall-time limit; the
-steps then run one compiled step at a time, `training.run_block`). Queries are pure
-functions of the model.
-"""
+"""Var-RUOT training (`fit`, compiled blocks of steps) and the queries of a fitted
+model (fields, trajectories, populations, mass and action over time)."""
 
 from __future__ import annotations
 
@@ -41,30 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from monge.solvers.ruot_config import (
+from monge.solvers.ruot.config import (
     AbstractGrowth,
     AbstractSchedule,
-    ConstantSchedule,
-    WarmupCosineSchedule,
     AbstractLaplacian,
     AbstractReconstruction,
-    AutoLaplacian,
-    EnergyDistance,
-    SinkhornDivergence,
-    ExactLaplacian,
-    HutchinsonLaplacian,
-    NetworkConfig,
-    NoGrowth,
-    OptimizerConfig,
-    PaperGrowth,
-    QuadraticGrowth,
     RuotConfig,
     Snapshot,
     SnapshotData,
-    paper_config,
     validate_snapshots,
 )
-from monge.solvers.ruot_model import (
+from monge.solvers.ruot.model import (
     Fields,
     Normaliser,
     RuotModel,
@@ -73,20 +32,11 @@ from monge.solvers.ruot_model import (
     fields,
     hjb_residual,
     init_params,
-    potential,
     simulate,
     time_grid,
 )
 from monge.solvers.training import run_block
 
-__all__ = [
-    "AbstractGrowth", "AbstractLaplacian", "AbstractSchedule", "ConstantSchedule", "WarmupCosineSchedule",
-    "AbstractReconstruction", "EnergyDistance", "SinkhornDivergence", "AutoLaplacian", "ExactLaplacian", "HutchinsonLaplacian",
-    "NetworkConfig", "NoGrowth", "OptimizerConfig", "PaperGrowth", "QuadraticGrowth", "RuotConfig",
-    "RuotModel", "RuotSettings", "Snapshot", "Population", "Trajectories", "LOSS_NAMES", "fit",
-    "paper_config", "potential_at", "velocity_at", "growth_at", "hjb_residual_at", "trajectories",
-    "predict", "mass_over_time", "path_action",
-]
 
 LOSS_NAMES = ("total", "ot", "mass", "hjb", "action")
 DTYPE = np.float32

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from monge.solvers.ruot_config import (
+from monge.solvers.ruot.config import (
     AbstractGrowth,
     AbstractLaplacian,
     ExactLaplacian,

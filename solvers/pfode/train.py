@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from monge.solvers.pfode_schedules import AbstractSchedule
-from monge.solvers.pfode_sources import AbstractPrediction, MLPArchitecture
+from monge.solvers.pfode.schedules import AbstractSchedule
+from monge.solvers.pfode.sources import AbstractPrediction, MLPArchitecture
 from monge.solvers.training import run_block
 
 

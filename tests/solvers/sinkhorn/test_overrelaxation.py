@@ -6,7 +6,7 @@ import numpy as np
 import ot
 import pytest
 
-from monge.solvers import overrelaxation
+from monge.solvers.sinkhorn import overrelaxation
 from monge.solvers.loop import Status
 from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
 

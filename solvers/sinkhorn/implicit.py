@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.sparse.linalg import gmres
 
-from monge.solvers.sinkhorn_ops import CostAccess
+from monge.solvers.sinkhorn.ops import CostAccess
 
 DIRECT_MAX = 2048
 GMRES_RESTART = 50

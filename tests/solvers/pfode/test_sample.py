@@ -24,7 +24,8 @@ from monge.solvers.pfode import (
     VPSchedule,
     sample,
 )
-from monge.solvers.pfode_metrics import affine_pushforward, gaussian_w2
+from monge.solvers.pfode import flow
+from monge.solvers.pfode.metrics import affine_pushforward, gaussian_w2
 
 MEAN = np.array([1.0, -0.5])
 COV = np.array([[0.6, 0.25], [0.25, 0.3]])
@@ -140,10 +141,10 @@ def test_chunks_give_the_one_program_result(schedule, sampler):
     # Chunk sizes are traced: other sizes run the same compiled program.
     from monge.solvers import pfode
 
-    compiled = pfode._sample_advance._cached._cache_size()
+    compiled = flow._sample_advance._cached._cache_size()
     job.advance(job.start(), 3)
     job.advance(job.start(), 11)
-    assert pfode._sample_advance._cached._cache_size() == compiled
+    assert flow._sample_advance._cached._cache_size() == compiled
     np.testing.assert_allclose(out.samples, whole.samples, rtol=0, atol=1e-12)
     np.testing.assert_allclose(out.trajectory, whole.trajectory, rtol=0, atol=1e-12)
     assert int(out.nfe) == int(whole.nfe) and int(out.status) == int(whole.status) == 0
@@ -223,10 +224,10 @@ def test_schedule_parameters_do_not_recompile():
     source = _target()
     kw = dict(num_samples=8, key=jax.random.key(0), steps=5)
     sample(source, VPSchedule(beta_max=20.0), Euler(), **kw)
-    before = pfode._sample_core._cached._cache_size()
+    before = flow._sample_core._cached._cache_size()
     sample(source, VPSchedule(beta_max=15.0), Euler(), **kw)
     sample(source, VPSchedule(beta_max=12.0), Euler(), t_start=0.9, **kw)
-    assert pfode._sample_core._cached._cache_size() == before
+    assert flow._sample_core._cached._cache_size() == before
 
 
 def test_grids_are_monotone_and_pinned():

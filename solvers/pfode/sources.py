@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from monge.solvers.pfode_schedules import AbstractSchedule
+from monge.solvers.pfode.schedules import AbstractSchedule
 
 
 class AbstractScoreSource(eqx.Module):

@@ -1,25 +1,6 @@
-"""Probability-flow ODE sampling and likelihoods: one family, two entry points.
-
-    out = sample(source, schedule, sampler, num_samples=1000, key=jax.random.key(0), nfe=20)
-    out.samples, out.nfe, out.status, out.trajectory, out.log_prob
-
-    lik = log_likelihood(source, schedule, points, divergence=HutchinsonDivergence(16), key=key)
-    lik.log_prob, lik.stderr
-
-Composed from small strategy objects (all `equinox.Module`s, frozen, pytrees):
-    schedule   VPSchedule | VESchedule | EDMSchedule                 (pfode_schedules)
-    grid       UniformTimeGrid | LogSNRTimeGrid | KarrasTimeGrid      (pfode_schedules)
-    source     GaussianMixture | MLPModel(architecture, weights, prediction)  (pfode_sources)
-    sampler    Euler | Heun | ExponentialEuler | DPMSolverPlusPlus(order) | Dopri5 | Diffrax
-    prior      NoisePrior | MarginalPrior
-    divergence ExactDivergence | HutchinsonDivergence
-Training a model: `train_dsm(samples, architecture, prediction, schedule, DSMConfig(...),
-key=..., callback=...) -> DSMOutput(weights, losses, final_loss)` (pfode_train).
-
-Static versus traced: the number of samples, steps, probes, dtype and the sampler's
-structure are static; schedule parameters, mixture parameters, model weights, times and
-tolerances are traced, so one compiled program serves every request of a shape.
-"""
+"""Probability-flow sampling and likelihoods: priors, divergence estimators, the two
+entry points (`sample`, `log_likelihood`) and their resumable runs (`SampleRun`,
+`LikelihoodRun`), composed from the strategy objects of the sibling modules."""
 
 from __future__ import annotations
 
@@ -33,12 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from monge.solvers import pfode_adaptive
-from monge.solvers.pfode_samplers import (
-    AbstractExponentialSampler,
-    AbstractFixedGridSampler,
+from monge.solvers.pfode import adaptive as pfode_adaptive
+from monge.solvers.pfode.samplers import (
     AbstractSampler,
-    Diffrax,
     Dopri5,
     DPMSolverPlusPlus,
     Euler,
@@ -48,7 +26,7 @@ from monge.solvers.pfode_samplers import (
     SampleStatus,
     velocity,
 )
-from monge.solvers.pfode_schedules import (
+from monge.solvers.pfode.schedules import (
     AbstractSchedule,
     AbstractTimeGrid,
     EDMSchedule,
@@ -58,32 +36,16 @@ from monge.solvers.pfode_schedules import (
     VESchedule,
     VPSchedule,
 )
-from monge.solvers.pfode_sources import (
-    AbstractPrediction,
+from monge.solvers.pfode.sources import (
     AbstractScoreSource,
     DataPrediction,
     GaussianMixture,
-    MLPArchitecture,
-    MLPModel,
     NoisePrediction,
     ScorePrediction,
     VelocityPrediction,
 )
 
-from monge.solvers.pfode_train import DSMConfig, DSMOutput, train_dsm
 
-__all__ = [
-    "DSMConfig", "DSMOutput", "train_dsm", "PREDICTIONS", "SAMPLERS", "SCHEDULES", "TIME_GRIDS",
-    "AbstractDivergence", "AbstractExponentialSampler", "AbstractFixedGridSampler",
-    "AbstractPrediction", "AbstractPrior", "AbstractSampler", "AbstractSchedule",
-    "AbstractScoreSource", "AbstractTimeGrid", "DataPrediction", "Diffrax", "Dopri5",
-    "DPMSolverPlusPlus", "EDMSchedule", "Euler", "ExactDivergence", "ExponentialEuler",
-    "GaussianMixture", "Heun", "HutchinsonDivergence", "IntegrationState", "LikelihoodRun", "SampleRun",
-    "grid_ends_at_zero", "KarrasTimeGrid", "LikelihoodOutput",
-    "LogSNRTimeGrid", "MarginalPrior", "MLPArchitecture", "MLPModel", "NoisePrediction",
-    "NoisePrior", "SampleOutput", "SampleStatus", "ScorePrediction", "UniformTimeGrid",
-    "VelocityPrediction", "VESchedule", "VPSchedule", "log_likelihood", "sample",
-]
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from monge.solvers.pfode import (
     log_likelihood,
     sample,
 )
-from monge.solvers.pfode_train import DSMConfig, train_dsm
+from monge.solvers.pfode.train import DSMConfig, train_dsm
 
 from fit_checks import Fits, assert_checks, at_most
 
@@ -117,7 +117,7 @@ def test_dsm_training_learns_a_gaussian():
     np.testing.assert_allclose([l for _, l in reports], out.losses, rtol=1e-5)
     assert out.finite
     # A second job with its own callback reuses the compiled trainer.
-    from monge.solvers import pfode_train
+    from monge.solvers.pfode import train as pfode_train
 
     compiled = pfode_train._train_block._cached._cache_size()
     other = []

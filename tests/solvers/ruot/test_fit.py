@@ -22,7 +22,7 @@ from monge.solvers.ruot import (
     RuotModel,
     Snapshot,
 )
-from monge.solvers.ruot_model import potential
+from monge.solvers.ruot.model import potential
 
 from fit_checks import Fits, assert_checks, at_least, at_most, within
 
