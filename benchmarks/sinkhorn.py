@@ -154,7 +154,7 @@ def _worker(spec: dict) -> dict:
 
         xj, yj = jnp.asarray(x), jnp.asarray(y)
         if solver.startswith("monge"):
-            from monge.solvers.loop import Status
+            from monge.solvers.status import Status
             from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
 
             problem = OTProblem.from_points(xj, yj)

@@ -17,7 +17,8 @@ import dataclasses
 import time
 from typing import Callable, TypeVar
 
-from monge.solvers.loop import Status, improved, is_stalled
+from monge.solvers.loop import improved, is_stalled
+from monge.solvers.status import Status
 
 Output = TypeVar("Output")
 BASE_CHUNK = 10

@@ -40,7 +40,7 @@ import distributed
 from distributed.client import FutureCancelledError
 
 from monge.server.auth import ANONYMOUS
-from monge.server.errors import LimitExceeded, TaskFailed
+from monge.server.errors import INTERNAL, UNAVAILABLE, LimitExceeded, TaskFailed
 from monge.server.worker import Outcome, compile_count, configure_jax, devices, execute
 
 log = logging.getLogger("monge.server")
@@ -306,7 +306,7 @@ class DaskExecutor:
                 # The scheduler connection was lost and the call with it: send it again
                 # once the client is back (a new scheduler has none of our state).
                 if attempt == self._max_attempts or not await self._reconnected(_RECONNECT_SECONDS):
-                    outcome = Outcome(code=14, message=f"lost the Dask scheduler at {self._address} "
+                    outcome = Outcome(code=UNAVAILABLE, message=f"lost the Dask scheduler at {self._address} "
                                                        f"{attempt} time(s) while running this call; retry")
                     break
                 log.warning("call %s lost with the scheduler connection; sending it again (attempt %d of %d)",
@@ -333,13 +333,13 @@ class DaskExecutor:
             return None
         except distributed.KilledWorker as error:
             log.error("call %s: %s", call.task_id, error)
-            return Outcome(code=13, message="the Dask workers running this call died too many times; "
+            return Outcome(code=INTERNAL, message="the Dask workers running this call died too many times; "
                                             "giving up")
         except Exception as error:  # noqa: BLE001 - the task itself raised on the worker
             error_id = uuid.uuid4().hex[:12]
             log.error("internal error %s: call %s failed on the Dask cluster", error_id, call.task_id,
                       exc_info=error)
-            return Outcome(code=13, message=f"internal error (id {error_id}); see the server log")
+            return Outcome(code=INTERNAL, message=f"internal error (id {error_id}); see the server log")
         worker = self._workers.get(address)
         if worker is not None:
             worker.tasks_done += 1

@@ -20,6 +20,16 @@ from grpc_status import rpc_status
 
 log = logging.getLogger("monge.server")
 
+# The gRPC status codes the server sets itself, by name (google.rpc.Code numbers, which are
+# grpc.StatusCode's): workers report these in their outcomes, `to_status` answers them.
+OK = code_pb2.OK
+CANCELLED = code_pb2.CANCELLED
+INVALID_ARGUMENT = code_pb2.INVALID_ARGUMENT
+NOT_FOUND = code_pb2.NOT_FOUND
+RESOURCE_EXHAUSTED = code_pb2.RESOURCE_EXHAUSTED
+INTERNAL = code_pb2.INTERNAL
+UNAVAILABLE = code_pb2.UNAVAILABLE
+
 
 class InvalidArgument(Exception):
     """The request is malformed; each violation is (field, description)."""
@@ -71,6 +81,17 @@ class Aborted(Exception):
     """The operation was ended by something outside the caller (a peer left, expiry)."""
 
 
+def worker_code(error: Exception) -> int:
+    """The code a worker reports for an exception its call raised (see `worker.execute`)."""
+    if isinstance(error, InvalidArgument):
+        return INVALID_ARGUMENT
+    if isinstance(error, NotFound):
+        return NOT_FOUND
+    if isinstance(error, LimitExceeded):  # a training run over the server's wall-time limit
+        return RESOURCE_EXHAUSTED
+    return INTERNAL
+
+
 _PLAIN = {
     NotFound: code_pb2.NOT_FOUND,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
@@ -115,7 +136,7 @@ def to_status(error: BaseException, method: str) -> grpc.Status:
             ]
         )
         status = status_pb2.Status(
-            code=code_pb2.INVALID_ARGUMENT, message=str(error), details=[_pack(bad_request)]
+            code=INVALID_ARGUMENT, message=str(error), details=[_pack(bad_request)]
         )
     elif isinstance(error, LimitExceeded):
         retry = error_details_pb2.RetryInfo(
@@ -125,7 +146,7 @@ def to_status(error: BaseException, method: str) -> grpc.Status:
             )
         )
         status = status_pb2.Status(
-            code=code_pb2.RESOURCE_EXHAUSTED, message=str(error), details=[_pack(retry)]
+            code=RESOURCE_EXHAUSTED, message=str(error), details=[_pack(retry)]
         )
     elif type(error) in _PLAIN:
         status = status_pb2.Status(code=_PLAIN[type(error)], message=str(error))
@@ -133,6 +154,6 @@ def to_status(error: BaseException, method: str) -> grpc.Status:
         error_id = uuid.uuid4().hex[:12]
         log.error("internal error %s in %s", error_id, method, exc_info=error)
         status = status_pb2.Status(
-            code=code_pb2.INTERNAL, message=f"internal error (id {error_id}); see the server log"
+            code=INTERNAL, message=f"internal error (id {error_id}); see the server log"
         )
     return rpc_status.to_status(status)

@@ -21,6 +21,8 @@ import time
 import numpy as np
 
 from monge.v1.codec import encode
+from monge.server.statuses import solver_status
+from monge.solvers.status import Status
 from monge.server import limits, validation as v
 from monge.server.config import ServerConfig
 from monge.server.sinkhorn_call import points_or_matrix
@@ -186,7 +188,6 @@ def run(call: ExactCall, stop, progress=None):
     child process and stops when `stop` is set; the rest checks `stop` before starting."""
     from monge.server import killable
     from monge.solvers import exact
-    from monge.solvers.loop import Status
     from monge.solvers.sinkhorn import OTProblem
 
     def cancelled():
@@ -234,9 +235,9 @@ def encode_response(result) -> exact_pb2.ExactTransportResponse:
     out, seconds = result
     status = int(out["status"])
     diagnostics = diagnostics_pb2.SolverDiagnostics(
-        status=status + 1,  # monge.solvers.Status starts at 0, the proto enum at 1
+        status=solver_status(status),
         message=out["message"],
-        converged=status == 0,
+        converged=status == Status.CONVERGED,
         iterations=0,
         error=out.get("marginal_error", math.nan),
         solve_seconds=seconds,

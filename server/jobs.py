@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 
-from monge.server import jobstore, limits
+from monge.server import errors, jobstore, limits
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import InvalidArgument, LimitExceeded, NotFound, TaskFailed
 from monge.server.registry import CALLS
@@ -112,7 +112,7 @@ class JobManager:
         for record in self._store.unfinished():
             if self._store.read_result(record.job_id) is not None:
                 results = jobs_pb2.Job.FromString(self._store.read_result(record.job_id)).results
-                failed = sum(1 for r in results if r.status.code != 0)
+                failed = sum(1 for r in results if r.status.code != errors.OK)
                 self._store.update(record.job_id, state=jobstore.SUCCEEDED, failed_items=failed,
                                    finished=time.time())
                 log.info("job %s had finished before the restart; marked done", record.job_id)
@@ -276,7 +276,7 @@ class JobManager:
                 self._finish_cancelled(job_id)
                 return
             raise  # shutting down: the job stays unfinished and runs again after a restart
-        failed = sum(1 for r in results if r.status.code != 0)
+        failed = sum(1 for r in results if r.status.code != errors.OK)
         self._store.finish(job_id, jobstore.SUCCEEDED, jobs_pb2.Job(results=results).SerializeToString(),
                            failed_items=failed)
         log.info("job %s done: %d items, %d failed, attempt %d", job_id, len(results), failed, record.attempts)
@@ -313,7 +313,7 @@ class JobManager:
             return jobs_pb2.JobItemResult(status=_error_status(0, ""), **{kind: response})
 
     def _finish_cancelled(self, job_id: str) -> None:
-        self._store.finish(job_id, jobstore.CANCELLED, error_code=1, error_message="cancelled by a caller")
+        self._store.finish(job_id, jobstore.CANCELLED, error_code=errors.CANCELLED, error_message="cancelled by a caller")
         self._cancel_requested.discard(job_id)
         self._publish(job_id)
 

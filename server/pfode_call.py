@@ -20,13 +20,14 @@ import time
 import numpy as np
 
 from monge.v1.codec import TensorError, decode, encode
+from monge.server.statuses import sample_status
 from monge.server import limits, pfode_models
 from monge.server import validation as v
 from monge.server.chunked import run_in_chunks
 from monge.server.config import ServerConfig
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import InvalidArgument, NotFound
-from monge.solvers.loop import Status
+from monge.solvers.status import Status
 from monge.solvers.pfode import (
     PREDICTIONS,
     SAMPLERS,
@@ -682,12 +683,12 @@ def cancelled(out) -> str | None:
 
 
 def diagnostics(status: int | None, message: str, seconds: float) -> pb.ProbabilityFlowDiagnostics:
-    """From the solver's SampleStatus (0-based; None when stopped from outside)."""
+    """From the solver's Status (None when stopped from outside)."""
     if status is None:
         return pb.ProbabilityFlowDiagnostics(status=pb.SAMPLE_STATUS_CANCELLED, ok=False, message=message,
                                              solve_seconds=seconds)
-    return pb.ProbabilityFlowDiagnostics(status=status + 1,  # the proto enum starts at 1
-                                         message=message, ok=status == 0, solve_seconds=seconds)
+    return pb.ProbabilityFlowDiagnostics(status=sample_status(status), message=message,
+                                         ok=status == Status.CONVERGED, solve_seconds=seconds)
 
 
 def encode_response(result) -> pb.SampleProbabilityFlowResponse:

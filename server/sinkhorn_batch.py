@@ -101,7 +101,8 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     import dataclasses
 
     from monge.server.chunked import chunk_for_size
-    from monge.solvers.loop import Status, improved, is_stalled, stall_ceiling
+    from monge.solvers.loop import improved, is_stalled, stall_ceiling
+    from monge.solvers.status import Status
     from monge.solvers.sinkhorn import (
         STALL_PATIENCE, SinkhornConfig, default_vectorization, make_problem, power_of_two_bucket,
         solve_batch,

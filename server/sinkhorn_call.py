@@ -13,6 +13,8 @@ import time
 import numpy as np
 
 from monge.v1.codec import encode
+from monge.server.statuses import solver_status
+from monge.solvers.status import Status
 from monge.server import limits, validation as v
 from monge.server.chunked import chunk_for_size, run_in_chunks
 from monge.server.config import ServerConfig
@@ -419,7 +421,6 @@ def _run_sns(call: SinkhornCall, stop, progress):
 
 
 def _cancelled(call: SinkhornCall):
-    from monge.solvers.loop import Status
 
     dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
     nan = np.asarray(np.nan, dtype)
@@ -443,9 +444,9 @@ def diagnostics(output: dict, seconds: float) -> diagnostics_pb2.SolverDiagnosti
     """The diagnostics of a solve, from `run`'s numbers."""
     status = int(output["status"])
     return diagnostics_pb2.SolverDiagnostics(
-        status=status + 1,  # monge.solvers.Status starts at 0, the proto enum at 1
+        status=solver_status(status),
         message=output["message"],
-        converged=status == 0,
+        converged=status == Status.CONVERGED,
         iterations=int(output["iterations"]),
         error=float(output["marginal_error"]),
         solve_seconds=seconds,

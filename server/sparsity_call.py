@@ -14,6 +14,8 @@ import time
 import numpy as np
 
 from monge.v1.codec import encode
+from monge.server.statuses import solver_status
+from monge.solvers.status import Status
 from monge.server import limits, validation as v
 from monge.server.config import ServerConfig
 from monge.server.exact_call import check_costs_finite, check_equal_mass, encode_sparse
@@ -114,7 +116,6 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
 
 def run(call: SparsityCall, stop, progress=None):
     """Solve on this process's JAX device, whole; `stop` is checked before starting."""
-    from monge.solvers.loop import Status
     from monge.solvers.sparsity_constrained import sparsity_constrained
 
     if stop.is_set():
@@ -148,9 +149,9 @@ def encode_response(result) -> pb.SparsityConstrainedTransportResponse:
     status = int(out["status"])
     response = pb.SparsityConstrainedTransportResponse(
         diagnostics=diagnostics_pb2.SolverDiagnostics(
-            status=status + 1,  # monge.solvers.Status starts at 0, the proto enum at 1
+            status=solver_status(status),
             message=out["message"],
-            converged=status == 0,
+            converged=status == Status.CONVERGED,
             iterations=int(out.get("iterations", 0)),
             error=float(out.get("marginal_error", math.nan)),
             solve_seconds=seconds,

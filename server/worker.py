@@ -14,6 +14,8 @@ import pathlib
 import traceback
 import uuid
 
+from monge.server.errors import OK
+
 log = logging.getLogger("monge.worker")
 
 _configured = False
@@ -26,7 +28,7 @@ class Outcome:
     """The result of one call: `response` bytes, or a status code with its message."""
 
     response: bytes | None = None
-    code: int = 0  # grpc status code number; 0 is OK
+    code: int = OK  # a gRPC status code (server/errors.py names them)
     message: str = ""
     violations: tuple[tuple[str, str], ...] = ()
     # NOT_FOUND: the request field that named the missing object (its message starts
@@ -36,7 +38,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.code == 0
+        return self.code == OK
 
 
 def configure_jax(cache_dir: str | None) -> None:
@@ -78,7 +80,7 @@ def execute(kind: str, payload: bytes, stop, progress, limits, owner: str = "") 
     """Parse, run and encode one solver call named `kind` (see registry.CALLS) for the
     caller `owner` (whose trained models it may read, and as whose it stores one)."""
     from monge.server import sinkhorn_batch
-    from monge.server.errors import InvalidArgument, LimitExceeded, NotFound
+    from monge.server.errors import InvalidArgument, LimitExceeded, NotFound, worker_code
     from monge.server.registry import CALLS
 
     try:
@@ -91,15 +93,15 @@ def execute(kind: str, payload: bytes, stop, progress, limits, owner: str = "") 
         result = module.run(call, stop, progress)
         return Outcome(response=module.encode_response(result).SerializeToString())
     except InvalidArgument as error:
-        return Outcome(code=3, message=str(error), violations=tuple(error.violations))
+        return Outcome(code=worker_code(error), message=str(error), violations=tuple(error.violations))
     except NotFound as error:  # a stored model named by the request has gone
-        return Outcome(code=5, message=str(error), not_found=(error.field, error.description))
-    except LimitExceeded as error:  # a training run over the server's wall-time limit
-        return Outcome(code=8, message=str(error))
-    except Exception:  # noqa: BLE001 - reported as INTERNAL with an id, never a traceback
+        return Outcome(code=worker_code(error), message=str(error), not_found=(error.field, error.description))
+    except LimitExceeded as error:
+        return Outcome(code=worker_code(error), message=str(error))
+    except Exception as error:  # noqa: BLE001 - reported as INTERNAL with an id, never a traceback
         error_id = uuid.uuid4().hex[:12]
         log.error("internal error %s in %s:\n%s", error_id, kind, traceback.format_exc())
-        return Outcome(code=13, message=f"internal error (id {error_id}); see the server log")
+        return Outcome(code=worker_code(error), message=f"internal error (id {error_id}); see the server log")
 
 
 class _CancelFlag:

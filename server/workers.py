@@ -24,7 +24,7 @@ import time
 from typing import Callable
 
 from monge.server.auth import ANONYMOUS
-from monge.server.errors import LimitExceeded, TaskFailed
+from monge.server.errors import INTERNAL, LimitExceeded, TaskFailed
 from monge.server.worker import Outcome, process_main
 
 log = logging.getLogger("monge.server")
@@ -257,7 +257,7 @@ class WorkerPool:
                 self._pending.appendleft(task)
             else:
                 task.future.set_result(Outcome(
-                    code=13,
+                    code=INTERNAL,
                     message=f"the worker running this call died {task.attempts} times; giving up",
                 ))
 

@@ -13,7 +13,7 @@ other than Sinkhorn load on first use, so importing this package stays cheap.
 import importlib
 
 from monge.solvers.geometry import Geometry
-from monge.solvers.loop import Status, status_message
+from monge.solvers.status import Status, status_message
 from monge.solvers.problem import OTProblem
 from monge.solvers.sinkhorn import (
     SinkhornConfig, SinkhornDivergenceOutput, SinkhornOutput, sinkhorn, sinkhorn_divergence, solve_batch,

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from monge.solvers.loop import Status
+from monge.solvers.status import Status
 from monge.solvers.sinkhorn import OTProblem
 
 _POT_RESULT_OPTIMAL = 1

@@ -9,39 +9,16 @@ traced so one program serves every request.
 
 from __future__ import annotations
 
-import enum
 import math
 from typing import Any, Callable, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 
+from monge.solvers.status import Status
+
 State = TypeVar("State")
 
-
-class Status(enum.IntEnum):
-    """Why an iterative solver stopped. Stored as an int32 array under jit."""
-
-    CONVERGED = 0
-    MAX_ITERATIONS = 1
-    DIVERGED = 2  # the error became NaN or infinite
-    CANCELLED = 3  # stopped from outside (deadline or cancellation), between blocks
-    STALLED = 4  # the error stopped decreasing above the threshold (see `is_stalled`)
-
-    @property
-    def message(self) -> str:
-        return _MESSAGES[self]
-
-
-_MESSAGES = {
-    Status.CONVERGED: "converged: the error fell below the threshold",
-    Status.MAX_ITERATIONS: "not converged: the iteration cap was reached before the threshold",
-    Status.DIVERGED: "diverged: the error became NaN or infinite "
-    "(epsilon may be too small for this precision)",
-    Status.CANCELLED: "cancelled before convergence",
-    Status.STALLED: "not converged: the error stopped decreasing before the threshold "
-    "(a precision floor? float32 cannot reach a tight threshold on large problems)",
-}
 
 # Stall detection. A check "improves" when its error is a new minimum by a relative
 # margin: below (1 - STALL_MARGIN) x the best error so far. An error sitting at a
@@ -86,11 +63,6 @@ def stall_checks(patience_iterations: int, inner_iterations: int) -> int:
     if patience_iterations <= 0:
         return 0
     return max(1, -(-patience_iterations // inner_iterations))
-
-
-def status_message(status: int) -> str:
-    """A readable sentence for a status code returned by a solver."""
-    return Status(int(status)).message
 
 
 class LoopOutput(NamedTuple):

@@ -53,7 +53,8 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from monge.solvers.checks import positive_if_concrete
-from monge.solvers.loop import Status, run_until_converged
+from monge.solvers.loop import run_until_converged
+from monge.solvers.status import Status
 from monge.solvers.sinkhorn import OTProblem, SinkhornOutput, make_problem
 
 

@@ -48,7 +48,8 @@ import jax.numpy as jnp
 import optax
 
 from monge.solvers.checks import positive_if_concrete
-from monge.solvers.loop import LoopOutput, Status, run_until_converged, status_message
+from monge.solvers.loop import LoopOutput, run_until_converged
+from monge.solvers.status import Status, status_message
 from monge.solvers.sinkhorn import OTProblem, make_problem
 
 Formulation = Literal["semi_dual", "dual"]

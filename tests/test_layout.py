@@ -72,3 +72,24 @@ def test_solvers_and_the_schema_import_neither_half():
                    if name.startswith(("monge.solvers", "monge.v1")) for target in imported(name, tree)
                    if target.startswith(("monge.server", "monge.client")))
     assert not wrong, wrong
+
+
+def test_grpc_codes_are_written_by_name():
+    """No `code=13`: the server's gRPC codes are the names in server/errors.py."""
+    import re
+
+    wrong = []
+    for name, (path, _tree) in modules().items():
+        if name.startswith("monge.server"):
+            for number, line in enumerate((ROOT / path).read_text().splitlines(), 1):
+                if re.search(r"\b(code|error_code)\s*(=|==|!=)\s*\d", line):
+                    wrong.append(f"{path}:{number}: {line.strip()}")
+    assert not wrong, wrong
+
+
+def test_one_status_enumeration():
+    """Solvers report `monge.solvers.status.Status`; no other enum of stop reasons."""
+    wrong = [f"{path}: class {node.name}" for name, (path, tree) in modules().items()
+             if name.startswith("monge.solvers") for node in ast.walk(tree)
+             if isinstance(node, ast.ClassDef) and node.name.endswith("Status") and name != "monge.solvers.status"]
+    assert not wrong, wrong

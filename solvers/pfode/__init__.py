@@ -56,7 +56,6 @@ from monge.solvers.pfode.samplers import (
     ExponentialEuler,
     Heun,
     IntegrationState,
-    SampleStatus,
 )
 from monge.solvers.pfode.schedules import (
     AbstractSchedule,
@@ -127,7 +126,6 @@ __all__ = [
     "SampleOutput",
     "SAMPLERS",
     "SampleRun",
-    "SampleStatus",
     "SCHEDULES",
     "ScorePrediction",
     "TIME_GRIDS",

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from monge.solvers.pfode import adaptive as pfode_adaptive
+from monge.solvers.status import Status, sample_message
 from monge.solvers.pfode.samplers import (
     AbstractSampler,
     Dopri5,
@@ -23,7 +24,6 @@ from monge.solvers.pfode.samplers import (
     ExponentialEuler,
     Heun,
     IntegrationState,
-    SampleStatus,
     velocity,
 )
 from monge.solvers.pfode.schedules import (
@@ -178,11 +178,11 @@ class LikelihoodOutput:
     prior_log_prob: jax.Array  # (n,)
     latents: jax.Array  # (n, d)
     nfe: jax.Array  # int32
-    status: jax.Array  # int32, a SampleStatus
+    status: jax.Array  # int32, a Status (sample_message reads it)
 
     @property
     def message(self) -> str:
-        return SampleStatus(int(self.status)).message
+        return sample_message(int(self.status))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,18 +193,18 @@ class SampleOutput:
     samples: jax.Array  # (num_samples, d)
     nfe: jax.Array  # int32: score evaluations actually used
     times: jax.Array  # (steps + 1,) the grid (for adaptive samplers: where trajectory is saved)
-    status: jax.Array  # int32, a SampleStatus
+    status: jax.Array  # int32, a Status (sample_message reads it)
     trajectory: jax.Array | None = None  # (steps + 1, num_samples, d)
     log_prob: jax.Array | None = None  # (num_samples,) log p_{t_end}(samples)
     log_prob_stderr: jax.Array | None = None  # (num_samples,)
 
     @property
     def ok(self) -> bool:
-        return int(self.status) == SampleStatus.SUCCESS
+        return int(self.status) == Status.CONVERGED
 
     @property
     def message(self) -> str:
-        return SampleStatus(int(self.status)).message
+        return sample_message(int(self.status))
 
 
 for _cls in (SampleOutput, LikelihoodOutput):
@@ -326,7 +326,7 @@ def _sample_core(source, schedule, sampler, grid, prior, key, x_init, t_start, t
                                      LIKELIHOOD_MAX_STEPS, LIKELIHOOD_MAX_STEPS)
         lik = _likelihood_end(divergence, lik_state, t_start, LIKELIHOOD_MAX_STEPS)
         prior_lp = prior.log_prob(lik.latents, source, schedule, t_start)
-        status = jnp.where(out.status == SampleStatus.SUCCESS, lik.status, out.status)
+        status = jnp.where(out.status == Status.CONVERGED, lik.status, out.status)
         out = dataclasses.replace(out, log_prob=prior_lp + lik.delta, log_prob_stderr=lik.stderr, status=status)
     return out
 
@@ -539,9 +539,9 @@ def _likelihood_end(divergence, state, t_start, max_steps):
     delta, stderr = divergence.combine(integrated)
     status = jnp.where(
         ode.reached(t_start),
-        jnp.where(jnp.all(jnp.isfinite(delta)) & jnp.all(jnp.isfinite(latents)), SampleStatus.SUCCESS,
-                  SampleStatus.NONFINITE),
-        jnp.where(ode.stalled, SampleStatus.SOLVER_FAILED, SampleStatus.MAX_STEPS),
+        jnp.where(jnp.all(jnp.isfinite(delta)) & jnp.all(jnp.isfinite(latents)), Status.CONVERGED,
+                  Status.DIVERGED),
+        jnp.where(ode.stalled, Status.FAILED, Status.MAX_ITERATIONS),
     ).astype(jnp.int32)
     return _Integrated(latents, delta, stderr, ode.nfe, status)
 

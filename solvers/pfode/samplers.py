@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import enum
 import math
 from typing import Any
 
@@ -43,24 +42,7 @@ import jax.numpy as jnp
 from monge.solvers.pfode import adaptive as pfode_adaptive
 from monge.solvers.pfode.schedules import AbstractSchedule, AbstractTimeGrid, LogSNRTimeGrid, UniformTimeGrid
 from monge.solvers.pfode.sources import AbstractScoreSource
-
-
-class SampleStatus(enum.IntEnum):
-    """Why an integration stopped. Stored as an int32 array under jit."""
-
-    SUCCESS = 0
-    MAX_STEPS = 1  # adaptive solver hit max_steps before t_end
-    NONFINITE = 2  # the state became NaN or infinite
-    SOLVER_FAILED = 3  # another diffrax failure
-
-    @property
-    def message(self) -> str:
-        return {
-            SampleStatus.SUCCESS: "success: integrated to t_end",
-            SampleStatus.MAX_STEPS: "stopped: the adaptive solver reached max_steps before t_end",
-            SampleStatus.NONFINITE: "failed: the state became NaN or infinite",
-            SampleStatus.SOLVER_FAILED: "failed: the ODE solver reported an error",
-        }[self]
+from monge.solvers.status import Status
 
 
 def velocity(source: AbstractScoreSource, schedule: AbstractSchedule, x, t):
@@ -124,7 +106,7 @@ class AbstractSampler(eqx.Module):
 
 
 def _status_of(x):
-    return jnp.where(jnp.all(jnp.isfinite(x)), SampleStatus.SUCCESS, SampleStatus.NONFINITE).astype(jnp.int32)
+    return jnp.where(jnp.all(jnp.isfinite(x)), Status.CONVERGED, Status.DIVERGED).astype(jnp.int32)
 
 
 class _GridState(eqx.Module):
@@ -423,7 +405,7 @@ class Dopri5(AbstractSampler):
             trajectory = (alphas * ode.saved).at[-1].set(x_end)
         status = jnp.where(
             reached, _status_of(x_end),
-            jnp.where(ode.stalled, SampleStatus.SOLVER_FAILED, SampleStatus.MAX_STEPS),
+            jnp.where(ode.stalled, Status.FAILED, Status.MAX_ITERATIONS),
         ).astype(jnp.int32)
         return x_end, trajectory, ode.nfe + to_zero.astype(jnp.int32), status
 
@@ -493,8 +475,8 @@ class Diffrax(AbstractSampler):
         status = jnp.where(
             sol.result == diffrax.RESULTS.successful,
             _status_of(sol.ys[-1]),
-            jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, SampleStatus.MAX_STEPS,
-                      SampleStatus.SOLVER_FAILED),
+            jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, Status.MAX_ITERATIONS,
+                      Status.FAILED),
         ).astype(jnp.int32)
         return sol.ys[-1], (sol.ys if save_trajectory else None), nfe, status
 

@@ -52,9 +52,8 @@ from jax.scipy.special import logsumexp
 from monge.solvers.sinkhorn import overrelaxation
 from monge.solvers.checks import positive_if_concrete
 from monge.solvers.problem import OTProblem, make_problem
-from monge.solvers.loop import (
-    Status, final_status, improved, is_stalled, run_until_converged, stall_ceiling, status_message,
-)
+from monge.solvers.loop import final_status, improved, is_stalled, run_until_converged, stall_ceiling
+from monge.solvers.status import Status, status_message
 from monge.solvers.sinkhorn.implicit import gauge_shift, implicit_potentials
 from monge.solvers.sinkhorn.ops import (
     CostAccess, block_rows, blocked_matvec, blocked_vecmat, kernel_rows, plan_sums,

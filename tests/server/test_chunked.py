@@ -5,7 +5,7 @@ import pytest
 
 from monge.server.chunked import chunk_size, run_in_chunks
 from monge.solvers import sinkhorn
-from monge.solvers.loop import Status
+from monge.solvers.status import Status
 
 
 @pytest.mark.parametrize("wanted,remaining,expected", [(160, 10_000, 160), (160, 100, 100), (500, 10_000, 320), (160, 7, 7), (7, 100, 7)])

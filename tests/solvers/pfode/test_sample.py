@@ -19,12 +19,12 @@ from monge.solvers.pfode import (
     LogSNRTimeGrid,
     MarginalPrior,
     SampleRun,
-    SampleStatus,
     VESchedule,
     VPSchedule,
     sample,
 )
 from monge.solvers.pfode import flow
+from monge.solvers.status import Status
 from monge.solvers.pfode.metrics import affine_pushforward, gaussian_w2
 
 MEAN = np.array([1.0, -0.5])
@@ -94,7 +94,7 @@ def test_dopri5_meets_tolerance_and_counts_evaluations():
     err_tight = _exact_error(source, schedule, Dopri5(rtol=1e-8, atol=1e-8), 4, None, 1.0, 1e-3)
     assert err_tight < 1e-5 and err_tight < err_loose
     out = sample(source, schedule, Dopri5(), num_samples=8, key=jax.random.key(1), steps=4, dtype=jnp.float64)
-    assert out.status == SampleStatus.SUCCESS
+    assert out.status == Status.CONVERGED
     assert (int(out.nfe) - 1) % 6 == 0 and int(out.nfe) > 6
 
 
@@ -105,7 +105,7 @@ def test_dopri5_lands_on_zero_noise_on_the_edm_grid():
     err = _exact_error(source, EDMSchedule(), Dopri5(rtol=1e-7, atol=1e-7), 18, None, 80.0, 0.0)
     assert err < 1e-4, err
     out = sample(source, EDMSchedule(), Dopri5(), num_samples=8, key=jax.random.key(1), steps=18)
-    assert out.status == SampleStatus.SUCCESS and float(out.times[-1]) == 0.0
+    assert out.status == Status.CONVERGED and float(out.times[-1]) == 0.0
     assert (int(out.nfe) - 2) % 6 == 0 and int(out.nfe) < 400
 
 
@@ -113,9 +113,9 @@ def test_dopri5_is_held_to_an_nfe_budget():
     source = _target()
     kw = dict(num_samples=8, key=jax.random.key(1), dtype=jnp.float64)
     tight = sample(source, VPSchedule(), Dopri5(rtol=1e-9, atol=1e-9), nfe=25, **kw)
-    assert tight.status == SampleStatus.MAX_STEPS and int(tight.nfe) == 25  # 4 steps: 1 + 24
+    assert tight.status == Status.MAX_ITERATIONS and int(tight.nfe) == 25  # 4 steps: 1 + 24
     loose = sample(source, VPSchedule(), Dopri5(rtol=1e-2, atol=1e-2), nfe=200, **kw)
-    assert loose.status == SampleStatus.SUCCESS and int(loose.nfe) <= 200
+    assert loose.status == Status.CONVERGED and int(loose.nfe) <= 200
     with pytest.raises(ValueError, match="nfe"):
         sample(source, VPSchedule(), Dopri5(), nfe=6, **kw)
 
@@ -139,7 +139,6 @@ def test_chunks_give_the_one_program_result(schedule, sampler):
     out = job.finish(state)
     assert chunks >= 3 and job.progress(state) <= job.max_progress
     # Chunk sizes are traced: other sizes run the same compiled program.
-    from monge.solvers import pfode
 
     compiled = flow._sample_advance._cached._cache_size()
     job.advance(job.start(), 3)
@@ -219,7 +218,6 @@ def test_marginal_prior_samples_the_noised_law():
 
 
 def test_schedule_parameters_do_not_recompile():
-    from monge.solvers import pfode
 
     source = _target()
     kw = dict(num_samples=8, key=jax.random.key(0), steps=5)

@@ -16,7 +16,7 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn as ott_sinkhorn
 from ott.tools import sinkhorn_divergence as ott_divergence
 
-from monge.solvers.loop import Status
+from monge.solvers.status import Status
 from monge.solvers.sinkhorn import (
     OTProblem,
     SinkhornConfig,

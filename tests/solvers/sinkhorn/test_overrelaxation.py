@@ -7,7 +7,7 @@ import ot
 import pytest
 
 from monge.solvers.sinkhorn import overrelaxation
-from monge.solvers.loop import Status
+from monge.solvers.status import Status
 from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
 
 

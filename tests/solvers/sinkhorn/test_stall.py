@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from monge.solvers.loop import Status, is_stalled, run_until_converged
+from monge.solvers.loop import is_stalled, run_until_converged
+from monge.solvers.status import Status
 from monge.solvers.sinkhorn import OTProblem, SinkhornConfig, solve
 
 
