@@ -21,7 +21,6 @@ from monge.client.errors import (
     UnavailableError,
 )
 from monge.client.fedwad import FedWadParty, FedWadSessionInfo, FedWadSessions
-from monge.client.ruot import RuotFields, RuotFitResult, RuotPopulation, RuotQueryResult, RuotTrajectories
 from monge.v1.ruot_codec import RuotExport, RuotSnapshot
 from monge.client.results import (
     Diagnostics,
@@ -30,6 +29,11 @@ from monge.client.results import (
     ProbabilityFlowDiagnostics,
     ProbabilityFlowLikelihood,
     ProbabilityFlowSamples,
+    RuotFields,
+    RuotFitResult,
+    RuotPopulation,
+    RuotQueryResult,
+    RuotTrajectories,
     ServerInfo,
     SinkhornBatchResult,
     SinkhornDivergenceResult,

@@ -27,7 +27,7 @@ from monge.client.results import (
     SparsityConstrainedResult,
     TrainedScoreModel,
 )
-from monge.client.ruot import RuotFitResult
+from monge.client.results import RuotFitResult
 
 PROBLEM_KEYS = ("x", "y", "a", "b", "cost")
 

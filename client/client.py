@@ -34,7 +34,7 @@ from monge.client.results import (
     SinkhornResult,
     SparsityConstrainedResult,
 )
-from monge.client.ruot import RuotQueryResult
+from monge.client.results import RuotQueryResult
 from monge.v1.ruot_codec import RuotExport, snapshot_from_proto
 from monge.v1 import jobs_pb2, jobs_pb2_grpc, ruot_pb2, service_pb2, service_pb2_grpc
 

@@ -12,7 +12,6 @@ differentially private: see README.md, "Federated Wasserstein".
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 
@@ -133,8 +132,3 @@ def register(commands, default_target: str) -> None:
     cancel.add_argument("--session", required=True)
     cancel.set_defaults(run=_cancel)
 
-
-if __name__ == "__main__":
-    from monge.client.cli import main
-
-    sys.exit(main())

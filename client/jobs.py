@@ -17,7 +17,7 @@ from monge.client.results import (
     SparsityConstrainedResult,
     TrainedScoreModel,
 )
-from monge.client.ruot import RuotFitResult
+from monge.client.results import RuotFitResult
 from monge.v1 import jobs_pb2
 
 _RESULT_TYPES = {

@@ -16,16 +16,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from monge.server.batching import DynamicBatcher
+from monge.server.runtime.batching import DynamicBatcher
 from monge.server.auth import Authenticator, TokenInterceptor
 from monge.server.config import ServerConfig
 from monge.server.fedwad_service import FedWadLimits, FedWadServicer
-from monge.server.jobs import JobManager
+from monge.server.jobs.manager import JobManager
 from monge.server.metrics import Metrics
-from monge.server.jobs_service import JobServicer
-from monge.server.jobstore import JobStore
+from monge.server.jobs.service import JobServicer
+from monge.server.jobs.store import JobStore
 from monge.server.service import SolverServicer
-from monge.server.workers import WorkerPool
+from monge.server.runtime.pool import WorkerPool
 from monge.v1 import fedwad_pb2, fedwad_pb2_grpc, jobs_pb2, jobs_pb2_grpc, service_pb2, service_pb2_grpc
 
 log = logging.getLogger("monge.server")
@@ -70,7 +70,7 @@ def make_executor(config: ServerConfig, on_batch=None):
     """Local worker processes, or a Dask cluster when one is named; behind the dynamic
     batcher unless batching is off (max_batch_size 1)."""
     if config.cluster:
-        from monge.server.dask_executor import DaskExecutor
+        from monge.server.runtime.dask_executor import DaskExecutor
 
         executor = DaskExecutor(config, cache_dir=config.cache_dir)
     else:

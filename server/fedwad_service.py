@@ -38,7 +38,7 @@ import grpc
 import numpy as np
 
 from monge.v1.codec import TensorError, check, encode
-from monge.server import validation as v
+from monge.server.calls import common as v
 from monge.server.errors import Aborted, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
 from monge.server.errors import rpc
 from monge.server.limits import over_limit

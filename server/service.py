@@ -89,6 +89,6 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
 
     @rpc
     async def ExportRUOTModel(self, request, context):
-        from monge.server.ruot_query_call import export
+        from monge.server.calls.ruot_query import export
 
         return await asyncio.to_thread(export, request, self._config, self._auth.owner(context))

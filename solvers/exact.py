@@ -165,7 +165,7 @@ def solve(problem: OTProblem, config: ExactConfig = ExactConfig(), *,
     runner: how to call the network simplex, `runner(function, *args)`; None calls it
     here. POT's network simplex is one C call that nothing can interrupt, so the
     service passes a runner that executes it in a child process it can kill
-    (`monge.server.killable`). `function` and its arguments are picklable and the
+    (`monge.server.runtime.killable`). `function` and its arguments are picklable and the
     function imports only NumPy and POT."""
     n, m = problem.geometry.shape
     _check_size(n, m, config.max_size, "the network simplex")

@@ -93,3 +93,40 @@ def test_one_status_enumeration():
              if name.startswith("monge.solvers") for node in ast.walk(tree)
              if isinstance(node, ast.ClassDef) and node.name.endswith("Status") and name != "monge.solvers.status"]
     assert not wrong, wrong
+
+
+def test_no_import_circles():
+    """No module reaches itself through imports, counting those inside functions (which
+    only hide a circle). `from package import module` is an edge to the module alone."""
+    found = modules()
+    edges = {}
+    for name, (_path, tree) in found.items():
+        package = name if tree_is_package(name) else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{anchor}.{base}" if base else anchor
+                for alias in node.names:
+                    targets.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in found else base)
+        edges[name] = sorted(t for t in targets if t in found and t != name)
+
+    circles, state = [], {}
+
+    def visit(module, trail):
+        state[module] = "open"
+        for target in edges[module]:
+            if state.get(target) == "open":
+                circles.append(" -> ".join(trail[trail.index(target):] + [target]))
+            elif target not in state:
+                visit(target, trail + [target])
+        state[module] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, circles

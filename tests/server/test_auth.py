@@ -178,7 +178,8 @@ def test_models_without_an_owner_are_the_anonymous_owners(tmp_path):
     """Models stored before owners were recorded: anyone's with auth off, nobody's with tokens."""
     import json
 
-    from monge.server import pfode_models, ruot_models
+    from monge.server.models import score as pfode_models
+    from monge.server.models import ruot as ruot_models
     from monge.server.errors import NotFound
 
     stored = pfode_models.StoredModel(2, (4,), 2, "noise", {"w": np.zeros(2)})
@@ -341,7 +342,7 @@ def test_a_bad_token_file_stops_the_start(tmp_path):
 
 
 def test_a_database_from_before_owners_is_migrated(tmp_path):
-    from monge.server.jobstore import JobStore
+    from monge.server.jobs.store import JobStore
 
     database = sqlite3.connect(tmp_path / "jobs.sqlite3")
     database.executescript("""

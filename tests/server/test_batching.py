@@ -9,7 +9,7 @@ import ot
 import pytest
 
 from monge.client import Client
-from monge.server import sinkhorn_batch
+from monge.server.runtime import sinkhorn_batch
 
 
 def _problems(count, seed=0, step=(3, 2)):
@@ -131,7 +131,7 @@ def test_batch_size_counts_the_views_asked_for():
     # the plan's top-k entries or the barycentric map wait apart from plain ones and
     # merge fewer at a time (the same rule SinkhornBatch applies).
     from monge.client import requests
-    from monge.server.batching import DynamicBatcher
+    from monge.server.runtime.batching import DynamicBatcher
     from monge.server.config import ServerConfig
 
     mib = 1 << 20
@@ -160,7 +160,7 @@ def test_batches_of_any_count_reuse_the_programs_of_one_problem():
     import threading
 
     from monge.client import requests
-    from monge.server import sinkhorn_call
+    from monge.server.calls import sinkhorn as sinkhorn_call
     from monge.server.config import ServerConfig
     from monge.solvers.sinkhorn import default_vectorization, solve
 

@@ -3,7 +3,7 @@ import threading
 import numpy as np
 import pytest
 
-from monge.server.chunked import chunk_size, run_in_chunks
+from monge.server.runtime.chunked import chunk_size, run_in_chunks
 from monge.solvers import sinkhorn
 from monge.solvers.status import Status
 
@@ -42,7 +42,7 @@ def test_stop_is_noticed_between_chunks(rng):
 
 @pytest.mark.parametrize("work,expected", [(1, 2560), (1600, 2560), (250_000, 160), (64e6, 10)])
 def test_chunk_for_size_is_bounded(work, expected):
-    from monge.server.chunked import chunk_for_size
+    from monge.server.runtime.chunked import chunk_for_size
 
     assert chunk_for_size(work) == expected
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from monge.client import InvalidArgumentError, requests
-from monge.server import limits, sinkhorn_batch, sinkhorn_call
+from monge.server import limits
+from monge.server.runtime import sinkhorn_batch
+from monge.server.calls import sinkhorn as sinkhorn_call
 from monge.server.config import MIB, ServerConfig
 from monge.solvers.sinkhorn import sinkhorn as solve_in_process
 
@@ -357,7 +359,7 @@ def test_view_outputs_count_against_the_limits():
 
 
 def test_batches_split_by_memory_and_by_reply_size():
-    from monge.server import sinkhorn_batch_call
+    from monge.server.calls import sinkhorn_batch as sinkhorn_batch_call
 
     x = _points(300)
     request = requests.sinkhorn_batch([(x, x)] * 5, return_plan=True)
@@ -373,7 +375,7 @@ def test_batches_split_by_memory_and_by_reply_size():
 
 
 def test_divergence_routes_each_solve_and_names_the_measure():
-    from monge.server import divergence_call
+    from monge.server.calls import divergence as divergence_call
 
     small, large = _points(10), _points(600, seed=1)
     call = divergence_call.parse(requests.sinkhorn_divergence(small, large), ServerConfig())

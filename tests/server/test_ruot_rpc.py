@@ -243,7 +243,7 @@ def test_cancelling_a_fit_frees_the_worker(fitted, client, server):
 
 def test_unset_settings_take_the_papers_values_for_the_growth_penalty(tmp_path):
     from monge.server.config import ServerConfig
-    from monge.server.ruot_call import parse
+    from monge.server.calls.ruot_fit import parse
 
     config = ServerConfig(data_dir=str(tmp_path))
     quadratic = parse(requests.ruot_fit(snapshots()), config).config
@@ -266,7 +266,7 @@ def test_unset_settings_take_the_papers_values_for_the_growth_penalty(tmp_path):
 
 def test_loss_terms_survive_the_trip_from_a_dask_worker():
     pytest.importorskip("distributed")
-    from monge.server.dask_executor import _plain
+    from monge.server.runtime.dask_executor import _plain
 
     fields = {"iteration": np.int64(10), "loss": np.float32(0.5), "loss_terms": {"ot": np.float32(0.25)}}
     assert _plain(fields) == {"iteration": 10, "loss": 0.5, "loss_terms": {"ot": 0.25}}

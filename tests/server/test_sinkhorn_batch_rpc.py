@@ -67,7 +67,7 @@ def test_refusals_name_the_problem(client):
 
 
 def test_a_cancelled_batch_stops_before_its_next_solve():
-    from monge.server import sinkhorn_batch_call
+    from monge.server.calls import sinkhorn_batch as sinkhorn_batch_call
     from monge.server.config import ServerConfig
     from monge.v1 import diagnostics_pb2
 

@@ -298,7 +298,7 @@ class _StopAfter:
 
 
 def test_sns_runs_in_chunks_and_stops_between_them(monkeypatch):
-    from monge.server import sinkhorn_call
+    from monge.server.calls import sinkhorn as sinkhorn_call
     from monge.server.config import ServerConfig
     from monge.v1 import sinkhorn_pb2
 

@@ -25,8 +25,9 @@ import numpy as np
 
 from monge.v1.ruot_codec import FIT_SETTINGS, RuotExport, RuotSnapshot
 from monge.v1.codec import encode
-from monge.server import limits, ruot_models
-from monge.server import validation as v
+from monge.server import limits
+from monge.server.models import ruot as ruot_models
+from monge.server.calls import common as v
 from monge.server.auth import ANONYMOUS
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument, LimitExceeded

@@ -15,8 +15,9 @@ import numpy as np
 from monge.v1.codec import encode
 from monge.server.statuses import solver_status
 from monge.solvers.status import Status
-from monge.server import limits, validation as v
-from monge.server.chunked import chunk_for_size, run_in_chunks
+from monge.server import limits
+from monge.server.calls import common as v
+from monge.server.runtime.chunked import chunk_for_size, run_in_chunks
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
 from monge.v1 import diagnostics_pb2, sinkhorn_pb2
@@ -45,13 +46,6 @@ _OVERRELAXATION = {
     sinkhorn_pb2.OVERRELAXATION_ADAPTIVE: "adaptive",
     sinkhorn_pb2.OVERRELAXATION_OFF: "off",
 }
-
-_COSTS = {
-    sinkhorn_pb2.COST_FUNCTION_UNSPECIFIED: "sqeuclidean",
-    sinkhorn_pb2.COST_FUNCTION_SQEUCLIDEAN: "sqeuclidean",
-    sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN: "euclidean",
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class SinkhornCall:
@@ -96,39 +90,6 @@ class SinkhornCall:
         dimension = self.x.shape[1] if self.barycentric_map else 0
         plan = n * m * itemsize if self.return_plan else 0
         return (n + m) * itemsize + plan + limits.views_output(n, self.top_k, dimension, itemsize)
-
-
-def points_or_matrix(request, errors: v.Violations, config: ServerConfig):
-    """(x, y, cost_matrix, shape, dtype) of a request with fields x, y and cost_matrix
-    (Sinkhorn's, and the exact and sparsity-constrained calls'): either points with
-    the same dimension, or a matrix, with at most `config.max_points` points per
-    measure (checked on the shapes, before decoding). Raises the violations found so
-    far if not."""
-    x = y = cost_matrix = None
-    limit = config.max_points
-    with errors.check():
-        x = v.float_tensor(request, "x", ndim=2, max_points=limit)
-    with errors.check():
-        y = v.float_tensor(request, "y", ndim=2, max_points=limit)
-    with errors.check():
-        cost_matrix = v.float_tensor(request, "cost_matrix", ndim=2, max_points=limit, point_axes=(0, 1))
-    errors.raise_if_any()
-
-    if cost_matrix is not None:
-        if x is not None or y is not None:
-            errors.add("cost_matrix", "give either x and y, or cost_matrix, not both")
-        shape = cost_matrix.shape
-        dtype = cost_matrix.dtype
-    elif x is None or y is None:
-        errors.add("x" if x is None else "y", "is required (or give cost_matrix)")
-        errors.raise_if_any()
-    else:
-        if x.shape[1] != y.shape[1]:
-            errors.add("y", f"has dimension {y.shape[1]} but x has dimension {x.shape[1]}")
-        shape = (x.shape[0], y.shape[0])
-        dtype = np.result_type(x, y)
-    errors.raise_if_any()
-    return x, y, cost_matrix, shape, dtype
 
 
 def dense_limit_message(n: int, m: int, config: ServerConfig) -> str:
@@ -179,7 +140,7 @@ def _route(n, m, dtype, x, cost_matrix, method, return_plan, config, errors, *, 
 
 def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> SinkhornCall:
     errors = v.Violations()
-    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors, config)
+    x, y, cost_matrix, shape, dtype = v.points_or_matrix(request, errors, config)
 
     method = "auto"
     with errors.check():
@@ -224,9 +185,8 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         reg_m = tuple(sides) if len(sides) == 2 else None
     if (reg_m is None or all(math.isinf(r) for r in reg_m)) and not errors.items:
         # Balanced transport moves all of a onto all of b: unequal masses never converge.
-        from monge.server.exact_call import check_equal_mass
 
-        check_equal_mass(a, b, errors, remedy="; set reg_m (KL marginal penalties) for unbalanced transport")
+        v.check_equal_mass(a, b, errors, remedy="; set reg_m (KL marginal penalties) for unbalanced transport")
     if method == "sns" and reg_m is not None and not all(math.isinf(r) for r in reg_m):
         # monge.solvers.sns solves balanced problems only (hard marginal constraints).
         errors.add("method", "SINKHORN_METHOD_SNS solves balanced problems only; "
@@ -243,7 +203,7 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
 
     return SinkhornCall(
         x=cast(x), y=cast(y), cost_matrix=cast(cost_matrix), a=cast(a), b=cast(b),
-        cost="matrix" if cost_matrix is not None else _COSTS[request.cost],
+        cost="matrix" if cost_matrix is not None else v.COSTS[request.cost],
         epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
         reg_m=reg_m, return_plan=request.return_plan, method=method, online=online,
         top_k=top_k, barycentric_map=barycentric,
@@ -455,7 +415,6 @@ def diagnostics(output: dict, seconds: float) -> diagnostics_pb2.SolverDiagnosti
 
 def encode_response(result) -> sinkhorn_pb2.SinkhornResponse:
     """`result` is what `run` returns: (numbers and potentials, views, seconds)."""
-    from monge.server.exact_call import encode_sparse
 
     output, views, seconds = result
     plan, sparse, moved = (views.get(name) for name in ("plan", "sparse_plan", "barycentric_map"))
@@ -468,7 +427,7 @@ def encode_response(result) -> sinkhorn_pb2.SinkhornResponse:
         plan=encode(plan) if plan is not None else None,
         diagnostics=diagnostics(output, seconds),
         newton=sinkhorn_pb2.NewtonStatistics(**output["newton"]) if "newton" in output else None,
-        sparse_plan=encode_sparse(*sparse) if sparse is not None else None,
+        sparse_plan=v.encode_sparse(*sparse) if sparse is not None else None,
         barycentric_map=encode(moved) if moved is not None else None,
     )
 

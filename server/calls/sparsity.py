@@ -16,10 +16,9 @@ import numpy as np
 from monge.v1.codec import encode
 from monge.server.statuses import solver_status
 from monge.solvers.status import Status
-from monge.server import limits, validation as v
+from monge.server import limits
+from monge.server.calls import common as v
 from monge.server.config import ServerConfig
-from monge.server.exact_call import check_costs_finite, check_equal_mass, encode_sparse
-from monge.server.sinkhorn_call import _COSTS, points_or_matrix
 from monge.v1 import diagnostics_pb2, sinkhorn_pb2, sparsity_constrained_pb2 as pb
 
 DEFAULT_GAMMA = 1.0
@@ -59,7 +58,7 @@ class SparsityCall:
 
 def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig) -> SparsityCall:
     errors = v.Violations()
-    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors, config)
+    x, y, cost_matrix, shape, dtype = v.points_or_matrix(request, errors, config)
     n, m = shape
     if n * m > config.max_dense_elements:
         errors.add("cost_matrix" if cost_matrix is not None else "x",
@@ -71,7 +70,7 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
     with errors.check():
         b = v.weights(request, "b", m)
     if not errors.items:
-        check_equal_mass(a, b, errors)
+        v.check_equal_mass(a, b, errors)
     with errors.check():
         v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
     formulation = "semi_dual"
@@ -100,7 +99,7 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
             errors.add("k", f"the plan could take {plan_bytes:,} bytes, over the message limit "
                             f"of {config.max_message_bytes:,}")
     if cost_matrix is None and not errors.items:
-        check_costs_finite(x, y, 1.0 if request.cost == sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN else 2.0,
+        v.check_costs_finite(x, y, 1.0 if request.cost == sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN else 2.0,
                            dtype, errors)
     errors.raise_if_any()
 
@@ -109,7 +108,7 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
 
     return SparsityCall(
         x=cast(x), y=cast(y), cost_matrix=cast(cost_matrix), a=cast(a), b=cast(b),
-        cost="matrix" if cost_matrix is not None else _COSTS[request.cost],
+        cost="matrix" if cost_matrix is not None else v.COSTS[request.cost],
         gamma=gamma, k=k, formulation=formulation, threshold=threshold, max_iterations=max_iterations,
     )
 
@@ -160,9 +159,9 @@ def encode_response(result) -> pb.SparsityConstrainedTransportResponse:
     if "values" not in out:  # cancelled before it started
         response.cost = response.objective = response.dual_objective = math.nan
         response.marginal_error = math.nan
-        response.plan.CopyFrom(encode_sparse(out["shape"], [], [], np.zeros(0)))
+        response.plan.CopyFrom(v.encode_sparse(out["shape"], [], [], np.zeros(0)))
         return response
-    response.plan.CopyFrom(encode_sparse(out["shape"], out["rows"], out["cols"], out["values"]))
+    response.plan.CopyFrom(v.encode_sparse(out["shape"], out["rows"], out["cols"], out["values"]))
     response.cost = float(out["cost"])
     response.objective = float(out["objective"])
     response.dual_objective = float(out["dual_objective"])

@@ -107,7 +107,7 @@ class KillableRunner:
         child_in, parent_out = os.pipe()  # os.pipe() is (read end, write end)
         parent_in, child_out = os.pipe()
         process = subprocess.Popen(
-            [sys.executable, "-m", "monge.server.killable", str(child_in), str(child_out)],
+            [sys.executable, "-m", "monge.server.runtime.killable", str(child_in), str(child_out)],
             pass_fds=(child_in, child_out), env={**os.environ, **_CHILD_ENV},
             stdin=subprocess.DEVNULL,
         )
@@ -178,6 +178,6 @@ def runner(stop) -> KillableRunner:
     return _shared
 
 
-if __name__ == "__main__":  # the child: python -m monge.server.killable IN_FD OUT_FD
+if __name__ == "__main__":  # the child: python -m monge.server.runtime.killable IN_FD OUT_FD
     _child_main(_Duplex(Connection(int(sys.argv[1]), writable=False),
                         Connection(int(sys.argv[2]), readable=False)))

@@ -79,7 +79,7 @@ def devices() -> list[dict]:
 def execute(kind: str, payload: bytes, stop, progress, limits, owner: str = "") -> Outcome:
     """Parse, run and encode one solver call named `kind` (see registry.CALLS) for the
     caller `owner` (whose trained models it may read, and as whose it stores one)."""
-    from monge.server import sinkhorn_batch
+    from monge.server.runtime import sinkhorn_batch
     from monge.server.errors import InvalidArgument, LimitExceeded, NotFound, worker_code
     from monge.server.registry import CALLS
 

@@ -41,7 +41,7 @@ from distributed.client import FutureCancelledError
 
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import INTERNAL, UNAVAILABLE, LimitExceeded, TaskFailed
-from monge.server.worker import Outcome, compile_count, configure_jax, devices, execute
+from monge.server.runtime.worker import Outcome, compile_count, configure_jax, devices, execute
 
 log = logging.getLogger("monge.server")
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from monge.server import limits, sinkhorn_batch, sinkhorn_call
-from monge.server import validation as v
+from monge.server import limits
+from monge.server.runtime import sinkhorn_batch
+from monge.server.calls import sinkhorn as sinkhorn_call
+from monge.server.calls import common as v
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
-from monge.server.sinkhorn_call import SinkhornCall
+from monge.server.calls.sinkhorn import SinkhornCall
 from monge.v1 import sinkhorn_pb2
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,8 @@ import dataclasses
 import time
 from typing import Callable
 
-from monge.server import sinkhorn_batch, sinkhorn_call
+from monge.server.runtime import sinkhorn_batch
+from monge.server.calls import sinkhorn as sinkhorn_call
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import LimitExceeded
 from monge.v1 import sinkhorn_pb2

@@ -18,8 +18,9 @@ import numpy as np
 
 from monge.v1.ruot_codec import RuotExport, settings_from_proto, snapshot_to_proto
 from monge.v1.codec import TensorError, decode, encode
-from monge.server import limits, ruot_models
-from monge.server import validation as v
+from monge.server import limits
+from monge.server.models import ruot as ruot_models
+from monge.server.calls import common as v
 from monge.server.auth import ANONYMOUS
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument

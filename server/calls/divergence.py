@@ -19,10 +19,10 @@ import math
 
 import numpy as np
 
-from monge.server import sinkhorn_call
+from monge.server.calls import sinkhorn as sinkhorn_call
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
-from monge.server.sinkhorn_call import SinkhornCall
+from monge.server.calls.sinkhorn import SinkhornCall
 from monge.v1 import sinkhorn_pb2
 
 _TENSORS = ("x", "y", "a", "b")

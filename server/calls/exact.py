@@ -7,7 +7,7 @@ size limit is checked in `parse`, before any work: the network simplex is refuse
 `ExactConfig.max_size` points rather than left to run for an unbounded time. POT's
 network simplex is one C call that no stop flag reaches, so above `IN_PROCESS_ELEMENTS`
 (n m) it runs in a child process that the worker kills when the call is cancelled or
-its deadline passes (`monge.server.killable`): the worker is free again within a
+its deadline passes (`monge.server.runtime.killable`): the worker is free again within a
 poll (50 ms) instead of when the simplex ends. Smaller problems (under about 0.3 s)
 run in the worker, and so does the 1-D sorting route (O(n log n)).
 """
@@ -23,9 +23,9 @@ import numpy as np
 from monge.v1.codec import encode
 from monge.server.statuses import solver_status
 from monge.solvers.status import Status
-from monge.server import limits, validation as v
+from monge.server import limits
+from monge.server.calls import common as v
 from monge.server.config import ServerConfig
-from monge.server.sinkhorn_call import points_or_matrix
 from monge.solvers.exact import ExactConfig
 from monge.v1 import diagnostics_pb2, exact_pb2, sinkhorn_pb2, tensor_pb2
 
@@ -68,47 +68,12 @@ class ExactCall:
         return self.x.shape[0], self.y.shape[0]
 
 
-# -- checks shared with sparsity_call ---------------------------------------------
-
-
-def check_equal_mass(a, b, errors: v.Violations, tolerance: float = LIMITS.mass_tolerance, *,
-                     remedy: str = ""):
-    """Balanced solvers need equal total masses (uniform weights have mass 1). `remedy`,
-    when the call has an unbalanced form, says how to ask for it."""
-    total_a = float(a.sum()) if a is not None else 1.0
-    total_b = float(b.sum()) if b is not None else 1.0
-    if abs(total_a - total_b) > tolerance * max(total_a, total_b):
-        errors.add("b", f"total mass {total_b!r} differs from a's {total_a!r}; this solver is "
-                        "balanced (both measures must have the same total mass)" + remedy)
-
-
-def check_costs_finite(x, y, p: float, dtype, errors: v.Violations):
-    """The largest cost |x - y|^p between the points is at most (bounding-box diameter)^p;
-    refuse points whose costs could overflow `dtype` (NaN or infinite costs)."""
-    span = np.maximum(x.max(0), y.max(0)).astype(np.float64) - np.minimum(x.min(0), y.min(0))
-    with np.errstate(over="ignore", invalid="ignore"):
-        diameter = float(np.sqrt(np.sum(np.square(span / 2.0))) * 2.0)
-        bound = diameter**p if math.isfinite(diameter) else math.inf
-    if not bound <= np.finfo(dtype).max:
-        errors.add("x", f"costs between these points reach about {bound:.3g}, over the largest "
-                        f"{np.dtype(dtype).name} ({np.finfo(dtype).max:.3g}): they would not be finite")
-
-
-def encode_sparse(shape, rows, cols, values) -> tensor_pb2.SparseMatrix:
-    return tensor_pb2.SparseMatrix(
-        shape=list(shape),
-        rows=encode(np.asarray(rows, dtype=np.int64)),
-        cols=encode(np.asarray(cols, dtype=np.int64)),
-        values=encode(np.asarray(values)),
-    )
-
-
 # -- parse, run, encode -----------------------------------------------------------
 
 
 def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> ExactCall:
     errors = v.Violations()
-    x, y, cost_matrix, shape, dtype = points_or_matrix(request, errors, config)
+    x, y, cost_matrix, shape, dtype = v.points_or_matrix(request, errors, config)
     n, m = shape
     points_field = "x" if cost_matrix is None else "cost_matrix"
 
@@ -118,7 +83,7 @@ def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> Exa
     with errors.check():
         b = v.weights(request, "b", m)
     if not errors.items:
-        check_equal_mass(a, b, errors)
+        v.check_equal_mass(a, b, errors)
     with errors.check():
         v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
     method = "auto"
@@ -173,7 +138,7 @@ def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> Exa
         with errors.check():
             max_iterations = v.integer_in_range(request.max_iterations, "max_iterations", 1, MAX_PIVOT_CAP)
     if cost_matrix is None and not errors.items:
-        check_costs_finite(x, y, p, np.float64, errors)
+        v.check_costs_finite(x, y, p, np.float64, errors)
     errors.raise_if_any()
 
     def as64(array):
@@ -186,7 +151,7 @@ def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> Exa
 def run(call: ExactCall, stop, progress=None):
     """Solve on the host. The network simplex on a large problem runs in a killable
     child process and stops when `stop` is set; the rest checks `stop` before starting."""
-    from monge.server import killable
+    from monge.server.runtime import killable
     from monge.solvers import exact
     from monge.solvers.sinkhorn import OTProblem
 
@@ -247,14 +212,14 @@ def encode_response(result) -> exact_pb2.ExactTransportResponse:
     )
     if "values" not in out:  # cancelled before it started
         response.cost = response.marginal_error = math.nan
-        response.plan.CopyFrom(encode_sparse(out["shape"], [], [], np.zeros(0)))
+        response.plan.CopyFrom(v.encode_sparse(out["shape"], [], [], np.zeros(0)))
         return response
     response.cost = out["cost"]
     response.marginal_error = out["marginal_error"]
     response.pivot_cap = out["pivot_cap"]
     if out["distance"] is not None:
         response.distance = out["distance"]
-    response.plan.CopyFrom(encode_sparse(out["shape"], out["rows"], out["cols"], out["values"]))
+    response.plan.CopyFrom(v.encode_sparse(out["shape"], out["rows"], out["cols"], out["values"]))
     if out["f"] is not None:
         response.f.CopyFrom(encode(out["f"]))
         response.g.CopyFrom(encode(out["g"]))

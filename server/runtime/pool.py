@@ -25,7 +25,7 @@ from typing import Callable
 
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import INTERNAL, LimitExceeded, TaskFailed
-from monge.server.worker import Outcome, process_main
+from monge.server.runtime.worker import Outcome, process_main
 
 log = logging.getLogger("monge.server")
 _context = multiprocessing.get_context("spawn")

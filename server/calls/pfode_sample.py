@@ -21,9 +21,10 @@ import numpy as np
 
 from monge.v1.codec import TensorError, decode, encode
 from monge.server.statuses import sample_status
-from monge.server import limits, pfode_models
-from monge.server import validation as v
-from monge.server.chunked import run_in_chunks
+from monge.server import limits
+from monge.server.models import score as pfode_models
+from monge.server.calls import common as v
+from monge.server.runtime.chunked import run_in_chunks
 from monge.server.config import ServerConfig
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import InvalidArgument, NotFound

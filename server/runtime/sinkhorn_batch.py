@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
-from monge.server import limits, sinkhorn_call
-from monge.server.sinkhorn_call import SinkhornCall
+from monge.server import limits
+from monge.server.calls import sinkhorn as sinkhorn_call
+from monge.server.calls.sinkhorn import SinkhornCall
 from monge.v1 import sinkhorn_pb2
 
 KIND = "sinkhorn_batch"
@@ -100,7 +101,7 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     serve every count; on CPU the members are solved in turn (`solve_batch`)."""
     import dataclasses
 
-    from monge.server.chunked import chunk_for_size
+    from monge.server.runtime.chunked import chunk_for_size
     from monge.solvers.loop import improved, is_stalled, stall_ceiling
     from monge.solvers.status import Status
     from monge.solvers.sinkhorn import (

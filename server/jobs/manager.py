@@ -19,7 +19,8 @@ import logging
 import time
 import uuid
 
-from monge.server import errors, jobstore, limits
+from monge.server import errors, limits
+from monge.server.jobs import store as jobstore
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import InvalidArgument, LimitExceeded, NotFound, TaskFailed
 from monge.server.registry import CALLS

@@ -11,9 +11,11 @@ import math
 
 import numpy as np
 
-from monge.v1.codec import TensorError, check, decode
+from monge.v1.codec import TensorError, check, decode, encode
+from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
-from monge.v1 import tensor_pb2
+from monge.solvers.exact import ExactConfig
+from monge.v1 import sinkhorn_pb2, tensor_pb2
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -117,3 +119,80 @@ def known_enum(value: int, enum_type, field: str) -> int:
     if value not in enum_type.values():
         raise InvalidArgument.field(field, f"unknown value {value}")
     return value
+
+
+# -- what the static OT calls share (Sinkhorn, exact, sparsity-constrained) ------------
+
+# Balanced solvers accept totals that differ by this relative amount (the exact solver's).
+MASS_TOLERANCE = ExactConfig().mass_tolerance
+
+COSTS = {
+    sinkhorn_pb2.COST_FUNCTION_UNSPECIFIED: "sqeuclidean",
+    sinkhorn_pb2.COST_FUNCTION_SQEUCLIDEAN: "sqeuclidean",
+    sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN: "euclidean",
+}
+
+
+def points_or_matrix(request, errors: Violations, config: ServerConfig):
+    """(x, y, cost_matrix, shape, dtype) of a request with fields x, y and cost_matrix
+    (Sinkhorn's, and the exact and sparsity-constrained calls'): either points with
+    the same dimension, or a matrix, with at most `config.max_points` points per
+    measure (checked on the shapes, before decoding). Raises the violations found so
+    far if not."""
+    x = y = cost_matrix = None
+    limit = config.max_points
+    with errors.check():
+        x = float_tensor(request, "x", ndim=2, max_points=limit)
+    with errors.check():
+        y = float_tensor(request, "y", ndim=2, max_points=limit)
+    with errors.check():
+        cost_matrix = float_tensor(request, "cost_matrix", ndim=2, max_points=limit, point_axes=(0, 1))
+    errors.raise_if_any()
+
+    if cost_matrix is not None:
+        if x is not None or y is not None:
+            errors.add("cost_matrix", "give either x and y, or cost_matrix, not both")
+        shape = cost_matrix.shape
+        dtype = cost_matrix.dtype
+    elif x is None or y is None:
+        errors.add("x" if x is None else "y", "is required (or give cost_matrix)")
+        errors.raise_if_any()
+    else:
+        if x.shape[1] != y.shape[1]:
+            errors.add("y", f"has dimension {y.shape[1]} but x has dimension {x.shape[1]}")
+        shape = (x.shape[0], y.shape[0])
+        dtype = np.result_type(x, y)
+    errors.raise_if_any()
+    return x, y, cost_matrix, shape, dtype
+
+
+def check_equal_mass(a, b, errors: Violations, tolerance: float = MASS_TOLERANCE, *,
+                     remedy: str = ""):
+    """Balanced solvers need equal total masses (uniform weights have mass 1). `remedy`,
+    when the call has an unbalanced form, says how to ask for it."""
+    total_a = float(a.sum()) if a is not None else 1.0
+    total_b = float(b.sum()) if b is not None else 1.0
+    if abs(total_a - total_b) > tolerance * max(total_a, total_b):
+        errors.add("b", f"total mass {total_b!r} differs from a's {total_a!r}; this solver is "
+                        "balanced (both measures must have the same total mass)" + remedy)
+
+
+def check_costs_finite(x, y, p: float, dtype, errors: Violations):
+    """The largest cost |x - y|^p between the points is at most (bounding-box diameter)^p;
+    refuse points whose costs could overflow `dtype` (NaN or infinite costs)."""
+    span = np.maximum(x.max(0), y.max(0)).astype(np.float64) - np.minimum(x.min(0), y.min(0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        diameter = float(np.sqrt(np.sum(np.square(span / 2.0))) * 2.0)
+        bound = diameter**p if math.isfinite(diameter) else math.inf
+    if not bound <= np.finfo(dtype).max:
+        errors.add("x", f"costs between these points reach about {bound:.3g}, over the largest "
+                        f"{np.dtype(dtype).name} ({np.finfo(dtype).max:.3g}): they would not be finite")
+
+
+def encode_sparse(shape, rows, cols, values) -> tensor_pb2.SparseMatrix:
+    return tensor_pb2.SparseMatrix(
+        shape=list(shape),
+        rows=encode(np.asarray(rows, dtype=np.int64)),
+        cols=encode(np.asarray(cols, dtype=np.int64)),
+        values=encode(np.asarray(values)),
+    )

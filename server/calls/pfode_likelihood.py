@@ -14,10 +14,10 @@ import time
 import numpy as np
 
 from monge.v1.codec import encode
-from monge.server import validation as v
+from monge.server.calls import common as v
 from monge.server.auth import ANONYMOUS
 from monge.server.config import ServerConfig
-from monge.server.pfode_call import (
+from monge.server.calls.pfode_sample import (
     MAX_LIKELIHOOD_STEPS,
     LikelihoodSpec,
     ModelSpec,

@@ -18,12 +18,13 @@ import time
 import numpy as np
 
 from monge.v1.codec import encode
-from monge.server import limits, pfode_models
-from monge.server import validation as v
+from monge.server import limits
+from monge.server.models import score as pfode_models
+from monge.server.calls import common as v
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import LimitExceeded
 from monge.server.config import ServerConfig
-from monge.server.pfode_call import (
+from monge.server.calls.pfode_sample import (
     ScheduleSpec,
     default_interval,
     enum_choice,

@@ -9,7 +9,7 @@ import grpc
 
 from monge.server.auth import Authenticator
 from monge.server.errors import rpc, to_status
-from monge.server.jobs import JobManager
+from monge.server.jobs.manager import JobManager
 from monge.v1 import jobs_pb2, jobs_pb2_grpc
 
 

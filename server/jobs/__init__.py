@@ -1,0 +1,1 @@
+"""Batch jobs: the manager that runs them, their SQLite store, and the Jobs RPCs."""
