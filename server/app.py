@@ -24,9 +24,9 @@ from monge.server.jobs.manager import JobManager
 from monge.server.metrics import Metrics
 from monge.server.jobs.service import JobServicer
 from monge.server.jobs.store import JobStore
-from monge.server.service import SolverServicer
+from monge.server.service import SolverServicer, add_to_server
 from monge.server.runtime.pool import WorkerPool
-from monge.v1 import fedwad_pb2, fedwad_pb2_grpc, jobs_pb2, jobs_pb2_grpc, service_pb2, service_pb2_grpc
+from monge.v1 import fedwad_pb2, fedwad_pb2_grpc, jobs_pb2, jobs_pb2_grpc, service_pb2
 
 log = logging.getLogger("monge.server")
 SERVICE_NAMES = (
@@ -106,7 +106,7 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
         interceptors = (TokenInterceptor(authenticator), *interceptors)
     server = grpc.aio.server(options=options, interceptors=(metrics.interceptor(), *interceptors))
     servicer = SolverServicer(config, executor, authenticator)
-    service_pb2_grpc.add_SolverServiceServicer_to_server(servicer, server)
+    add_to_server(servicer, server)
     jobs = JobManager(JobStore(config.data_dir), executor, config,
                       retention_seconds=config.job_retention_seconds,
                       max_unfinished_jobs=config.max_unfinished_jobs,

@@ -1,8 +1,11 @@
 """The SolverService servicer: thin handlers that validate, hand the call to a worker,
 and return its reply.
 
-Validation happens here first so a bad request costs no queue slot; the worker parses
-the same bytes again (cheap) and runs the solver. Exceptions become statuses in
+Solver RPCs are registered bytes in, bytes out (`add_to_server`): the handler decodes
+and validates the request once, here, so a bad request costs no queue slot; the parsed
+call goes to the dynamic batcher, the request's bytes to the worker process (which parses
+them once there), and the worker's reply bytes go back to the caller untouched. The
+other RPCs use the generated (de)serialisers. Exceptions become statuses in
 `errors.to_status`, applied by the `errors.rpc` decorator. Each call carries the
 caller's identity (from its token), so that a trained model answers only its owner.
 """
@@ -12,11 +15,16 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 
+import grpc
+from google.protobuf.message import DecodeError
+
 from monge.server.auth import Authenticator
 from monge.server.config import ServerConfig
-from monge.server.errors import rpc
+from monge.server.errors import InvalidArgument, rpc
 from monge.server.registry import CALLS
-from monge.v1 import service_pb2, service_pb2_grpc
+from monge.v1 import ruot_pb2, service_pb2, service_pb2_grpc
+
+SERVICE = "monge.v1.SolverService"
 
 
 class SolverServicer(service_pb2_grpc.SolverServiceServicer):
@@ -25,13 +33,18 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
         self._executor = executor
         self._auth = authenticator or Authenticator({})
 
-    async def call(self, kind: str, request, context):
-        """Validate, run on a worker, decode the reply. Cancellation reaches the worker."""
+    async def call(self, kind: str, payload: bytes, context) -> bytes:
+        """Decode and validate once, run on a worker, answer its reply bytes as they are.
+        Cancellation reaches the worker."""
         solver = CALLS[kind]
+        try:
+            request = solver.request_type.FromString(payload)
+        except DecodeError as error:
+            raise InvalidArgument.field(
+                "request", f"is not a valid {solver.request_type.DESCRIPTOR.full_name} message ({error})") from None
         owner = self._auth.owner(context)
-        solver.parse(request, self._config, owner)
-        reply = await self._executor.run(kind, request.SerializeToString(), None, owner)
-        return solver.response_type.FromString(reply)
+        parsed = solver.parse(request, self._config, owner)
+        return await self._executor.run(kind, payload, None, owner, parsed=parsed)
 
     @rpc
     async def GetServerInfo(self, request, context):
@@ -92,3 +105,21 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
         from monge.server.calls.ruot_query import export
 
         return await asyncio.to_thread(export, request, self._config, self._auth.owner(context))
+
+
+def add_to_server(servicer: SolverServicer, server) -> None:
+    """Register the SolverService: solver RPCs bytes in, bytes out (see the module's
+    docstring), the others with the generated (de)serialisers."""
+    handlers = {call.rpc: grpc.unary_unary_rpc_method_handler(getattr(servicer, call.rpc))
+                for call in CALLS.values() if call.rpc}
+    handlers["GetServerInfo"] = grpc.unary_unary_rpc_method_handler(
+        servicer.GetServerInfo, request_deserializer=service_pb2.GetServerInfoRequest.FromString,
+        response_serializer=service_pb2.GetServerInfoResponse.SerializeToString)
+    handlers["ExportRUOTModel"] = grpc.unary_unary_rpc_method_handler(
+        servicer.ExportRUOTModel, request_deserializer=ruot_pb2.ExportRUOTModelRequest.FromString,
+        response_serializer=ruot_pb2.ExportRUOTModelResponse.SerializeToString)
+    methods = set(service_pb2.DESCRIPTOR.services_by_name["SolverService"].methods_by_name)
+    if set(handlers) != methods:  # a new RPC in the schema needs a handler here
+        raise RuntimeError(f"SolverService handlers {sorted(handlers)} differ from the schema's {sorted(methods)}")
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)

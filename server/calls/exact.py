@@ -27,7 +27,7 @@ from monge.server import limits
 from monge.server.calls import common as v
 from monge.server.config import ServerConfig
 from monge.solvers.exact import ExactConfig
-from monge.v1 import diagnostics_pb2, exact_pb2, sinkhorn_pb2, tensor_pb2
+from monge.v1 import diagnostics_pb2, exact_pb2, sinkhorn_pb2
 
 LIMITS = ExactConfig()
 MAX_PIVOT_CAP = 10**12

@@ -96,8 +96,9 @@ class DynamicBatcher:
     def __getattr__(self, name):  # anything else an executor offers (e.g. `cluster`)
         return getattr(self._executor, name)
 
-    async def run(self, kind: str, payload: bytes, progress=None, owner: str = ANONYMOUS) -> bytes:
-        key = self._key(kind, payload)
+    async def run(self, kind: str, payload: bytes, progress=None, owner: str = ANONYMOUS, *, parsed=None) -> bytes:
+        """`parsed`: the call the servicer already parsed from `payload` (else parsed here)."""
+        key = self._key(kind, payload, parsed)
         if key is None:
             return await self._executor.run(kind, payload, progress, owner)
         if sum(len(e) for e in self._waiting.values()) >= self._max_waiting:
@@ -123,14 +124,14 @@ class DynamicBatcher:
 
     # -- grouping and flushing ---------------------------------------------------------
 
-    def _key(self, kind: str, payload: bytes):
+    def _key(self, kind: str, payload: bytes, call=None):
         if kind != "sinkhorn" or self._max_batch == 1:
             return None
-        request = sinkhorn_pb2.SinkhornRequest.FromString(payload)
-        try:
-            call = sinkhorn_call.parse(request, self._config)
-        except Exception:  # noqa: BLE001 - the ordinary path reports it properly
-            return None
+        if call is None:  # a job item: its bytes were validated when the job was submitted
+            try:
+                call = sinkhorn_call.parse(sinkhorn_pb2.SinkhornRequest.FromString(payload), self._config)
+            except Exception:  # noqa: BLE001 - the ordinary path reports it properly
+                return None
         key = sinkhorn_batch.batch_key(call)
         if key is None:
             return None

@@ -166,7 +166,9 @@ class WorkerPool:
         ]
 
     async def run(self, kind: str, payload: bytes, progress: Callable[[dict], None] | None = None,
-                  owner: str = ANONYMOUS) -> bytes:
+                  owner: str = ANONYMOUS, *, parsed=None) -> bytes:
+        """`parsed` (the call as the servicer parsed it) is not sent: the worker parses the
+        bytes once in its own process."""
         if self._closing:
             raise LimitExceeded("the server is shutting down", retry_after_seconds=5.0)
         if len(self._pending) >= self._queue_limit:
