@@ -34,38 +34,9 @@ from monge.client.cli_common import DEFAULT_TARGET, connection, remote
 def server_config(args):
     """The ServerConfig that `monge serve` flags ask for (ValueError for bad settings)."""
     from monge.server.auth import split_token_variable
-    from monge.server.config import MIB, ServerConfig
+    from monge.server.config import ServerConfig
 
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        max_message_bytes=args.max_message_mb * MIB,
-        grace_seconds=args.grace,
-        workers=args.workers,
-        queue_limit=args.queue_limit,
-        **({"data_dir": args.data_dir} if args.data_dir else {}),
-        cluster=args.cluster,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        token_file=args.token_file,
-        tokens=tuple(split_token_variable(os.environ.get("MONGE_TOKENS", ""))),
-        insecure=args.insecure,
-        max_jobs_per_owner=args.max_jobs_per_owner,
-        max_batch_size=args.max_batch,
-        max_batch_delay_seconds=args.batch_delay_ms / 1000.0,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-        max_points=args.max_points,
-        max_dense_elements=args.max_dense_elements,
-        max_request_memory_bytes=args.max_request_memory_mb * MIB,
-        max_iterations=args.max_iterations,
-        max_samples=args.max_samples,
-        max_training_steps=args.max_training_steps,
-        max_training_seconds=args.max_training_seconds,
-        max_trajectory_steps=args.max_trajectory_steps,
-        max_trajectory_elements=args.max_trajectory_elements,
-        max_job_items=args.max_job_items,
-    )
+    return ServerConfig.from_flags(args, tokens=tuple(split_token_variable(os.environ.get("MONGE_TOKENS", ""))))
 
 
 def _serve(args) -> int:
@@ -137,58 +108,14 @@ def _as_dict(obj):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from monge.server.config import ServerConfig
+
     parser = argparse.ArgumentParser(prog="monge", description="Optimal-transport solver service.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    serve.add_argument("--port", type=int, default=50051)
-    serve.add_argument("--max-message-mb", type=int, default=512, help="largest request/response")
-    serve.add_argument("--workers", type=int, default=None,
-                       help="worker processes (default: one per GPU, or one CPU worker)")
-    serve.add_argument("--queue-limit", type=int, default=64, help="calls waiting before RESOURCE_EXHAUSTED")
-    serve.add_argument("--data-dir", help="job database, results, compile cache (default ~/.local/share/monge)")
-    serve.add_argument("--cluster", help="Dask scheduler address (tcp://HOST:8786) to scale out")
-    serve.add_argument("--max-batch", type=int, default=None,
-                       help="concurrent small Sinkhorn calls merged into one vmapped call "
-                            "(1: off; default 32 on GPU workers, off on CPU)")
-    serve.add_argument("--batch-delay-ms", type=float, default=2.0,
-                       help="longest an idle server holds a call to batch it")
-    serve.add_argument("--metrics-port", type=int, default=None,
-                       help="serve Prometheus metrics on this port (default: off)")
-    serve.add_argument("--metrics-host", default="127.0.0.1",
-                       help="address of the metrics endpoint (default loopback; it has no TLS or tokens, "
-                            "so any other address needs --insecure)")
-    serve.add_argument("--grace", type=float, default=10.0, help="seconds for in-flight calls on shutdown")
+    ServerConfig.add_flags(serve)  # one flag per setting, its default stated once, in ServerConfig
     serve.add_argument("--log-level", default="info")
-    serve.add_argument("--tls-cert", help="PEM certificate (chain); with --tls-key, serve only TLS")
-    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    serve.add_argument("--token-file", help="bearer tokens, one a line: TOKEN or NAME:TOKEN "
-                                            "(also: $MONGE_TOKENS, comma-separated)")
-    serve.add_argument("--insecure", action="store_true",
-                       help="allow a non-loopback --host without TLS and tokens")
-    serve.add_argument("--max-jobs-per-owner", type=int, default=1000,
-                       help="unfinished jobs one token may have before RESOURCE_EXHAUSTED")
-    serve.add_argument("--max-points", type=int, default=10_000_000,
-                       help="most points per measure in one request")
-    serve.add_argument("--max-dense-elements", type=int, default=100_000_000,
-                       help="largest n * m for which a dense cost matrix or plan is built")
-    serve.add_argument("--max-request-memory-mb", type=int, default=4096,
-                       help="most memory one solver call may need, estimated before it runs; larger "
-                            "Sinkhorn calls on points compute their cost in blocks, others are refused")
-    serve.add_argument("--max-iterations", type=int, default=1_000_000,
-                       help="largest iteration cap, step count or number of rounds a request may ask for")
-    serve.add_argument("--max-samples", type=int, default=10_000_000,
-                       help="most samples or points in one probability-flow request")
-    serve.add_argument("--max-training-steps", type=int, default=1_000_000,
-                       help="most optimiser steps of a training job item (score models, Var-RUOT fits)")
-    serve.add_argument("--max-training-seconds", type=float, default=24 * 3600.0,
-                       help="longest a training item may run, checked at each of its reports")
-    serve.add_argument("--max-trajectory-steps", type=int, default=100_000,
-                       help="most time steps of one simulated Var-RUOT trajectory")
-    serve.add_argument("--max-trajectory-elements", type=int, default=100_000_000,
-                       help="most values (steps x particles x dimension) of one trajectory")
-    serve.add_argument("--max-job-items", type=int, default=10_000, help="most items in one job (and problems in one SinkhornBatch call)")
     serve.set_defaults(run=_serve)
 
     info = commands.add_parser("info", help="show the server's version, backend and devices")

@@ -16,88 +16,114 @@ def default_data_dir() -> str:
     return str(pathlib.Path(base) / "monge")
 
 
+def setting(default=dataclasses.MISSING, *, help: str, flag: str | None = None, unit: float = 1,
+            default_factory=dataclasses.MISSING, shown_default: str | None = None):
+    """A ServerConfig field that is also a `monge serve` flag. `help` says what it sets;
+    the flag is the field's name with dashes unless `flag` names another one (in `unit`s:
+    the field holds the flag's value times `unit`, e.g. MiB -> bytes)."""
+    metadata = {"help": help, "flag": flag, "unit": unit, "shown_default": shown_default}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServerConfig:
-    """host/port: where to listen (port 0 picks a free one).
-    max_message_bytes: largest request or response, both directions.
-    max_points: most points in one measure (n and m each; rows and columns of a cost
-        matrix), for every solver call.
-    max_dense_elements: largest n * m for which a dense cost matrix or plan is built.
-    max_request_memory_bytes: most memory one solver call may need on its worker, as
-        estimated from its sizes before it runs (`server/limits.py`). A Sinkhorn call on
-        points whose dense cost would not fit runs online (cost computed in blocks)
-        instead; other calls over it are refused. Also caps a dynamic batch.
-    max_iterations: largest iteration cap a request may ask for (Sinkhorn and
-        sparsity iterations, probability-flow steps, likelihood solver steps, FedWaD rounds).
-    max_samples: most samples (or points) one probability-flow request may ask for or send
-        (sampling, likelihoods, score-model training data).
-    max_training_steps: most optimiser steps of a training job item (score-model
-        training, Var-RUOT fits); also caps report_every.
-    max_training_seconds: longest a training item may run on its worker; checked before
-        every optimiser step, as a cancel is. Over it, the item fails RESOURCE_EXHAUSTED
-        and nothing is stored.
-    max_trajectory_steps: most time steps of one simulated Var-RUOT trajectory (QueryRUOT:
-        trajectories, mass, action, population; dt apart from the first snapshot).
-    max_trajectory_elements: most values one trajectory may hold (time steps x particles
-        x dimension): Var-RUOT simulations, and probability-flow `return_trajectory`.
-    max_job_items: most items in one job, and most problems in one SinkhornBatch call.
-    grace_seconds: how long in-flight calls may finish after SIGTERM/SIGINT.
-    workers: worker processes; None means one per GPU, or one CPU worker.
-    queue_limit: solver calls waiting for a worker before RESOURCE_EXHAUSTED.
-    max_attempts: runs of a call whose worker died, before it fails.
-    data_dir: job database, results and (unless compile_cache_dir is set) the JAX
-        compilation cache.
-    cluster: a Dask scheduler address; work goes there instead of local workers.
-    job_retention_seconds: how long finished jobs and their results are kept.
-    max_unfinished_jobs: queued or running jobs before submissions get RESOURCE_EXHAUSTED.
-    max_batch_size: most concurrent small Sinkhorn requests merged into one vmapped
-        call (dynamic batching); 1 turns batching off; None: 32 when the workers have
-        GPUs, off on CPU-only workers (where batching does not pay).
-    max_batch_delay_seconds: longest an idle server holds a request to batch it.
-    metrics_port: serve Prometheus metrics over HTTP on this port; None: off.
-    metrics_host: where the metrics endpoint listens (default loopback). It has no TLS
-        and no tokens, so any other address needs `insecure`, even when the gRPC port
-        has TLS and tokens.
-    max_jobs_per_owner: queued or running jobs of one owner (token) before its
-        submissions get RESOURCE_EXHAUSTED; with auth off everyone is one owner.
-    tls_cert, tls_key: PEM files; given both, the server speaks only TLS.
-    token_file: bearer tokens, one a line (`token` or `name:token`); see server/auth.py.
-    tokens: more token entries (the `MONGE_TOKENS` variable, or tests).
-    insecure: allow a non-loopback host without TLS and tokens.
-    """
+    """Every setting of the server, with its default; each field with help is a
+    `monge serve` flag (`add_flags`, `from_flags`), so a default is stated here only."""
 
-    host: str = "127.0.0.1"
-    port: int = 50051
-    max_message_bytes: int = 512 * MIB
-    max_points: int = 10_000_000
-    max_dense_elements: int = 100_000_000
-    max_request_memory_bytes: int = 4096 * MIB
-    max_iterations: int = 1_000_000
-    max_samples: int = 10_000_000
-    max_training_steps: int = 1_000_000
-    max_training_seconds: float = 24 * 3600.0
-    max_trajectory_steps: int = 100_000
-    max_trajectory_elements: int = 100_000_000
-    max_job_items: int = 10_000
-    grace_seconds: float = 10.0
-    workers: int | None = None
-    queue_limit: int = 64
-    max_attempts: int = 2
-    data_dir: str = dataclasses.field(default_factory=lambda: default_data_dir())
-    compile_cache_dir: str | None = None
-    cluster: str | None = None
-    job_retention_seconds: float = 7 * 24 * 3600.0
-    max_unfinished_jobs: int = 10_000
-    max_batch_size: int | None = None
-    max_batch_delay_seconds: float = 0.002
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    max_jobs_per_owner: int = 1_000
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    token_file: str | None = None
+    host: str = setting("127.0.0.1", help="address to listen on")
+    port: int = setting(50051, help="port to listen on (0 picks a free one)")
+    max_message_bytes: int = setting(512 * MIB, flag="--max-message-mb", unit=MIB,
+                                     help="largest request or response, both directions, in MiB")
+    max_points: int = setting(10_000_000, help="most points in one measure (n and m each; rows and columns of "
+                                               "a cost matrix), for every solver call")
+    max_dense_elements: int = setting(100_000_000, help="largest n * m for which a dense cost matrix or plan "
+                                                        "is built")
+    max_request_memory_bytes: int = setting(
+        4096 * MIB, flag="--max-request-memory-mb", unit=MIB,
+        help="most memory (MiB) one solver call may need on its worker, estimated from its sizes before it runs "
+             "(server/limits.py); a Sinkhorn call on points whose dense cost would not fit runs online (cost "
+             "in blocks) instead, other calls over it are refused; also caps a dynamic batch")
+    max_iterations: int = setting(1_000_000, help="largest iteration cap a request may ask for (Sinkhorn and "
+                                                  "sparsity iterations, probability-flow steps, likelihood "
+                                                  "solver steps, FedWaD rounds)")
+    max_samples: int = setting(10_000_000, help="most samples or points one probability-flow request may ask "
+                                                "for or send (sampling, likelihoods, training data)")
+    max_training_steps: int = setting(1_000_000, help="most optimiser steps of a training job item (score "
+                                                      "models, Var-RUOT fits); also caps report_every")
+    max_training_seconds: float = setting(24 * 3600.0, help="longest a training item may run on its worker, "
+                                                            "checked before every step; over it the item fails "
+                                                            "RESOURCE_EXHAUSTED and nothing is stored")
+    max_trajectory_steps: int = setting(100_000, help="most time steps of one simulated Var-RUOT trajectory")
+    max_trajectory_elements: int = setting(100_000_000, help="most values (steps x particles x dimension) of "
+                                                             "one trajectory (Var-RUOT, probability-flow "
+                                                             "return_trajectory)")
+    max_job_items: int = setting(10_000, help="most items in one job, and problems in one SinkhornBatch call")
+    grace_seconds: float = setting(10.0, flag="--grace", help="seconds in-flight calls may finish after "
+                                                              "SIGTERM or SIGINT")
+    workers: int | None = setting(None, help="worker processes", shown_default="one per GPU, or one CPU worker")
+    queue_limit: int = setting(64, help="solver calls waiting for a worker before RESOURCE_EXHAUSTED")
+    max_attempts: int = setting(2, help="runs of a call whose worker died, before it fails")
+    data_dir: str = setting(default_factory=default_data_dir, shown_default="$XDG_DATA_HOME/monge or "
+                            "~/.local/share/monge", help="job database, results and (unless "
+                            "--compile-cache-dir) the JAX compilation cache")
+    compile_cache_dir: str | None = setting(None, help="the JAX compilation cache", shown_default="DATA_DIR/jax-cache")
+    cluster: str | None = setting(None, help="a Dask scheduler address (tcp://HOST:8786): work goes there "
+                                             "instead of local workers")
+    job_retention_seconds: float = setting(7 * 24 * 3600.0, help="how long finished jobs and their results "
+                                                                 "are kept")
+    max_unfinished_jobs: int = setting(10_000, help="queued or running jobs before submissions get "
+                                                    "RESOURCE_EXHAUSTED")
+    max_batch_size: int | None = setting(None, flag="--max-batch", shown_default="32 on GPU workers, off on CPU",
+                                         help="most concurrent small Sinkhorn calls merged into one vmapped call "
+                                              "(dynamic batching; 1: off)")
+    max_batch_delay_seconds: float = setting(0.002, flag="--batch-delay-ms", unit=1e-3,
+                                             help="longest (ms) an idle server holds a call to batch it")
+    metrics_port: int | None = setting(None, help="serve Prometheus metrics over HTTP on this port",
+                                       shown_default="off")
+    metrics_host: str = setting("127.0.0.1", help="address of the metrics endpoint; it has no TLS and no "
+                                                  "tokens, so any other than loopback needs --insecure")
+    max_jobs_per_owner: int = setting(1_000, help="queued or running jobs of one owner (token) before its "
+                                                  "submissions get RESOURCE_EXHAUSTED (with auth off everyone "
+                                                  "is one owner)")
+    tls_cert: str | None = setting(None, help="PEM certificate (chain); with --tls-key the server speaks only TLS")
+    tls_key: str | None = setting(None, help="PEM private key of --tls-cert")
+    token_file: str | None = setting(None, help="bearer tokens, one a line: TOKEN or NAME:TOKEN (also "
+                                                "$MONGE_TOKENS, comma-separated; see server/auth.py)")
+    # More token entries: the MONGE_TOKENS variable, or tests. Not a flag (tokens stay out of `ps`).
     tokens: tuple[str, ...] = ()
-    insecure: bool = False
+    insecure: bool = setting(False, help="allow a host other than loopback without TLS and tokens")
+
+    @classmethod
+    def add_flags(cls, parser) -> None:
+        """Add one `--flag` per setting to an argparse parser; unset flags keep the defaults above."""
+        for field in _flag_fields():
+            kind = field.type.replace(" | None", "")
+            meta = field.metadata
+            help_text = meta["help"]
+            default = meta["shown_default"]
+            if default is None and field.default is not dataclasses.MISSING and field.default is not None:
+                default = _in_flag_units(field.default, meta["unit"])
+            if default is not None and kind != "bool":
+                help_text += f" (default: {default})"
+            if kind == "bool":
+                parser.add_argument(_flag_name(field), dest=field.name, action="store_true", default=None,
+                                    help=help_text)
+            else:
+                parser.add_argument(_flag_name(field), dest=field.name, default=None, help=help_text,
+                                    metavar=_flag_name(field)[2:].replace("-", "_").upper(), type={"int": int, "float": float, "str": str}[kind])
+
+    @classmethod
+    def from_flags(cls, args, **more) -> "ServerConfig":
+        """The settings the parsed flags ask for (ValueError for bad ones); `more` adds fields that are not flags."""
+        values = {}
+        for field in _flag_fields():
+            value = getattr(args, field.name, None)
+            if value is not None:
+                unit = field.metadata["unit"]
+                values[field.name] = value * unit if unit != 1 else value
+        return cls(**values, **more)
 
     @property
     def cache_dir(self) -> str:
@@ -144,3 +170,16 @@ class ServerConfig:
     def auth(self) -> bool:
         """Whether bearer tokens are required (the tokens themselves are read at start)."""
         return bool(self.tokens or self.token_file)
+
+
+def _flag_fields():
+    return [field for field in dataclasses.fields(ServerConfig) if "help" in field.metadata]
+
+
+def _flag_name(field) -> str:
+    return field.metadata["flag"] or "--" + field.name.replace("_", "-")
+
+
+def _in_flag_units(value, unit):
+    shown = value / unit if unit != 1 else value
+    return int(shown) if isinstance(shown, float) and shown.is_integer() and unit != 1 else shown
