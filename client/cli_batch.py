@@ -26,13 +26,14 @@ from monge.client.errors import InvalidArgumentError
 
 # The request builder for each --solver, the job item field it fills, and its options.
 SOLVERS = {
-    "sinkhorn": (requests.sinkhorn, "sinkhorn",
-                 {"cost", "epsilon", "threshold", "max_iterations", "reg_m", "method", "return_plan",
-                  "overrelaxation"}),
+    "sinkhorn": (requests.sinkhorn, "sinkhorn", {option.name for option in requests.SINKHORN_OPTIONS} | {"reg_m"}),
     "exact": (requests.exact_transport, "exact_transport", {"cost", "p", "method", "max_iterations"}),
     "sparsity": (requests.sparsity_constrained, "sparsity_constrained",
                  {"cost", "k", "gamma", "formulation", "threshold", "max_iterations"}),
 }
+# The solvers a Sinkhorn option also applies to, for the flags' help.
+_APPLIES_TO = {"cost": "all solvers", "max_iterations": "all solvers", "threshold": "sinkhorn, sparsity",
+               "method": "sinkhorn (auto|kernel|log|sns), exact (auto|network_simplex|sorting_1d)"}
 _OPTIONS = sorted(set().union(*(options for _, _, options in SOLVERS.values())))
 
 
@@ -41,8 +42,9 @@ def _solver_options(args) -> dict:
     with one line when one does not apply or has a bad value."""
     builder, _, allowed = SOLVERS[args.solver]
     given = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None}
+    flags = {option.name: option.flag_name for option in requests.SINKHORN_OPTIONS}
     for name in sorted(set(given) - allowed):
-        flag = "--plan" if name == "return_plan" else "--" + name.replace("_", "-")
+        flag = flags.get(name, "--" + name.replace("_", "-"))
         raise SystemExit(f"monge: {flag} does not apply to --solver {args.solver}")
     if "reg_m" in given:
         reg_m = given["reg_m"]
@@ -209,16 +211,11 @@ def register(commands, remote) -> None:
                        help="progress bar on stderr (default: when stderr is a terminal)")
     batch.add_argument("--request-id", help="idempotency key: the same key returns the same job")
     solver = batch.add_argument_group("solver options (each applies to the solvers named)")
-    solver.add_argument("--cost", choices=["sqeuclidean", "euclidean"], help="all solvers")
-    solver.add_argument("--epsilon", type=float, help="sinkhorn (default 0.05)")
-    solver.add_argument("--threshold", type=float, help="sinkhorn, sparsity")
-    solver.add_argument("--max-iterations", type=int, help="all solvers")
+    for option in requests.SINKHORN_OPTIONS:  # unset: the server's default
+        # --method's choices differ between solvers: the request builder checks them.
+        option.add_flag(solver, help_prefix=_APPLIES_TO.get(option.name, "sinkhorn") + ": ",
+                        choices=option.name != "method")
     solver.add_argument("--reg-m", type=float, nargs="+", help="sinkhorn: KL marginal penalty (unbalanced)")
-    solver.add_argument("--method", help="sinkhorn: auto|kernel|log|sns; exact: auto|network_simplex|sorting_1d")
-    solver.add_argument("--overrelaxation", choices=["adaptive", "off"],
-                        help="sinkhorn: over-relaxed updates (default adaptive; sns: off) or plain")
-    solver.add_argument("--plan", dest="return_plan", action="store_const", const=True,
-                        help="sinkhorn: also fetch the dense plan")
     solver.add_argument("--p", type=float, help="exact: W_p with cost |x - y|^p")
     solver.add_argument("--k", type=int, help="sparsity: nonzeros per column (default 2)")
     solver.add_argument("--gamma", type=float, help="sparsity: quadratic weight (default 1.0)")

@@ -11,6 +11,7 @@ it returned without converging, 2 when the server refused it.
 
 from __future__ import annotations
 
+from monge.client import options, requests
 from monge.client.cli_common import InputError, problem_from_args, save_result, connection
 from monge.client.results import ExactTransportResult, SparsityConstrainedResult
 
@@ -52,12 +53,8 @@ def _sinkhorn(args) -> int:
     if args.reg_m:
         reg_m = args.reg_m[0] if len(args.reg_m) == 1 else tuple(args.reg_m)
     with Client(args.target, **connection(args)) as client:
-        result = client.sinkhorn(
-            **problem.arrays(), cost=args.cost, epsilon=args.epsilon, threshold=args.threshold,
-            reg_m=reg_m, max_iterations=args.max_iterations, return_plan=args.plan, method=args.method,
-            plan_top_k=args.top_k, return_barycentric_map=args.barycentric_map,
-            overrelaxation=args.overrelaxation, timeout=args.timeout,
-        )
+        result = client.sinkhorn(**problem.arrays(), reg_m=reg_m, timeout=args.timeout,
+                                 **options.from_args(args, requests.SINKHORN_OPTIONS))
     return _report(args, result)
 
 
@@ -104,20 +101,9 @@ def register(commands, remote) -> None:
     sk = solvers.add_parser("sinkhorn", help="entropic OT (balanced, or unbalanced with --reg-m)")
     remote(sk)
     _inputs(sk)
-    sk.add_argument("--cost", default="sqeuclidean", choices=["sqeuclidean", "euclidean"])
-    sk.add_argument("--epsilon", type=float, default=0.05, help="entropic weight, in cost units")
-    sk.add_argument("--threshold", type=float, default=1e-6)
-    sk.add_argument("--max-iterations", type=int, default=10_000)
+    for option in requests.SINKHORN_OPTIONS:  # unset: the server's default
+        option.add_flag(sk)
     sk.add_argument("--reg-m", type=float, nargs="+", help="KL marginal penalty (one, or source and target)")
-    sk.add_argument("--method", default="auto", choices=["auto", "kernel", "log", "sns"],
-                    help="Sinkhorn iterations, or sns (Sinkhorn-Newton-Sparse, balanced only)")
-    sk.add_argument("--overrelaxation", choices=["adaptive", "off"],
-                    help="over-relaxed updates with a factor estimated as the run goes (default; sns: off), "
-                         "or plain Sinkhorn updates")
-    sk.add_argument("--plan", action="store_true", help="also fetch the dense plan")
-    sk.add_argument("--top-k", type=int, metavar="K", help="also fetch the plan's K largest entries per row (sparse)")
-    sk.add_argument("--barycentric-map", action="store_true",
-                    help="also fetch where each source point is sent (points only)")
     sk.set_defaults(run=_sinkhorn)
 
     ex = solvers.add_parser("exact", help="exact (unregularised) OT: network simplex, or sorting in 1-D")

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import grpc
 
-from monge.client import errors, requests
+from monge.client import errors, options, requests
 from monge.client.channel import open_channel
 from monge.client.jobs import JobInfo
 from monge.client.results import (
@@ -111,21 +111,23 @@ class Client:
         b=None,
         *,
         cost_matrix=None,
-        cost: str = "sqeuclidean",
-        epsilon: float = 0.05,
-        threshold: float = 1e-6,
+        cost: str | None = None,
+        epsilon: float | None = None,
+        threshold: float | None = None,
         reg_m: float | tuple[float, float] | None = None,
-        max_iterations: int = 10_000,
-        return_plan: bool = False,
-        method: str = "auto",
+        max_iterations: int | None = None,
+        return_plan: bool | None = None,
+        method: str | None = None,
         plan_top_k: int | None = None,
-        return_barycentric_map: bool = False,
+        return_barycentric_map: bool | None = None,
         overrelaxation: str | None = None,
         timeout: float | None = None,
     ) -> SinkhornResult:
         """Entropic OT between the rows of x and y (or under a given cost matrix).
 
-        epsilon is absolute, in cost units (POT's `reg`); a and b default to uniform;
+        Settings left None take the server's defaults, those of
+        `monge.solvers.SinkhornConfig` (squared Euclidean cost unless `cost` says
+        otherwise). threshold bounds the L1 marginal error; epsilon is absolute, in cost units (POT's `reg`); a and b default to uniform;
         reg_m (one number or a (source, target) pair) makes the problem unbalanced with
         POT's KL semantics; `result.cost` is <P, C> of the returned plan.
         method: "auto", "kernel" or "log" Sinkhorn iterations, or "sns"
@@ -141,12 +143,8 @@ class Client:
         of rows); `return_barycentric_map` the (n, d) `result.barycentric_map`,
         (P y)_i / (P 1)_i (points only).
         """
-        request = requests.sinkhorn(
-            x, y, a, b, cost_matrix=cost_matrix, cost=cost, epsilon=epsilon, threshold=threshold,
-            reg_m=reg_m, max_iterations=max_iterations, return_plan=return_plan, method=method,
-            plan_top_k=plan_top_k, return_barycentric_map=return_barycentric_map,
-            overrelaxation=overrelaxation,
-        )
+        settings = options.given(locals(), requests.SINKHORN_OPTIONS)
+        request = requests.sinkhorn(x, y, a, b, cost_matrix=cost_matrix, reg_m=reg_m, **settings)
         reply = self._call(self._stub.Sinkhorn, request, timeout, retry_when_busy=True)
         return SinkhornResult.from_proto(reply)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from monge.client.options import Option, set_options, with_keywords
 from monge.client.ruot import fit_request as ruot_fit
 from monge.client.ruot import query_request as ruot_query
 from monge.v1.codec import encode
@@ -64,40 +65,37 @@ def _as_float(value) -> np.ndarray:
     return array if array.dtype in (np.float32, np.float64) else array.astype(np.float64)
 
 
-def sinkhorn(
-    x=None,
-    y=None,
-    a=None,
-    b=None,
-    *,
-    cost_matrix=None,
-    cost: str = "sqeuclidean",
-    epsilon: float = 0.05,
-    threshold: float = 1e-6,
-    reg_m: float | tuple[float, float] | None = None,
-    max_iterations: int = 10_000,
-    return_plan: bool = False,
-    method: str = "auto",
-    plan_top_k: int | None = None,
-    return_barycentric_map: bool = False,
-    overrelaxation: str | None = None,
-) -> sinkhorn_pb2.SinkhornRequest:
-    """A SinkhornRequest; see `Client.sinkhorn` for the meaning of each argument."""
-    request = sinkhorn_pb2.SinkhornRequest(
-        cost=_choice("cost", cost, _COSTS),
-        epsilon=epsilon,
-        threshold=threshold,
-        max_iterations=max_iterations,
-        return_plan=return_plan,
-        method=_choice("method", method, _SINKHORN_METHODS),
-        plan_top_k=plan_top_k or 0,
-        return_barycentric_map=return_barycentric_map,
-        overrelaxation=(sinkhorn_pb2.OVERRELAXATION_UNSPECIFIED if overrelaxation is None
-                        else _choice("overrelaxation", overrelaxation, _OVERRELAXATION)),
-    )
+# The Sinkhorn request's settings (beyond arrays and reg_m); None: the server's default.
+SINKHORN_OPTIONS = (
+    Option("cost", str, "cost between points (ignored with a cost matrix)", choices=_COSTS),
+    Option("epsilon", float, "entropic weight, absolute in cost units"),
+    Option("threshold", float, "stop when the L1 marginal error is at most this"),
+    Option("max_iterations", int, "iteration cap"),
+    Option("method", str, "Sinkhorn iterations (auto, kernel or log), or sns (Sinkhorn-Newton-Sparse, "
+                          "balanced only)", choices=_SINKHORN_METHODS),
+    Option("overrelaxation", str, "adaptive: over-relaxed updates with a factor estimated as the run goes "
+                                  "(the default; sns: off); off: plain Sinkhorn updates",
+           choices=_OVERRELAXATION),
+    Option("return_plan", bool, "also return the dense plan", flag="--plan"),
+    Option("plan_top_k", int, "also return the plan's K largest entries per row (sparse)", flag="--top-k",
+           metavar="K"),
+    Option("return_barycentric_map", bool, "also return where each source point is sent (points only)",
+           flag="--barycentric-map"),
+)
+
+
+def sinkhorn(x=None, y=None, a=None, b=None, *, cost_matrix=None, reg_m: float | tuple[float, float] | None = None,
+             **settings) -> sinkhorn_pb2.SinkhornRequest:
+    """A SinkhornRequest; see `Client.sinkhorn` for the meaning of each argument.
+    `settings` are SINKHORN_OPTIONS's (epsilon=..., method=...)."""
+    request = sinkhorn_pb2.SinkhornRequest()
+    set_options(request, SINKHORN_OPTIONS, settings, "sinkhorn")
     _set_arrays(request, x=x, y=y, a=a, b=b, cost_matrix=cost_matrix)
     _set_reg_m(request, reg_m)
     return request
+
+
+with_keywords(sinkhorn, SINKHORN_OPTIONS)
 
 
 def sinkhorn_batch(problems, **settings) -> sinkhorn_pb2.SinkhornBatchRequest:

@@ -14,6 +14,7 @@ import numpy as np
 
 from monge.v1.codec import encode
 from monge.server.statuses import solver_status
+from monge.solvers.sinkhorn import SinkhornConfig
 from monge.solvers.status import Status
 from monge.server import limits
 from monge.server.calls import common as v
@@ -22,9 +23,8 @@ from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
 from monge.v1 import diagnostics_pb2, sinkhorn_pb2
 
-DEFAULT_EPSILON = 0.05
-DEFAULT_THRESHOLD = 1e-6
-DEFAULT_MAX_ITERATIONS = 10_000
+# Unset settings take the solver's defaults.
+DEFAULTS = SinkhornConfig()
 # Methods that can compute the cost in blocks, and the block (rows) they use.
 ONLINE_METHODS = ("auto", "log")
 ONLINE_BLOCK = 1024
@@ -168,12 +168,12 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
     epsilon = threshold = max_iterations = None
     with errors.check():
-        epsilon = v.positive(v.optional_value(request, "epsilon", DEFAULT_EPSILON), "epsilon")
+        epsilon = v.positive(v.optional_value(request, "epsilon", DEFAULTS.epsilon), "epsilon")
     with errors.check():
-        threshold = v.positive(v.optional_value(request, "threshold", DEFAULT_THRESHOLD), "threshold")
+        threshold = v.positive(v.optional_value(request, "threshold", DEFAULTS.threshold), "threshold")
     with errors.check():
         max_iterations = v.integer_in_range(
-            v.optional_value(request, "max_iterations", DEFAULT_MAX_ITERATIONS),
+            v.optional_value(request, "max_iterations", DEFAULTS.max_iterations),
             "max_iterations", 1, config.max_iterations, limit="max_iterations",
         )
     reg_m = None
