@@ -74,6 +74,18 @@ class SinkhornCall:
             return self.cost_matrix.shape
         return self.x.shape[0], self.y.shape[0]
 
+    def solver_config(self, max_iterations: int, *, first_chunk: bool = True, **overrides) -> SinkhornConfig:
+        """The solver's settings for one chunk of this call of at most `max_iterations`
+        iterations (the single solve, the dynamic batch and its key all use it, so a new
+        setting is added here once); `overrides` replace fields (a batch's method)."""
+        settings = dict(
+            epsilon=self.epsilon, threshold=self.threshold,
+            reg_m=self.reg_m if self.reg_m is not None else (math.inf, math.inf),
+            max_iterations=max_iterations, method=self.method, online=self.online,
+            overrelaxation=self.overrelaxation,
+        )
+        return SinkhornConfig(**settings | overrides)
+
     @property
     def dtype(self) -> np.dtype:
         return (self.cost_matrix if self.cost_matrix is not None else self.x).dtype
@@ -244,7 +256,7 @@ def run(call: SinkhornCall, stop, progress=None):
     if call.method == "sns":
         return _run_sns(call, stop, progress)
     from monge.solvers.loop import stall_ceiling
-    from monge.solvers.sinkhorn import STALL_PATIENCE, sinkhorn
+    from monge.solvers.sinkhorn import STALL_PATIENCE, make_problem, solve
 
     original_shape = call.shape
     call = padded_to_bucket(call)
@@ -253,20 +265,12 @@ def run(call: SinkhornCall, stop, progress=None):
     # chunks' program, and each chunk carries on with the over-relaxation factor so far.
     zeros = (np.zeros(call.shape[0], dtype), np.zeros(call.shape[1], dtype), np.ones((), dtype))
 
+    problem = make_problem(call.x, call.y, call.a, call.b, call.cost_matrix,
+                           call.cost if call.cost != "matrix" else "sqeuclidean")
+
     def solve_chunk(iterations, init):
-        return sinkhorn(
-            call.x, call.y, call.a, call.b,
-            cost_matrix=call.cost_matrix,
-            cost=call.cost if call.cost != "matrix" else "sqeuclidean",
-            epsilon=call.epsilon,
-            threshold=call.threshold,
-            reg_m=call.reg_m if call.reg_m is not None else (math.inf, math.inf),
-            max_iterations=iterations,
-            method=call.method,
-            online=call.online,
-            init=zeros if init is None else init,
-            overrelaxation=call.overrelaxation,
-        )
+        return solve(problem, call.solver_config(iterations, first_chunk=init is None),
+                     zeros if init is None else init)
 
     started = time.perf_counter()
     output = run_in_chunks(

@@ -10,7 +10,6 @@ list of serialized protobufs: only data, never code.
 
 from __future__ import annotations
 
-import math
 import struct
 import time
 
@@ -62,11 +61,13 @@ def batch_key(call: SinkhornCall) -> tuple | None:
             or bucket(n) * bucket(m) > MAX_BATCHED_ELEMENTS
             or not limits.padding_is_cheap(n, m, bucket(n), bucket(m), dimension or 0, source.dtype.itemsize)):
         return None
-    return (
-        call.cost, dimension, source.dtype.str, bucket(n), bucket(m),
-        call.epsilon, call.threshold, call.reg_m, call.max_iterations,
-        "log" if call.method == "log" else "kernel", call.overrelaxation,
-    )
+    return call.cost, dimension, source.dtype.str, bucket(n), bucket(m), _config(call, call.max_iterations)
+
+
+def _config(call: SinkhornCall, max_iterations: int, first_chunk: bool = True):
+    # Batches run kernel or log iterations on dense costs: "auto" is kernel here.
+    return call.solver_config(max_iterations, first_chunk=first_chunk,
+                              method="log" if call.method == "log" else "kernel")
 
 
 def max_batch_for_memory(key: tuple, budget: int, *, top_k: int = 0, dimension: int = 0) -> int:
@@ -105,7 +106,7 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     from monge.solvers.loop import improved, is_stalled, stall_ceiling
     from monge.solvers.status import Status
     from monge.solvers.sinkhorn import (
-        STALL_PATIENCE, SinkhornConfig, default_vectorization, make_problem, power_of_two_bucket,
+        STALL_PATIENCE, default_vectorization, make_problem, power_of_two_bucket,
         solve_batch,
     )
 
@@ -134,13 +135,7 @@ def solve_group(calls: list[SinkhornCall], stop, progress=None) -> list[tuple]:
     best, best_at = np.full(len(problems), np.inf), np.zeros(len(problems), np.int64)
     while True:
         budget = first.max_iterations - int(iterations[~done].max(initial=0))
-        config = SinkhornConfig(
-            epsilon=first.epsilon, threshold=first.threshold,
-            reg_m=first.reg_m if first.reg_m is not None else (math.inf, math.inf),
-            max_iterations=min(chunk, budget),
-            method="log" if first.method == "log" else "kernel",
-            overrelaxation=first.overrelaxation,
-        )
+        config = _config(first, min(chunk, budget), first_chunk=all(start is None for start in starts))
         if vectorize == "loop":
             # Members in turn, done ones skipped; once the stop flag is up, only members
             # without any answer yet run (one chunk), so each has a result to return.
