@@ -239,6 +239,8 @@ def default_cases() -> list[Case]:
         Case(S, "method SNS with adaptive over-relaxation",
              _sinkhorn(method=sinkhorn_pb2.SINKHORN_METHOD_SNS, overrelaxation=sinkhorn_pb2.OVERRELAXATION_ADAPTIVE)),
         Case(S, "unknown overrelaxation 7", _sinkhorn(overrelaxation=7)),
+        Case(S, "scaling_stages -1", _sinkhorn(scaling_stages=-1)),
+        Case(S, "method SNS with epsilon scaling", _sinkhorn(method=sinkhorn_pb2.SINKHORN_METHOD_SNS, scaling_stages=2)),
         # Views of the plan.
         Case(S, "plan_top_k = 7 > m = 6", _sinkhorn(plan_top_k=7)),
         Case(S, "plan_top_k = -1", _sinkhorn(plan_top_k=-1)),

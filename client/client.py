@@ -121,6 +121,7 @@ class Client:
         plan_top_k: int | None = None,
         return_barycentric_map: bool | None = None,
         overrelaxation: str | None = None,
+        scaling_stages: int | None = None,
         timeout: float | None = None,
     ) -> SinkhornResult:
         """Entropic OT between the rows of x and y (or under a given cost matrix).
@@ -137,6 +138,9 @@ class Client:
         "sns"), "adaptive" (a factor in [1, 2) estimated from the error's decay:
         several times fewer iterations at small epsilon) or "off" (plain Sinkhorn
         updates, as POT's and ott-jax's).
+        scaling_stages=k: epsilon scaling, solving first at epsilon / 0.3**k, ...,
+        epsilon / 0.3, each to a loose tolerance and warm-starting the next (0 or None:
+        none; not with "sns").
         Views of the plan, on request: `return_plan` the dense (n, m) plan (small
         problems); `plan_top_k=k` its k largest entries per row as
         `result.sparse_plan` (a `scipy.sparse.coo_array`, any size: computed in blocks

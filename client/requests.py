@@ -76,6 +76,8 @@ SINKHORN_OPTIONS = (
     Option("overrelaxation", str, "adaptive: over-relaxed updates with a factor estimated as the run goes "
                                   "(the default; sns: off); off: plain Sinkhorn updates",
            choices=_OVERRELAXATION),
+    Option("scaling_stages", int, "epsilon scaling: solve at epsilon / 0.3^k for k = K .. 1 first, each "
+                                  "warm-starting the next (0: none; not with sns)", metavar="K"),
     Option("return_plan", bool, "also return the dense plan", flag="--plan"),
     Option("plan_top_k", int, "also return the plan's K largest entries per row (sparse)", flag="--top-k",
            metavar="K"),

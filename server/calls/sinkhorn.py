@@ -25,6 +25,8 @@ from monge.v1 import diagnostics_pb2, sinkhorn_pb2
 
 # Unset settings take the solver's defaults.
 DEFAULTS = SinkhornConfig()
+# More stages start at epsilon / 0.3**20 > 10**10 epsilon: nothing left to gain.
+MAX_SCALING_STAGES = 20
 # Methods that can compute the cost in blocks, and the block (rows) they use.
 ONLINE_METHODS = ("auto", "log")
 ONLINE_BLOCK = 1024
@@ -67,6 +69,7 @@ class SinkhornCall:
     top_k: int = 0  # return the plan's k largest entries per row (0: none)
     barycentric_map: bool = False  # return where each source point is sent
     overrelaxation: str = "adaptive"  # or "off" (plain updates; SNS's sweeps always are)
+    scaling_stages: int = 0  # epsilon scaling before the solve at epsilon (the first chunk's)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -83,6 +86,8 @@ class SinkhornCall:
             reg_m=self.reg_m if self.reg_m is not None else (math.inf, math.inf),
             max_iterations=max_iterations, method=self.method, online=self.online,
             overrelaxation=self.overrelaxation,
+            # Later chunks carry on from the first one's potentials, at epsilon.
+            scaling_stages=self.scaling_stages if first_chunk else 0,
         )
         return SinkhornConfig(**settings | overrides)
 
@@ -188,6 +193,13 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
             v.optional_value(request, "max_iterations", DEFAULTS.max_iterations),
             "max_iterations", 1, config.max_iterations, limit="max_iterations",
         )
+    scaling_stages = 0
+    with errors.check():
+        scaling_stages = v.integer_in_range(v.optional_value(request, "scaling_stages", DEFAULTS.scaling_stages),
+                                            "scaling_stages", 0, MAX_SCALING_STAGES)
+    if method == "sns" and scaling_stages:
+        errors.add("scaling_stages", "SINKHORN_METHOD_SNS does not scale epsilon; leave scaling_stages unset "
+                                     "or 0, or use another method")
     reg_m = None
     if request.HasField("reg_m"):
         sides = []
@@ -220,6 +232,7 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         reg_m=reg_m, return_plan=request.return_plan, method=method, online=online,
         top_k=top_k, barycentric_map=barycentric,
         overrelaxation=overrelaxation or ("off" if method == "sns" else "adaptive"),
+        scaling_stages=scaling_stages,
     )
 
 

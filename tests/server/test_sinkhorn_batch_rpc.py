@@ -55,6 +55,22 @@ def test_tuples_with_shared_settings(client):
         np.testing.assert_allclose(result.barycentric_map, single.barycentric_map, rtol=1e-9)
 
 
+def test_epsilon_scaling_in_a_vmapped_group(client):
+    # Scaling stages are part of the batch key and run in the group's first chunk only.
+    rng = np.random.default_rng(14)
+    pairs = [_points(rng, n, m)[:2] for n, m in SIZES]
+    settings = dict(epsilon=0.05, threshold=1e-9, overrelaxation="off", method="log")
+    scaled = client.sinkhorn_batch(pairs, scaling_stages=3, **settings)
+    unscaled = client.sinkhorn_batch(pairs, **settings)
+    assert scaled.vectorized_groups == 1
+    for (x, y), with_stages, without in zip(pairs, scaled, unscaled):
+        single = client.sinkhorn(x, y, scaling_stages=3, **settings)
+        assert with_stages.converged, with_stages.diagnostics
+        assert with_stages.cost == pytest.approx(without.cost, rel=1e-6)
+        assert with_stages.iterations == pytest.approx(single.iterations, rel=0.02)
+        assert with_stages.iterations < without.iterations  # equal if the stages were dropped
+
+
 def test_refusals_name_the_problem(client):
     rng = np.random.default_rng(13)
     x, y, _ = _points(rng, 6, 6)

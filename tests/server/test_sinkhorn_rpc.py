@@ -107,6 +107,36 @@ def test_overrelaxation_refusals_name_the_field(client, rng):
         requests.sinkhorn(x, y, overrelaxation="fixed")
 
 
+def test_epsilon_scaling_is_served_as_in_process(client):
+    # Plain updates at a small epsilon: three stages from 0.02 / 0.3**3 save a third of
+    # the iterations (4,060 in-process instead of 6,844) and reach the same plan.
+    from monge.solvers.sinkhorn import sinkhorn
+
+    x, y, a, b = _problem(np.random.default_rng(4), 60, 50, d=2)
+    settings = dict(epsilon=0.02, threshold=1e-9, overrelaxation="off", method="kernel")
+    reference = ot.sinkhorn2(a, b, ot.dist(x, y), 0.02, stopThr=1e-14, numItermax=1_000_000)
+    scaled = client.sinkhorn(x, y, a, b, scaling_stages=3, **settings)
+    unscaled = client.sinkhorn(x, y, a, b, **settings)
+    in_process = sinkhorn(x, y, a, b, scaling_stages=3, **settings)
+    assert scaled.converged and scaled.cost == pytest.approx(reference, rel=1e-6)
+    assert scaled.iterations == pytest.approx(int(in_process.iterations), rel=0.02)
+    assert scaled.iterations < 0.75 * unscaled.iterations
+
+
+def test_epsilon_scaling_refusals_name_the_field(client, rng):
+    from monge.client import InvalidArgumentError
+
+    x, y, _, _ = _problem(rng, 10, 6)
+    for stages, words in ((-1, "must be in [0, 20], got -1"), (21, "must be in [0, 20], got 21")):
+        with pytest.raises(InvalidArgumentError) as caught:
+            client.sinkhorn(x, y, scaling_stages=stages)
+        assert caught.value.field == "scaling_stages" and words in caught.value.violations[0].description
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.sinkhorn(x, y, method="sns", scaling_stages=2)
+    assert caught.value.field == "scaling_stages" and "does not scale epsilon" in str(caught.value)
+    assert client.sinkhorn(x, y, method="sns", scaling_stages=0).converged
+
+
 def test_hundred_megabyte_request(client, rng):
     # Sixteen points in a very high dimension: the payload is large, the solve is trivial.
     # (Fewer points are not padded to the 16-point bucket at this dimension:

@@ -26,35 +26,35 @@ from monge.v1 import diagnostics_pb2 as monge_dot_v1_dot_diagnostics__pb2
 from monge.v1 import tensor_pb2 as monge_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17monge/v1/sinkhorn.proto\x12\x08monge.v1\x1a\x1amonge/v1/diagnostics.proto\x1a\x15monge/v1/tensor.proto\"1\n\x0fMarginalPenalty\x12\x0e\n\x06source\x18\x01 \x01(\x01\x12\x0e\n\x06target\x18\x02 \x01(\x01\"\x99\x04\n\x0fSinkhornRequest\x12\x1b\n\x01x\x18\x01 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01y\x18\x02 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x61\x18\x03 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x62\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12%\n\x0b\x63ost_matrix\x18\x05 \x01(\x0b\x32\x10.monge.v1.Tensor\x12$\n\x04\x63ost\x18\x06 \x01(\x0e\x32\x16.monge.v1.CostFunction\x12\x14\n\x07\x65psilon\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0emax_iterations\x18\t \x01(\x03H\x02\x88\x01\x01\x12(\n\x05reg_m\x18\n \x01(\x0b\x32\x19.monge.v1.MarginalPenalty\x12\x13\n\x0breturn_plan\x18\x0b \x01(\x08\x12(\n\x06method\x18\x0c \x01(\x0e\x32\x18.monge.v1.SinkhornMethod\x12\x12\n\nplan_top_k\x18\r \x01(\x03\x12\x1e\n\x16return_barycentric_map\x18\x0e \x01(\x08\x12\x30\n\x0eoverrelaxation\x18\x0f \x01(\x0e\x32\x18.monge.v1.OverrelaxationB\n\n\x08_epsilonB\x0c\n\n_thresholdB\x11\n\x0f_max_iterations\"\x90\x01\n\x10NewtonStatistics\x12\x1b\n\x13sinkhorn_iterations\x18\x01 \x01(\x03\x12\x19\n\x11newton_iterations\x18\x02 \x01(\x03\x12\x15\n\rcg_iterations\x18\x03 \x01(\x03\x12\x17\n\x0fnewton_failures\x18\x04 \x01(\x03\x12\x14\n\x0ckept_per_row\x18\x05 \x01(\x03\"\xdb\x02\n\x10SinkhornResponse\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x11\n\tobjective\x18\x02 \x01(\x01\x12\x1b\n\x01\x66\x18\x03 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01g\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x16\n\x0emarginal_error\x18\x05 \x01(\x01\x12\x1e\n\x04plan\x18\x06 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x30\n\x0b\x64iagnostics\x18\x07 \x01(\x0b\x32\x1b.monge.v1.SolverDiagnostics\x12*\n\x06newton\x18\x08 \x01(\x0b\x32\x1a.monge.v1.NewtonStatistics\x12+\n\x0bsparse_plan\x18\t \x01(\x0b\x32\x16.monge.v1.SparseMatrix\x12)\n\x0f\x62\x61rycentric_map\x18\n \x01(\x0b\x32\x10.monge.v1.Tensor\"C\n\x14SinkhornBatchRequest\x12+\n\x08problems\x18\x01 \x03(\x0b\x32\x19.monge.v1.SinkhornRequest\"v\n\x15SinkhornBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.monge.v1.SinkhornResponse\x12\x19\n\x11vectorized_groups\x18\x02 \x01(\x03\x12\x15\n\rsingle_solves\x18\x03 \x01(\x03\"\xd7\x02\n\x19SinkhornDivergenceRequest\x12\x1b\n\x01x\x18\x01 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01y\x18\x02 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x61\x18\x03 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x62\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12$\n\x04\x63ost\x18\x05 \x01(\x0e\x32\x16.monge.v1.CostFunction\x12\x14\n\x07\x65psilon\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0emax_iterations\x18\x08 \x01(\x03H\x02\x88\x01\x01\x12(\n\x05reg_m\x18\t \x01(\x0b\x32\x19.monge.v1.MarginalPenaltyB\n\n\x08_epsilonB\x0c\n\n_thresholdB\x11\n\x0f_max_iterations\"k\n\x16SinkhornDivergenceTerm\x12\x11\n\tobjective\x18\x01 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x30\n\x0b\x64iagnostics\x18\x03 \x01(\x0b\x32\x1b.monge.v1.SolverDiagnostics\"\xcd\x01\n\x1aSinkhornDivergenceResponse\x12\x12\n\ndivergence\x18\x01 \x01(\x01\x12\x11\n\tconverged\x18\x02 \x01(\x08\x12,\n\x02xy\x18\x03 \x01(\x0b\x32 .monge.v1.SinkhornDivergenceTerm\x12,\n\x02xx\x18\x04 \x01(\x0b\x32 .monge.v1.SinkhornDivergenceTerm\x12,\n\x02yy\x18\x05 \x01(\x0b\x32 .monge.v1.SinkhornDivergenceTerm*i\n\x0c\x43ostFunction\x12\x1d\n\x19\x43OST_FUNCTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43OST_FUNCTION_SQEUCLIDEAN\x10\x01\x12\x1b\n\x17\x43OST_FUNCTION_EUCLIDEAN\x10\x02*\x99\x01\n\x0eSinkhornMethod\x12\x1f\n\x1bSINKHORN_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14SINKHORN_METHOD_AUTO\x10\x01\x12\x1a\n\x16SINKHORN_METHOD_KERNEL\x10\x02\x12\x17\n\x13SINKHORN_METHOD_LOG\x10\x03\x12\x17\n\x13SINKHORN_METHOD_SNS\x10\x04*e\n\x0eOverrelaxation\x12\x1e\n\x1aOVERRELAXATION_UNSPECIFIED\x10\x00\x12\x1b\n\x17OVERRELAXATION_ADAPTIVE\x10\x01\x12\x16\n\x12OVERRELAXATION_OFF\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17monge/v1/sinkhorn.proto\x12\x08monge.v1\x1a\x1amonge/v1/diagnostics.proto\x1a\x15monge/v1/tensor.proto\"1\n\x0fMarginalPenalty\x12\x0e\n\x06source\x18\x01 \x01(\x01\x12\x0e\n\x06target\x18\x02 \x01(\x01\"\xc9\x04\n\x0fSinkhornRequest\x12\x1b\n\x01x\x18\x01 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01y\x18\x02 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x61\x18\x03 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x62\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12%\n\x0b\x63ost_matrix\x18\x05 \x01(\x0b\x32\x10.monge.v1.Tensor\x12$\n\x04\x63ost\x18\x06 \x01(\x0e\x32\x16.monge.v1.CostFunction\x12\x14\n\x07\x65psilon\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0emax_iterations\x18\t \x01(\x03H\x02\x88\x01\x01\x12(\n\x05reg_m\x18\n \x01(\x0b\x32\x19.monge.v1.MarginalPenalty\x12\x13\n\x0breturn_plan\x18\x0b \x01(\x08\x12(\n\x06method\x18\x0c \x01(\x0e\x32\x18.monge.v1.SinkhornMethod\x12\x12\n\nplan_top_k\x18\r \x01(\x03\x12\x1e\n\x16return_barycentric_map\x18\x0e \x01(\x08\x12\x30\n\x0eoverrelaxation\x18\x0f \x01(\x0e\x32\x18.monge.v1.Overrelaxation\x12\x1b\n\x0escaling_stages\x18\x10 \x01(\x03H\x03\x88\x01\x01\x42\n\n\x08_epsilonB\x0c\n\n_thresholdB\x11\n\x0f_max_iterationsB\x11\n\x0f_scaling_stages\"\x90\x01\n\x10NewtonStatistics\x12\x1b\n\x13sinkhorn_iterations\x18\x01 \x01(\x03\x12\x19\n\x11newton_iterations\x18\x02 \x01(\x03\x12\x15\n\rcg_iterations\x18\x03 \x01(\x03\x12\x17\n\x0fnewton_failures\x18\x04 \x01(\x03\x12\x14\n\x0ckept_per_row\x18\x05 \x01(\x03\"\xdb\x02\n\x10SinkhornResponse\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x11\n\tobjective\x18\x02 \x01(\x01\x12\x1b\n\x01\x66\x18\x03 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01g\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x16\n\x0emarginal_error\x18\x05 \x01(\x01\x12\x1e\n\x04plan\x18\x06 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x30\n\x0b\x64iagnostics\x18\x07 \x01(\x0b\x32\x1b.monge.v1.SolverDiagnostics\x12*\n\x06newton\x18\x08 \x01(\x0b\x32\x1a.monge.v1.NewtonStatistics\x12+\n\x0bsparse_plan\x18\t \x01(\x0b\x32\x16.monge.v1.SparseMatrix\x12)\n\x0f\x62\x61rycentric_map\x18\n \x01(\x0b\x32\x10.monge.v1.Tensor\"C\n\x14SinkhornBatchRequest\x12+\n\x08problems\x18\x01 \x03(\x0b\x32\x19.monge.v1.SinkhornRequest\"v\n\x15SinkhornBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.monge.v1.SinkhornResponse\x12\x19\n\x11vectorized_groups\x18\x02 \x01(\x03\x12\x15\n\rsingle_solves\x18\x03 \x01(\x03\"\xd7\x02\n\x19SinkhornDivergenceRequest\x12\x1b\n\x01x\x18\x01 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01y\x18\x02 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x61\x18\x03 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x62\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12$\n\x04\x63ost\x18\x05 \x01(\x0e\x32\x16.monge.v1.CostFunction\x12\x14\n\x07\x65psilon\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0emax_iterations\x18\x08 \x01(\x03H\x02\x88\x01\x01\x12(\n\x05reg_m\x18\t \x01(\x0b\x32\x19.monge.v1.MarginalPenaltyB\n\n\x08_epsilonB\x0c\n\n_thresholdB\x11\n\x0f_max_iterations\"k\n\x16SinkhornDivergenceTerm\x12\x11\n\tobjective\x18\x01 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x02 \x01(\x01\x12\x30\n\x0b\x64iagnostics\x18\x03 \x01(\x0b\x32\x1b.monge.v1.SolverDiagnostics\"\xcd\x01\n\x1aSinkhornDivergenceResponse\x12\x12\n\ndivergence\x18\x01 \x01(\x01\x12\x11\n\tconverged\x18\x02 \x01(\x08\x12,\n\x02xy\x18\x03 \x01(\x0b\x32 .monge.v1.SinkhornDivergenceTerm\x12,\n\x02xx\x18\x04 \x01(\x0b\x32 .monge.v1.SinkhornDivergenceTerm\x12,\n\x02yy\x18\x05 \x01(\x0b\x32 .monge.v1.SinkhornDivergenceTerm*i\n\x0c\x43ostFunction\x12\x1d\n\x19\x43OST_FUNCTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43OST_FUNCTION_SQEUCLIDEAN\x10\x01\x12\x1b\n\x17\x43OST_FUNCTION_EUCLIDEAN\x10\x02*\x99\x01\n\x0eSinkhornMethod\x12\x1f\n\x1bSINKHORN_METHOD_UNSPECIFIED\x10\x00\x12\x18\n\x14SINKHORN_METHOD_AUTO\x10\x01\x12\x1a\n\x16SINKHORN_METHOD_KERNEL\x10\x02\x12\x17\n\x13SINKHORN_METHOD_LOG\x10\x03\x12\x17\n\x13SINKHORN_METHOD_SNS\x10\x04*e\n\x0eOverrelaxation\x12\x1e\n\x1aOVERRELAXATION_UNSPECIFIED\x10\x00\x12\x1b\n\x17OVERRELAXATION_ADAPTIVE\x10\x01\x12\x16\n\x12OVERRELAXATION_OFF\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'monge.v1.sinkhorn_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COSTFUNCTION']._serialized_start=2028
-  _globals['_COSTFUNCTION']._serialized_end=2133
-  _globals['_SINKHORNMETHOD']._serialized_start=2136
-  _globals['_SINKHORNMETHOD']._serialized_end=2289
-  _globals['_OVERRELAXATION']._serialized_start=2291
-  _globals['_OVERRELAXATION']._serialized_end=2392
+  _globals['_COSTFUNCTION']._serialized_start=2076
+  _globals['_COSTFUNCTION']._serialized_end=2181
+  _globals['_SINKHORNMETHOD']._serialized_start=2184
+  _globals['_SINKHORNMETHOD']._serialized_end=2337
+  _globals['_OVERRELAXATION']._serialized_start=2339
+  _globals['_OVERRELAXATION']._serialized_end=2440
   _globals['_MARGINALPENALTY']._serialized_start=88
   _globals['_MARGINALPENALTY']._serialized_end=137
   _globals['_SINKHORNREQUEST']._serialized_start=140
-  _globals['_SINKHORNREQUEST']._serialized_end=677
-  _globals['_NEWTONSTATISTICS']._serialized_start=680
-  _globals['_NEWTONSTATISTICS']._serialized_end=824
-  _globals['_SINKHORNRESPONSE']._serialized_start=827
-  _globals['_SINKHORNRESPONSE']._serialized_end=1174
-  _globals['_SINKHORNBATCHREQUEST']._serialized_start=1176
-  _globals['_SINKHORNBATCHREQUEST']._serialized_end=1243
-  _globals['_SINKHORNBATCHRESPONSE']._serialized_start=1245
-  _globals['_SINKHORNBATCHRESPONSE']._serialized_end=1363
-  _globals['_SINKHORNDIVERGENCEREQUEST']._serialized_start=1366
-  _globals['_SINKHORNDIVERGENCEREQUEST']._serialized_end=1709
-  _globals['_SINKHORNDIVERGENCETERM']._serialized_start=1711
-  _globals['_SINKHORNDIVERGENCETERM']._serialized_end=1818
-  _globals['_SINKHORNDIVERGENCERESPONSE']._serialized_start=1821
-  _globals['_SINKHORNDIVERGENCERESPONSE']._serialized_end=2026
+  _globals['_SINKHORNREQUEST']._serialized_end=725
+  _globals['_NEWTONSTATISTICS']._serialized_start=728
+  _globals['_NEWTONSTATISTICS']._serialized_end=872
+  _globals['_SINKHORNRESPONSE']._serialized_start=875
+  _globals['_SINKHORNRESPONSE']._serialized_end=1222
+  _globals['_SINKHORNBATCHREQUEST']._serialized_start=1224
+  _globals['_SINKHORNBATCHREQUEST']._serialized_end=1291
+  _globals['_SINKHORNBATCHRESPONSE']._serialized_start=1293
+  _globals['_SINKHORNBATCHRESPONSE']._serialized_end=1411
+  _globals['_SINKHORNDIVERGENCEREQUEST']._serialized_start=1414
+  _globals['_SINKHORNDIVERGENCEREQUEST']._serialized_end=1757
+  _globals['_SINKHORNDIVERGENCETERM']._serialized_start=1759
+  _globals['_SINKHORNDIVERGENCETERM']._serialized_end=1866
+  _globals['_SINKHORNDIVERGENCERESPONSE']._serialized_start=1869
+  _globals['_SINKHORNDIVERGENCERESPONSE']._serialized_end=2074
 # @@protoc_insertion_point(module_scope)

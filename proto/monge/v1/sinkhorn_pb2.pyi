@@ -49,7 +49,7 @@ class MarginalPenalty(_message.Message):
     def __init__(self, source: _Optional[float] = ..., target: _Optional[float] = ...) -> None: ...
 
 class SinkhornRequest(_message.Message):
-    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "return_plan", "method", "plan_top_k", "return_barycentric_map", "overrelaxation")
+    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "return_plan", "method", "plan_top_k", "return_barycentric_map", "overrelaxation", "scaling_stages")
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class SinkhornRequest(_message.Message):
     PLAN_TOP_K_FIELD_NUMBER: _ClassVar[int]
     RETURN_BARYCENTRIC_MAP_FIELD_NUMBER: _ClassVar[int]
     OVERRELAXATION_FIELD_NUMBER: _ClassVar[int]
+    SCALING_STAGES_FIELD_NUMBER: _ClassVar[int]
     x: _tensor_pb2.Tensor
     y: _tensor_pb2.Tensor
     a: _tensor_pb2.Tensor
@@ -80,7 +81,8 @@ class SinkhornRequest(_message.Message):
     plan_top_k: int
     return_barycentric_map: bool
     overrelaxation: Overrelaxation
-    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., return_plan: _Optional[bool] = ..., method: _Optional[_Union[SinkhornMethod, str]] = ..., plan_top_k: _Optional[int] = ..., return_barycentric_map: _Optional[bool] = ..., overrelaxation: _Optional[_Union[Overrelaxation, str]] = ...) -> None: ...
+    scaling_stages: int
+    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., return_plan: _Optional[bool] = ..., method: _Optional[_Union[SinkhornMethod, str]] = ..., plan_top_k: _Optional[int] = ..., return_barycentric_map: _Optional[bool] = ..., overrelaxation: _Optional[_Union[Overrelaxation, str]] = ..., scaling_stages: _Optional[int] = ...) -> None: ...
 
 class NewtonStatistics(_message.Message):
     __slots__ = ("sinkhorn_iterations", "newton_iterations", "cg_iterations", "newton_failures", "kept_per_row")
