@@ -7,6 +7,7 @@ Each function answers one question about one field and raises `InvalidArgument`;
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import numpy as np
@@ -131,6 +132,34 @@ COSTS = {
     sinkhorn_pb2.COST_FUNCTION_SQEUCLIDEAN: "sqeuclidean",
     sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN: "euclidean",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class TransportArrays:
+    """A validated problem's arrays: points x, y or a cost matrix, and weights a, b
+    (None: uniform). The calls of Sinkhorn, exact and sparsity-constrained OT extend it."""
+
+    x: np.ndarray | None
+    y: np.ndarray | None
+    cost_matrix: np.ndarray | None
+    a: np.ndarray | None
+    b: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.cost_matrix is not None:
+            return self.cost_matrix.shape
+        return self.x.shape[0], self.y.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return (self.cost_matrix if self.cost_matrix is not None else self.x).dtype
+
+
+def arrays_in(dtype, **arrays) -> dict:
+    """The arrays (None stays None) in one dtype, for a TransportArrays."""
+    return {name: None if array is None else np.asarray(array).astype(dtype, copy=False)
+            for name, array in arrays.items()}
 
 
 def points_or_matrix(request, errors: Violations, config: ServerConfig):

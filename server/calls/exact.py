@@ -48,24 +48,14 @@ _METHOD_NUMBERS = {"network_simplex": exact_pb2.EXACT_METHOD_NETWORK_SIMPLEX,
 
 
 @dataclasses.dataclass(frozen=True)
-class ExactCall:
+class ExactCall(v.TransportArrays):
     """A validated request. `p` is set for points (2 for squared Euclidean, 1 for
     Euclidean) and None for a cost matrix; `method` is the route that will run."""
 
-    x: np.ndarray | None
-    y: np.ndarray | None
-    cost_matrix: np.ndarray | None
-    a: np.ndarray | None
-    b: np.ndarray | None
     p: float | None
     method: str  # network_simplex or sorting_1d
     max_iterations: int | None
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        if self.cost_matrix is not None:
-            return self.cost_matrix.shape
-        return self.x.shape[0], self.y.shape[0]
 
 
 # -- parse, run, encode -----------------------------------------------------------
@@ -140,11 +130,7 @@ def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> Exa
     if cost_matrix is None and not errors.items:
         v.check_costs_finite(x, y, p, np.float64, errors)
     errors.raise_if_any()
-
-    def as64(array):
-        return None if array is None else np.asarray(array, dtype=np.float64)
-
-    return ExactCall(x=as64(x), y=as64(y), cost_matrix=as64(cost_matrix), a=as64(a), b=as64(b),
+    return ExactCall(**v.arrays_in(np.float64, x=x, y=y, cost_matrix=cost_matrix, a=a, b=b),
                      p=p, method=method, max_iterations=max_iterations)
 
 

@@ -50,14 +50,9 @@ _OVERRELAXATION = {
 }
 
 @dataclasses.dataclass(frozen=True)
-class SinkhornCall:
+class SinkhornCall(v.TransportArrays):
     """A request that passed validation: arrays in one float dtype, plain settings."""
 
-    x: np.ndarray | None
-    y: np.ndarray | None
-    cost_matrix: np.ndarray | None
-    a: np.ndarray | None
-    b: np.ndarray | None
     cost: str
     epsilon: float
     threshold: float
@@ -71,11 +66,6 @@ class SinkhornCall:
     overrelaxation: str = "adaptive"  # or "off" (plain updates; SNS's sweeps always are)
     scaling_stages: int = 0  # epsilon scaling before the solve at epsilon (the first chunk's)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        if self.cost_matrix is not None:
-            return self.cost_matrix.shape
-        return self.x.shape[0], self.y.shape[0]
 
     def solver_config(self, max_iterations: int, *, first_chunk: bool = True, **overrides) -> SinkhornConfig:
         """The solver's settings for one chunk of this call of at most `max_iterations`
@@ -91,9 +81,6 @@ class SinkhornCall:
         )
         return SinkhornConfig(**settings | overrides)
 
-    @property
-    def dtype(self) -> np.dtype:
-        return (self.cost_matrix if self.cost_matrix is not None else self.x).dtype
 
     @property
     def wants_views(self) -> bool:
@@ -221,12 +208,8 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
             errors.add("return_plan", f"the dense plan would take {plan_bytes:,} bytes, over the "
                                       f"message limit of {config.max_message_bytes:,}")
     errors.raise_if_any()
-
-    def cast(array):
-        return None if array is None else array.astype(dtype, copy=False)
-
     return SinkhornCall(
-        x=cast(x), y=cast(y), cost_matrix=cast(cost_matrix), a=cast(a), b=cast(b),
+        **v.arrays_in(dtype, x=x, y=y, cost_matrix=cost_matrix, a=a, b=b),
         cost="matrix" if cost_matrix is not None else v.COSTS[request.cost],
         epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
         reg_m=reg_m, return_plan=request.return_plan, method=method, online=online,
@@ -273,7 +256,7 @@ def run(call: SinkhornCall, stop, progress=None):
 
     original_shape = call.shape
     call = padded_to_bucket(call)
-    dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
+    dtype = call.dtype
     # A cold start as an explicit (f, g, omega): the first chunk then reuses the later
     # chunks' program, and each chunk carries on with the over-relaxation factor so far.
     zeros = (np.zeros(call.shape[0], dtype), np.zeros(call.shape[1], dtype), np.ones((), dtype))
@@ -338,7 +321,7 @@ def padded_to_bucket(call: SinkhornCall) -> SinkhornCall:
     requests of arbitrary sizes share a handful of compiled programs. Zero-weight points
     carry no mass: potentials, cost and plan on the real points are unchanged."""
     n, m = call.shape
-    dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
+    dtype = call.dtype
     rows, cols = padded_shape(n, m, 0 if call.x is None else call.x.shape[1], dtype.itemsize)
     if (rows, cols) == (n, m):
         return call
@@ -399,7 +382,7 @@ def _run_sns(call: SinkhornCall, stop, progress):
 
 def _cancelled(call: SinkhornCall):
 
-    dtype = (call.cost_matrix if call.cost_matrix is not None else call.x).dtype
+    dtype = call.dtype
     nan = np.asarray(np.nan, dtype)
     return {
         "f": np.zeros(call.shape[0], dtype), "g": np.zeros(call.shape[1], dtype),

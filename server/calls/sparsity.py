@@ -34,14 +34,9 @@ _FORMULATIONS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class SparsityCall:
+class SparsityCall(v.TransportArrays):
     """A validated request: arrays in one float dtype, plain settings."""
 
-    x: np.ndarray | None
-    y: np.ndarray | None
-    cost_matrix: np.ndarray | None
-    a: np.ndarray | None
-    b: np.ndarray | None
     cost: str
     gamma: float
     k: int
@@ -49,11 +44,6 @@ class SparsityCall:
     threshold: float
     max_iterations: int
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        if self.cost_matrix is not None:
-            return self.cost_matrix.shape
-        return self.x.shape[0], self.y.shape[0]
 
 
 def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig) -> SparsityCall:
@@ -102,12 +92,8 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
         v.check_costs_finite(x, y, 1.0 if request.cost == sinkhorn_pb2.COST_FUNCTION_EUCLIDEAN else 2.0,
                            dtype, errors)
     errors.raise_if_any()
-
-    def cast(array):
-        return None if array is None else array.astype(dtype, copy=False)
-
     return SparsityCall(
-        x=cast(x), y=cast(y), cost_matrix=cast(cost_matrix), a=cast(a), b=cast(b),
+        **v.arrays_in(dtype, x=x, y=y, cost_matrix=cost_matrix, a=a, b=b),
         cost="matrix" if cost_matrix is not None else v.COSTS[request.cost],
         gamma=gamma, k=k, formulation=formulation, threshold=threshold, max_iterations=max_iterations,
     )

@@ -2,7 +2,6 @@
 (`main(argv)` in this process) against the real test server."""
 
 import json
-import time
 
 import numpy as np
 import ot
@@ -10,6 +9,7 @@ import pytest
 
 from monge.client import requests
 from monge.client.cli import main
+from helpers import slow_sinkhorn, wait_until
 
 
 def _run(capsys, *argv):
@@ -24,19 +24,8 @@ def _points(seed, n=20, m=25, d=2):
     return rng.normal(size=(n, d)), rng.normal(size=(m, d)) + 1.0
 
 
-def _slow_request(seed=0, iterations=400_000):
-    # Tiny epsilon and threshold: runs until its iteration cap, in many chunks.
-    x, y = _points(seed, n=40, m=40)
-    return requests.sinkhorn(x, y, epsilon=1e-4, threshold=1e-15, max_iterations=iterations)
 
 
-def _wait_until(predicate, timeout=30.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 def _uniform(n):
@@ -136,7 +125,7 @@ def test_batch_no_wait_then_jobs_watch_get_list(server, tmp_path, capsys):
 
 
 def test_jobs_watch_prints_progress_then_status(client, server, capsys):
-    job = client.submit(_slow_request(seed=1, iterations=30_000))
+    job = client.submit(slow_sinkhorn(seed=1, iterations=30_000))
     code, stdout, stderr = _run(capsys, "jobs", "watch", job.job_id, "--target", server.target)
     assert code == 0, stderr
     lines = stdout.splitlines()
@@ -150,8 +139,8 @@ def test_jobs_watch_prints_progress_then_status(client, server, capsys):
 
 
 def test_jobs_cancel(client, server, capsys):
-    job = client.submit(_slow_request(seed=2))
-    _wait_until(lambda: client.job(job).state == "running")
+    job = client.submit(slow_sinkhorn(seed=2))
+    wait_until(lambda: client.job(job).state == "running")
     code, stdout, _ = _run(capsys, "jobs", "cancel", job.job_id, "--target", server.target)
     assert code == 0 and stdout.strip() == f"job {job.job_id}: cancelled"
     code, stdout, _ = _run(capsys, "jobs", "watch", job.job_id, "--target", server.target)

@@ -17,6 +17,7 @@ from monge.client import (Client, NotFoundError, ResourceExhaustedError, Unauthe
 from monge.client.cli import main as cli_main
 from monge.server.app import start
 from monge.server.config import ServerConfig
+from helpers import slow_sinkhorn
 
 ALICE, BOB, CAROL = "alice-token-0123456789", "bob-token-0123456789", "carol-token-0123456789"
 
@@ -26,11 +27,6 @@ def _request(seed=0):
     return requests.sinkhorn(rng.normal(size=(20, 2)), rng.normal(size=(20, 2)) + 1.0, epsilon=0.5)
 
 
-def _slow_request(seed=0):
-    # Tiny epsilon and threshold: runs until its iteration cap, in many chunks.
-    rng = np.random.default_rng(seed)
-    return requests.sinkhorn(rng.normal(size=(40, 2)), rng.normal(size=(40, 2)) + 1.0,
-                             epsilon=1e-4, threshold=1e-15, max_iterations=400_000)
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +90,9 @@ def test_another_token_cannot_see_or_touch_a_job(authed):
 
 def test_per_owner_limit_of_unfinished_jobs(authed):
     with _client(authed, CAROL) as carol, _client(authed, BOB) as bob:
-        mine = [carol.submit(_slow_request(seed)) for seed in range(2)]
+        mine = [carol.submit(slow_sinkhorn(seed)) for seed in range(2)]
         with pytest.raises(ResourceExhaustedError, match="max_jobs_per_owner") as caught:
-            carol.submit(_slow_request(2), timeout=1.0)  # the client retries a full quota until then
+            carol.submit(slow_sinkhorn(2), timeout=1.0)  # the client retries a full quota until then
         assert "2 jobs" in caught.value.message
         other = bob.submit(_request(3))  # the limit is per owner
         for job in mine:

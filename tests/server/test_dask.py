@@ -16,29 +16,15 @@ import pytest
 
 from monge.client import Client, requests
 from monge.v1 import service_pb2_grpc
+from helpers import point_clouds, slow_sinkhorn, wait_until
 
 distributed = pytest.importorskip("distributed")
 
 
-def _points(seed, n=30, d=2):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, d)), rng.normal(size=(n, d)) + 1.0
 
 
-def _slow_request(seed, iterations):
-    # Tiny epsilon and threshold: runs until its iteration cap, in many chunks.
-    x, y = _points(seed, n=40)
-    return requests.sinkhorn(x, y, epsilon=1e-4, threshold=1e-15, max_iterations=iterations)
 
 
-def _wait_until(predicate, timeout=60.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +63,7 @@ def test_info_lists_the_dask_workers(cluster, dask_client):
 
 
 def test_sinkhorn_on_the_cluster_equals_the_local_pool(dask_client, client):
-    x, y = _points(1)
+    x, y = point_clouds(1)
     on_cluster = dask_client.sinkhorn(x, y, epsilon=0.5, threshold=1e-10)
     local = client.sinkhorn(x, y, epsilon=0.5, threshold=1e-10)
     assert on_cluster.converged and on_cluster.iterations == local.iterations
@@ -87,7 +73,7 @@ def test_sinkhorn_on_the_cluster_equals_the_local_pool(dask_client, client):
 
 
 def test_batch_job_completes_on_the_cluster(dask_client):
-    x, y = _points(2)
+    x, y = point_clouds(2)
     batch = [requests.sinkhorn(x, y, epsilon=e) for e in (0.5, 0.3, 0.2)] + [requests.sinkhorn(x, y, epsilon=-1.0)]
     before = sum(w.tasks_done for w in dask_client.info().workers)
     job = dask_client.submit(batch)
@@ -127,16 +113,16 @@ def test_concurrent_calls_are_batched_on_the_cluster(cluster, make_server):
 
 
 def test_cancel_frees_the_dask_worker(cluster, dask_client):
-    job = dask_client.submit(_slow_request(seed=3, iterations=1_000_000))
-    _wait_until(lambda: dask_client.job(job).progress.get("iteration", 0) > 0)
+    job = dask_client.submit(slow_sinkhorn(seed=3, iterations=1_000_000))
+    wait_until(lambda: dask_client.job(job).progress.get("iteration", 0) > 0)
     assert any(w.busy for w in dask_client.info().workers)
     cancelled_at = time.monotonic()
     assert dask_client.cancel(job).state == "cancelled"
-    _wait_until(lambda: not any(w.busy for w in dask_client.info().workers), timeout=10.0)
+    wait_until(lambda: not any(w.busy for w in dask_client.info().workers), timeout=10.0)
     assert time.monotonic() - cancelled_at < 2.0  # stopped at its next chunk, not after 1M iterations
     # The cancel flag (a distributed.Event on the scheduler) is dropped once the call ended.
     events = cluster.scheduler.extensions["events"]
-    _wait_until(lambda: not any(str(name).startswith("monge-cancel-") for name in events._events), timeout=5.0)
+    wait_until(lambda: not any(str(name).startswith("monge-cancel-") for name in events._events), timeout=5.0)
 
 
 def test_full_queue_is_resource_exhausted(cluster, make_server):
@@ -144,16 +130,16 @@ def test_full_queue_is_resource_exhausted(cluster, make_server):
     server = make_server(cluster=cluster.scheduler_address, queue_limit=1, grace_seconds=1.0, max_batch_size=1)
     with Client(server.target) as c, grpc.insecure_channel(server.target) as channel:
         stub = service_pb2_grpc.SolverServiceStub(channel)
-        futures = [stub.Sinkhorn.future(_slow_request(seed=i, iterations=1_000_000), timeout=60) for i in range(2)]
-        _wait_until(lambda: all(w.busy for w in c.info().workers))
-        futures.append(stub.Sinkhorn.future(_slow_request(seed=2, iterations=1_000_000), timeout=60))
+        futures = [stub.Sinkhorn.future(slow_sinkhorn(seed=i, iterations=1_000_000), timeout=60) for i in range(2)]
+        wait_until(lambda: all(w.busy for w in c.info().workers))
+        futures.append(stub.Sinkhorn.future(slow_sinkhorn(seed=2, iterations=1_000_000), timeout=60))
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Sinkhorn(_slow_request(seed=9, iterations=100), timeout=30)
+            stub.Sinkhorn(slow_sinkhorn(seed=9, iterations=100), timeout=30)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "queue is full" in caught.value.details()
         for future in futures:
             future.cancel()
-        _wait_until(lambda: not any(w.busy for w in c.info().workers), timeout=30.0)
+        wait_until(lambda: not any(w.busy for w in c.info().workers), timeout=30.0)
 
 
 def _executing(dask_worker):
@@ -167,30 +153,30 @@ def test_workers_with_gpu_resources_run_one_call_each(gpu_cluster, make_server):
     assert server.running.executor.capacity == 1
     with Client(server.target, timeout=60) as c, \
             distributed.Client(gpu_cluster.scheduler_address, set_as_default=False) as dask:
-        job = c.submit([_slow_request(seed=5, iterations=1_000_000), _slow_request(seed=6, iterations=1_000_000)])
-        _wait_until(lambda: c.job(job).progress.get("iteration", 0) > 0)
+        job = c.submit([slow_sinkhorn(seed=5, iterations=1_000_000), slow_sinkhorn(seed=6, iterations=1_000_000)])
+        wait_until(lambda: c.job(job).progress.get("iteration", 0) > 0)
         tasks = [t for key, t in gpu_cluster.scheduler.tasks.items() if str(key).startswith("monge-")]
         assert len(tasks) == 2 and all(t.resource_restrictions == {"GPU": 1} for t in tasks)
         for _ in range(10):
             assert list(dask.run(_executing).values()) == [1]
             time.sleep(0.05)
         c.cancel(job)
-        x, y = _points(7, n=10)
+        x, y = point_clouds(7, n=10)
         assert c.sinkhorn(x, y, epsilon=1.0).converged
 
 
 def test_killed_worker_does_not_lose_the_job(cluster, dask_client):
     """Runs last in this module: the nanny replaces the killed worker process."""
     iterations = 8_000
-    job = dask_client.submit(_slow_request(seed=4, iterations=iterations))
-    _wait_until(lambda: dask_client.job(job).progress.get("iteration", 0) > 0)
+    job = dask_client.submit(slow_sinkhorn(seed=4, iterations=iterations))
+    wait_until(lambda: dask_client.job(job).progress.get("iteration", 0) > 0)
     busy = [w for w in dask_client.info().workers if w.busy]
     assert len(busy) == 1
     os.kill(busy[0].pid, signal.SIGKILL)
     info = dask_client.wait(job, timeout=60)
     assert info.state == "succeeded", info
     assert info.results[0].value.iterations == iterations
-    _wait_until(lambda: busy[0].address not in {w.address for w in dask_client.info().workers}, timeout=30.0)
+    wait_until(lambda: busy[0].address not in {w.address for w in dask_client.info().workers}, timeout=30.0)
     assert sum(w.tasks_done for w in dask_client.info().workers) == 1  # done by a survivor
 
 
@@ -241,12 +227,12 @@ def test_job_survives_a_scheduler_restart(dask_processes, make_server):
     dask_processes.worker()
     server = make_server(cluster=dask_processes.address, grace_seconds=1.0)
     with Client(server.target, timeout=60) as c:
-        job = c.submit(_slow_request(seed=8, iterations=2_000))
-        _wait_until(lambda: c.job(job).progress.get("iteration", 0) > 0)
+        job = c.submit(slow_sinkhorn(seed=8, iterations=2_000))
+        wait_until(lambda: c.job(job).progress.get("iteration", 0) > 0)
         dask_processes.kill_all()
         dask_processes.scheduler()
         worker = dask_processes.worker()
         info = c.wait(job, timeout=60)
         assert info.state == "succeeded", info
         assert info.results[0].value.iterations == 2_000
-        _wait_until(lambda: [w.pid for w in c.info().workers] == [worker.pid], timeout=30.0)
+        wait_until(lambda: [w.pid for w in c.info().workers] == [worker.pid], timeout=30.0)

@@ -19,19 +19,12 @@ import numpy as np
 import pytest
 
 from monge.client import Client, DeadlineExceededError, requests
+from helpers import wait_until
 
 PYTHON = [sys.executable, "-c"]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 
 
-def _wait_until(predicate, timeout=30.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 def _long_sinkhorn(n=400, iterations=1_000_000):
@@ -65,7 +58,7 @@ def test_a_100ms_deadline_stops_the_worker_within_a_second(client):
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         client.sinkhorn(x, y, **settings, timeout=0.1)
-    _wait_until(lambda: not client.info().workers[0].busy, timeout=10.0, every=0.02)
+    wait_until(lambda: not client.info().workers[0].busy, timeout=10.0, every=0.02)
     freed_after = time.monotonic() - (started + 0.1)
     worker = client.info().workers[0]
     assert worker.tasks_done == done_before + 1  # it did start the solve, and stopped it
@@ -92,12 +85,12 @@ def test_a_probability_flow_deadline_frees_the_worker_within_a_second(client, ca
         run(3.0)  # the same programs compile here (compilation is not interruptible)
     except DeadlineExceededError:
         pass
-    _wait_until(lambda: not client.info().workers[0].busy, timeout=20.0, every=0.05)
+    wait_until(lambda: not client.info().workers[0].busy, timeout=20.0, every=0.05)
     done_before = client.info().workers[0].tasks_done
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         run(0.3)
-    _wait_until(lambda: not client.info().workers[0].busy, timeout=10.0, every=0.02)
+    wait_until(lambda: not client.info().workers[0].busy, timeout=10.0, every=0.02)
     freed_after = time.monotonic() - (started + 0.3)
     assert client.info().workers[0].tasks_done == done_before + 1  # it did start, and stopped
     assert freed_after < 1.0, f"the worker was busy {freed_after:.2f} s after the deadline"
@@ -120,12 +113,12 @@ def test_a_killed_client_frees_its_worker(client, server):
     caller = subprocess.Popen(PYTHON + [_CALLER, server.target], stdout=subprocess.PIPE, env=ENV)
     try:
         assert caller.stdout.readline().strip() == b"calling"
-        _wait_until(lambda: client.info().workers[0].busy, timeout=20.0)
+        wait_until(lambda: client.info().workers[0].busy, timeout=20.0)
     finally:
         caller.send_signal(signal.SIGKILL)
         caller.wait(10)
     killed = time.monotonic()
-    _wait_until(lambda: not client.info().workers[0].busy, timeout=10.0, every=0.02)
+    wait_until(lambda: not client.info().workers[0].busy, timeout=10.0, every=0.02)
     assert time.monotonic() - killed < 2.0
     assert client.sinkhorn(x[:5], y[:5], epsilon=1.0).converged
 
@@ -156,24 +149,24 @@ def test_a_client_that_vanishes_mid_stream_frees_its_watcher(make_server):
     x, y, settings = _long_sinkhorn(n=40, iterations=400_000)
     with Client(server.target, timeout=60) as c:
         job = c.submit(requests.sinkhorn(x, y, **settings))
-        _wait_until(lambda: c.job(job).state == "running")
+        wait_until(lambda: c.job(job).state == "running")
         watchers = [subprocess.Popen(PYTHON + [_WATCHER, server.target, job.job_id, verb],
                                      stdout=subprocess.PIPE, env=ENV) for verb in ("watch", "wait")]
         try:
             for process in watchers:
                 assert process.stdout.readline().strip() == b"event"
-            _wait_until(lambda: _watchers(server) == 2)
+            wait_until(lambda: _watchers(server) == 2)
         finally:
             for process in watchers:
                 process.send_signal(signal.SIGKILL)
                 process.wait(10)
         killed = time.monotonic()
-        _wait_until(lambda: _watchers(server) == 0, timeout=10.0)
+        wait_until(lambda: _watchers(server) == 0, timeout=10.0)
         assert time.monotonic() - killed < 5.0
         # The job is the server's, not the watcher's: it goes on until cancelled.
         assert c.job(job).state == "running"
         assert c.cancel(job).state == "cancelled"
-        _wait_until(lambda: not c.info().workers[0].busy, timeout=10.0)
+        wait_until(lambda: not c.info().workers[0].busy, timeout=10.0)
 
 
 # -- the server killed mid-job ---------------------------------------------------------
@@ -217,14 +210,14 @@ def test_kill_9_mid_job_then_restart_on_the_same_data_dir(tmp_path):
             finished_cost = c.result(finished).cost
             interrupted = c.submit(slow, request_id="slow")
             waiting = c.submit(quick, request_id="behind-the-slow-one")
-            _wait_until(lambda: c.job(interrupted).progress["iteration"] > 0, timeout=60)
+            wait_until(lambda: c.job(interrupted).progress["iteration"] > 0, timeout=60)
             assert c.job(waiting).state == "queued"  # one worker: it waits its turn
             orphan = c.info().workers[0].pid
     finally:
         first.send_signal(signal.SIGKILL)  # a crash: no shutdown, no final writes
         first.wait(10)
     # Its worker lost its parent mid-solve: it stops at the end of its chunk and exits.
-    _wait_until(lambda: not _alive(orphan), timeout=10.0, every=0.1)
+    wait_until(lambda: not _alive(orphan), timeout=10.0, every=0.1)
 
     second, target = _serve(data, log_path)
     try:

@@ -11,31 +11,17 @@ import pytest
 
 from monge.client import Client, InvalidArgumentError, NotFoundError, requests
 from monge.v1 import service_pb2_grpc
+from helpers import point_clouds, slow_sinkhorn, wait_until
 
 
-def _points(seed, n=30, d=2):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, d)), rng.normal(size=(n, d)) + 1.0
 
 
-def _slow_request(seed=0, iterations=400_000):
-    # Tiny epsilon and threshold: runs until its iteration cap, in many chunks.
-    x, y = _points(seed, n=40)
-    return requests.sinkhorn(x, y, epsilon=1e-4, threshold=1e-15, max_iterations=iterations)
 
 
-def _wait_until(predicate, timeout=60.0, every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 def test_submit_wait_result_matches_pot(client):
-    x, y = _points(1)
+    x, y = point_clouds(1)
     job = client.submit(requests.sinkhorn(x, y, epsilon=0.5, threshold=1e-11))
     assert job.state in ("queued", "running", "succeeded") and job.item_count == 1
     r = client.result(job)
@@ -47,7 +33,7 @@ def test_submit_wait_result_matches_pot(client):
 def test_divergence_and_batch_items(client):
     # One job, one SinkhornDivergence item and one SinkhornBatch item; each result is
     # the unary call's, and a bad batch member fails its item with the member's field.
-    x, y = _points(5)
+    x, y = point_clouds(5)
     divergence = requests.sinkhorn_divergence(x, y, epsilon=0.5, threshold=1e-10)
     batch = requests.sinkhorn_batch([(x, y), (x[:20], y[:25])], epsilon=0.5, threshold=1e-10)
     bad = requests.sinkhorn_batch([(x, y), (x, y[:, :1])], epsilon=0.5)
@@ -69,7 +55,7 @@ def test_divergence_and_batch_items(client):
 
 
 def test_same_request_id_is_the_same_job(client):
-    x, y = _points(2)
+    x, y = point_clouds(2)
     first = client.submit(requests.sinkhorn(x, y, epsilon=0.5), request_id="idem-1")
     second = client.submit(requests.sinkhorn(x, y, epsilon=0.5), request_id="idem-1")
     assert first.job_id == second.job_id
@@ -80,7 +66,7 @@ def test_same_request_id_is_the_same_job(client):
 
 
 def test_batch_item_fails_alone(client):
-    x, y = _points(3)
+    x, y = point_clouds(3)
     batch = [requests.sinkhorn(x, y, epsilon=0.5), requests.sinkhorn(x, y, epsilon=-1.0),
              requests.sinkhorn(x, y[:, :1], epsilon=0.5), requests.sinkhorn(x, y, epsilon=0.2)]
     results = client.result(client.submit(batch))
@@ -92,7 +78,7 @@ def test_batch_item_fails_alone(client):
 
 
 def test_single_bad_request_is_refused_at_submit(client):
-    x, y = _points(4)
+    x, y = point_clouds(4)
     with pytest.raises(InvalidArgumentError) as caught:
         client.submit(requests.sinkhorn(x, y, epsilon=0.0))
     assert caught.value.field == "items[0].sinkhorn.epsilon"
@@ -104,7 +90,7 @@ def test_unknown_job_is_not_found(client):
 
 
 def test_watch_streams_progress_then_the_result(client):
-    job = client.submit(_slow_request(iterations=30_000))
+    job = client.submit(slow_sinkhorn(iterations=30_000))
     events = list(client.watch(job, timeout=120))
     assert events[-1].done and events[-1].results is not None
     running = [e for e in events if e.state == "running" and e.progress["iteration"] > 0]
@@ -115,13 +101,13 @@ def test_watch_streams_progress_then_the_result(client):
 
 
 def test_cancel_frees_the_worker(client):
-    job = client.submit(_slow_request(seed=5))
-    _wait_until(lambda: client.job(job).state == "running" and client.job(job).progress["iteration"] > 0)
+    job = client.submit(slow_sinkhorn(seed=5))
+    wait_until(lambda: client.job(job).state == "running" and client.job(job).progress["iteration"] > 0)
     cancelled_at = time.monotonic()
     assert client.cancel(job).state == "cancelled"
-    _wait_until(lambda: not client.info().workers[0].busy, timeout=5.0, every=0.02)
+    wait_until(lambda: not client.info().workers[0].busy, timeout=5.0, every=0.02)
     assert time.monotonic() - cancelled_at < 1.5  # the worker stopped at its next chunk
-    x, y = _points(6, n=10)
+    x, y = point_clouds(6, n=10)
     assert client.sinkhorn(x, y, epsilon=1.0).converged  # the (single) worker serves again
     assert client.job(job).state == "cancelled"
 
@@ -130,10 +116,10 @@ def test_full_queue_is_resource_exhausted(make_server):
     server = make_server(queue_limit=1, max_batch_size=1)  # the pool's own queue, no batching
     with Client(server.target) as c, grpc.insecure_channel(server.target) as channel:
         stub = service_pb2_grpc.SolverServiceStub(channel)
-        futures = [stub.Sinkhorn.future(_slow_request(seed=i, iterations=200_000), timeout=60) for i in range(2)]
-        _wait_until(lambda: c.info().workers[0].busy)
+        futures = [stub.Sinkhorn.future(slow_sinkhorn(seed=i, iterations=200_000), timeout=60) for i in range(2)]
+        wait_until(lambda: c.info().workers[0].busy)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Sinkhorn(_slow_request(seed=9), timeout=30)
+            stub.Sinkhorn(slow_sinkhorn(seed=9), timeout=30)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "queue is full" in caught.value.details()
         for future in futures:
@@ -143,20 +129,20 @@ def test_full_queue_is_resource_exhausted(make_server):
 def test_killed_worker_does_not_lose_the_job(make_server):
     server = make_server()
     with Client(server.target) as c:
-        job = c.submit(_slow_request(seed=7, iterations=20_000))
-        _wait_until(lambda: c.job(job).state == "running" and c.info().workers[0].busy)
+        job = c.submit(slow_sinkhorn(seed=7, iterations=20_000))
+        wait_until(lambda: c.job(job).state == "running" and c.info().workers[0].busy)
         pid = c.info().workers[0].pid
         os.kill(pid, signal.SIGKILL)
         info = c.wait(job, timeout=120)
         assert info.state == "succeeded", info
         assert info.results[0].value.iterations == 20_000
-        _wait_until(lambda: c.info().workers[0].pid not in (0, pid))
+        wait_until(lambda: c.info().workers[0].pid not in (0, pid))
 
 
 def test_finished_jobs_expire(make_server):
     server = make_server(job_retention_seconds=1.0)
     with Client(server.target) as c:
-        x, y = _points(8, n=5)
+        x, y = point_clouds(8, n=5)
         job = c.submit(requests.sinkhorn(x, y, epsilon=1.0))
         c.wait(job)
 
@@ -167,4 +153,4 @@ def test_finished_jobs_expire(make_server):
                 return True
             return False
 
-        _wait_until(gone, timeout=15)
+        wait_until(gone, timeout=15)

@@ -23,6 +23,7 @@ from monge.client import (
 )
 from monge.solvers import ruot
 from monge.solvers.ruot import RuotModel
+from helpers import wait_until
 
 SHIFT = np.array([1.0, 0.5])
 TINY = dict(width=16, residual_blocks=0, particles=24, steps=20, report_every=10, dt=0.25,
@@ -34,14 +35,6 @@ def snapshots(n=24, seed=0):
     return [(0.0, x0, 100.0), (1.0, x0 + SHIFT, 150.0)]
 
 
-def _wait_until(predicate, timeout=60.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +224,7 @@ def test_cancelling_a_fit_frees_the_worker(fitted, client, server):
     stored = os.path.join(server.config.data_dir, "ruot_models")
     before = set(os.listdir(stored))
     job = client.ruot_fit(snapshots(), **dict(TINY, steps=1_000_000))  # the shared fit's compiled block
-    _wait_until(lambda: client.job(job).progress["iteration"] >= 10)
+    wait_until(lambda: client.job(job).progress["iteration"] >= 10)
     started = time.monotonic()
     cancelled = client.cancel(job)
     assert cancelled.state == "cancelled"
