@@ -24,27 +24,34 @@ from monge.client import requests
 from monge.client.cli_common import InputError, error_line, load_problem, save_result, summary, connection
 from monge.client.errors import InvalidArgumentError
 
-# The request builder for each --solver, the job item field it fills, and its options.
+# The request builder for each --solver, the job item field it fills, and its settings.
 SOLVERS = {
-    "sinkhorn": (requests.sinkhorn, "sinkhorn", {option.name for option in requests.SINKHORN_OPTIONS} | {"reg_m"}),
-    "exact": (requests.exact_transport, "exact_transport", {"cost", "p", "method", "max_iterations"}),
-    "sparsity": (requests.sparsity_constrained, "sparsity_constrained",
-                 {"cost", "k", "gamma", "formulation", "threshold", "max_iterations"}),
+    "sinkhorn": (requests.sinkhorn, "sinkhorn", requests.SINKHORN_OPTIONS),
+    "exact": (requests.exact_transport, "exact_transport", requests.EXACT_OPTIONS),
+    "sparsity": (requests.sparsity_constrained, "sparsity_constrained", requests.SPARSITY_CONSTRAINED_OPTIONS),
 }
-# The solvers a Sinkhorn option also applies to, for the flags' help.
-_APPLIES_TO = {"cost": "all solvers", "max_iterations": "all solvers", "threshold": "sinkhorn, sparsity",
-               "method": "sinkhorn (auto|kernel|log|sns), exact (auto|network_simplex|sorting_1d)"}
-_OPTIONS = sorted(set().union(*(options for _, _, options in SOLVERS.values())))
+
+
+def _flags() -> dict:
+    """One flag per setting name over all solvers: name -> (its rows by solver)."""
+    rows = {}
+    for solver, (_, _, table) in SOLVERS.items():
+        for option in table:
+            rows.setdefault(option.name, {})[solver] = option
+    return rows
+
+
+FLAGS = _flags()
 
 
 def _solver_options(args) -> dict:
     """The options given on the command line, checked against the solver; SystemExit
     with one line when one does not apply or has a bad value."""
-    builder, _, allowed = SOLVERS[args.solver]
-    given = {name: getattr(args, name) for name in _OPTIONS if getattr(args, name) is not None}
-    flags = {option.name: option.flag_name for option in requests.SINKHORN_OPTIONS}
+    builder, _, table = SOLVERS[args.solver]
+    allowed = {option.name for option in table} | ({"reg_m"} if args.solver == "sinkhorn" else set())
+    given = {name: getattr(args, name) for name in [*FLAGS, "reg_m"] if getattr(args, name) is not None}
     for name in sorted(set(given) - allowed):
-        flag = flags.get(name, "--" + name.replace("_", "-"))
+        flag = next(iter(FLAGS[name].values())).flag_name if name in FLAGS else "--reg-m"
         raise SystemExit(f"monge: {flag} does not apply to --solver {args.solver}")
     if "reg_m" in given:
         reg_m = given["reg_m"]
@@ -211,13 +218,14 @@ def register(commands, remote) -> None:
                        help="progress bar on stderr (default: when stderr is a terminal)")
     batch.add_argument("--request-id", help="idempotency key: the same key returns the same job")
     solver = batch.add_argument_group("solver options (each applies to the solvers named)")
-    for option in requests.SINKHORN_OPTIONS:  # unset: the server's default
-        # --method's choices differ between solvers: the request builder checks them.
-        option.add_flag(solver, help_prefix=_APPLIES_TO.get(option.name, "sinkhorn") + ": ",
-                        choices=option.name != "method")
+    for rows in FLAGS.values():  # each flag left out: the server's default
+        solvers, first = sorted(rows), next(iter(rows.values()))
+        # A setting whose values differ between solvers (--method) is checked by the builder.
+        same_choices = len({tuple(sorted(row.choices or ())) for row in rows.values()}) == 1
+        if len({row.help for row in rows.values()}) == 1:
+            first.add_flag(solver, help_prefix=", ".join(solvers) + ": ", choices=same_choices)
+        else:
+            first.add_flag(solver, choices=same_choices,
+                           help="; ".join(f"{name}: {rows[name].help}" for name in solvers))
     solver.add_argument("--reg-m", type=float, nargs="+", help="sinkhorn: KL marginal penalty (unbalanced)")
-    solver.add_argument("--p", type=float, help="exact: W_p with cost |x - y|^p")
-    solver.add_argument("--k", type=int, help="sparsity: nonzeros per column (default 2)")
-    solver.add_argument("--gamma", type=float, help="sparsity: quadratic weight (default 1.0)")
-    solver.add_argument("--formulation", choices=["semi_dual", "dual"], help="sparsity")
     batch.set_defaults(run=_run)

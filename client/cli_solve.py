@@ -63,10 +63,8 @@ def _exact(args) -> int:
 
     problem = problem_from_args(args)
     with Client(args.target, **connection(args)) as client:
-        result = client.exact_transport(
-            **problem.arrays(), cost=args.cost, p=args.p, method=args.method,
-            max_iterations=args.max_iterations, timeout=args.timeout,
-        )
+        result = client.exact_transport(**problem.arrays(), timeout=args.timeout,
+                                        **options.from_args(args, requests.EXACT_OPTIONS))
     return _report(args, result)
 
 
@@ -75,10 +73,8 @@ def _sparsity(args) -> int:
 
     problem = problem_from_args(args)
     with Client(args.target, **connection(args)) as client:
-        result = client.sparsity_constrained(
-            **problem.arrays(), cost=args.cost, k=args.k, gamma=args.gamma, formulation=args.formulation,
-            threshold=args.threshold, max_iterations=args.max_iterations, timeout=args.timeout,
-        )
+        result = client.sparsity_constrained(**problem.arrays(), timeout=args.timeout,
+                                             **options.from_args(args, requests.SPARSITY_CONSTRAINED_OPTIONS))
     return _report(args, result)
 
 
@@ -101,7 +97,7 @@ def register(commands, remote) -> None:
     sk = solvers.add_parser("sinkhorn", help="entropic OT (balanced, or unbalanced with --reg-m)")
     remote(sk)
     _inputs(sk)
-    for option in requests.SINKHORN_OPTIONS:  # unset: the server's default
+    for option in requests.SINKHORN_OPTIONS:  # each flag left out: the server's default
         option.add_flag(sk)
     sk.add_argument("--reg-m", type=float, nargs="+", help="KL marginal penalty (one, or source and target)")
     sk.set_defaults(run=_sinkhorn)
@@ -109,20 +105,13 @@ def register(commands, remote) -> None:
     ex = solvers.add_parser("exact", help="exact (unregularised) OT: network simplex, or sorting in 1-D")
     remote(ex)
     _inputs(ex)
-    ex.add_argument("--cost", choices=["sqeuclidean", "euclidean"],
-                    help="sqeuclidean (default, distance W2) or euclidean (W1)")
-    ex.add_argument("--p", type=float, help="W_p with cost |x - y|^p (instead of --cost)")
-    ex.add_argument("--method", default="auto", choices=["auto", "network_simplex", "sorting_1d"])
-    ex.add_argument("--max-iterations", type=int, help="network simplex pivot cap")
+    for option in requests.EXACT_OPTIONS:
+        option.add_flag(ex)
     ex.set_defaults(run=_exact)
 
     sp = solvers.add_parser("sparsity", help="quadratic OT with at most k nonzeros per plan column")
     remote(sp)
     _inputs(sp)
-    sp.add_argument("--cost", default="sqeuclidean", choices=["sqeuclidean", "euclidean"])
-    sp.add_argument("--k", type=int, default=2, help="nonzeros allowed per column")
-    sp.add_argument("--gamma", type=float, default=1.0, help="quadratic regularisation weight")
-    sp.add_argument("--formulation", default="semi_dual", choices=["semi_dual", "dual"])
-    sp.add_argument("--threshold", type=float, default=1e-8)
-    sp.add_argument("--max-iterations", type=int, default=10_000)
+    for option in requests.SPARSITY_CONSTRAINED_OPTIONS:
+        option.add_flag(sp)
     sp.set_defaults(run=_sparsity)

@@ -47,8 +47,8 @@ class Option:
                 raise TypeError(f"{self.name} must be an integer, got {value!r}") from None
         return float(value)
 
-    def add_flag(self, parser, help_prefix: str = "", choices: bool = True) -> None:
-        text = help_prefix + self.help
+    def add_flag(self, parser, help_prefix: str = "", choices: bool = True, help: str | None = None) -> None:
+        text = help_prefix + (self.help if help is None else help)
         if self.kind is bool:
             parser.add_argument(self.flag_name, dest=self.name, action="store_const", const=True, default=None,
                                 help=text)

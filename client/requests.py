@@ -97,9 +97,6 @@ def sinkhorn(x=None, y=None, a=None, b=None, *, cost_matrix=None, reg_m: float |
     return request
 
 
-with_keywords(sinkhorn, SINKHORN_OPTIONS)
-
-
 def sinkhorn_batch(problems, **settings) -> sinkhorn_pb2.SinkhornBatchRequest:
     """A SinkhornBatchRequest; see `Client.sinkhorn_batch`. Each problem is a
     SinkhornRequest (sent as it is), a tuple (x, y) or (x, y, a, b), or a dict of
@@ -118,76 +115,59 @@ def sinkhorn_batch(problems, **settings) -> sinkhorn_pb2.SinkhornBatchRequest:
     return sinkhorn_pb2.SinkhornBatchRequest(problems=built)
 
 
-def sinkhorn_divergence(
-    x,
-    y,
-    a=None,
-    b=None,
-    *,
-    cost: str = "sqeuclidean",
-    epsilon: float = 0.05,
-    threshold: float = 1e-6,
-    max_iterations: int = 10_000,
-    reg_m: float | tuple[float, float] | None = None,
-) -> sinkhorn_pb2.SinkhornDivergenceRequest:
+SINKHORN_DIVERGENCE_OPTIONS = tuple(option for option in SINKHORN_OPTIONS
+                                    if option.name in ("cost", "epsilon", "threshold", "max_iterations"))
+
+
+def sinkhorn_divergence(x, y, a=None, b=None, *, reg_m: float | tuple[float, float] | None = None,
+                        **settings) -> sinkhorn_pb2.SinkhornDivergenceRequest:
     """A SinkhornDivergenceRequest; see `Client.sinkhorn_divergence`."""
-    request = sinkhorn_pb2.SinkhornDivergenceRequest(
-        cost=_choice("cost", cost, _COSTS), epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
-    )
+    request = sinkhorn_pb2.SinkhornDivergenceRequest()
+    set_options(request, SINKHORN_DIVERGENCE_OPTIONS, settings, "sinkhorn_divergence")
     _set_arrays(request, x=x, y=y, a=a, b=b)
     _set_reg_m(request, reg_m)
     return request
 
 
-def exact_transport(
-    x=None,
-    y=None,
-    a=None,
-    b=None,
-    *,
-    cost_matrix=None,
-    cost: str | None = None,
-    p: float | None = None,
-    method: str = "auto",
-    max_iterations: int | None = None,
-) -> exact_pb2.ExactTransportRequest:
+EXACT_OPTIONS = (
+    Option("cost", str, "squared Euclidean (W_2) or Euclidean (W_1); leave it unset with --p", choices=_COSTS),
+    Option("p", float, "W_p with cost |x - y|^p"),
+    Option("method", str, "auto: sorting for 1-D points, else the network simplex", choices=_EXACT_METHODS),
+    Option("max_iterations", int, "network simplex pivot cap"),
+)
+
+
+def exact_transport(x=None, y=None, a=None, b=None, *, cost_matrix=None,
+                    **settings) -> exact_pb2.ExactTransportRequest:
     """An ExactTransportRequest; see `Client.exact_transport`."""
-    request = exact_pb2.ExactTransportRequest(method=_choice("method", method, _EXACT_METHODS))
-    if cost is not None:
-        request.cost = _choice("cost", cost, _COSTS)
-    if p is not None:
-        request.p = float(p)
-    if max_iterations is not None:
-        request.max_iterations = max_iterations
+    request = exact_pb2.ExactTransportRequest()
+    set_options(request, EXACT_OPTIONS, settings, "exact_transport")
     _set_arrays(request, x=x, y=y, a=a, b=b, cost_matrix=cost_matrix)
     return request
 
 
-def sparsity_constrained(
-    x=None,
-    y=None,
-    a=None,
-    b=None,
-    *,
-    cost_matrix=None,
-    cost: str = "sqeuclidean",
-    k: int = 2,
-    gamma: float = 1.0,
-    formulation: str = "semi_dual",
-    threshold: float = 1e-8,
-    max_iterations: int = 10_000,
-) -> sparsity_constrained_pb2.SparsityConstrainedTransportRequest:
+SPARSITY_CONSTRAINED_OPTIONS = (
+    Option("cost", str, "cost between points (ignored with a cost matrix)", choices=_COSTS),
+    Option("k", int, "most nonzeros per column of the plan"),
+    Option("gamma", float, "quadratic regularisation weight"),
+    Option("formulation", str, "semi_dual or dual", choices=_FORMULATIONS),
+    Option("threshold", float, "stop when the L1 marginal error is at most this"),
+    Option("max_iterations", int, "L-BFGS iteration cap"),
+)
+
+
+def sparsity_constrained(x=None, y=None, a=None, b=None, *, cost_matrix=None,
+                         **settings) -> sparsity_constrained_pb2.SparsityConstrainedTransportRequest:
     """A SparsityConstrainedTransportRequest; see `Client.sparsity_constrained`."""
-    request = sparsity_constrained_pb2.SparsityConstrainedTransportRequest(
-        cost=_choice("cost", cost, _COSTS),
-        k=k,
-        gamma=gamma,
-        formulation=_choice("formulation", formulation, _FORMULATIONS),
-        threshold=threshold,
-        max_iterations=max_iterations,
-    )
+    request = sparsity_constrained_pb2.SparsityConstrainedTransportRequest()
+    set_options(request, SPARSITY_CONSTRAINED_OPTIONS, settings, "sparsity_constrained")
     _set_arrays(request, x=x, y=y, a=a, b=b, cost_matrix=cost_matrix)
     return request
+
+
+for _builder, _options in ((sinkhorn, SINKHORN_OPTIONS), (sinkhorn_divergence, SINKHORN_DIVERGENCE_OPTIONS),
+                           (exact_transport, EXACT_OPTIONS), (sparsity_constrained, SPARSITY_CONSTRAINED_OPTIONS)):
+    with_keywords(_builder, _options)
 
 
 # -- probability-flow ODEs ----------------------------------------------------------------

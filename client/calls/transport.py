@@ -40,8 +40,8 @@ class TransportCalls:
 
         Settings left None take the server's defaults, those of
         `monge.solvers.SinkhornConfig` (squared Euclidean cost unless `cost` says
-        otherwise). threshold bounds the L1 marginal error; epsilon is absolute, in cost units (POT's `reg`); a and b default to uniform;
-        reg_m (one number or a (source, target) pair) makes the problem unbalanced with
+        otherwise). threshold bounds the L1 marginal error; epsilon is absolute, in
+        cost units (POT's `reg`); a and b default to uniform; reg_m (one number or a (source, target) pair) makes the problem unbalanced with
         POT's KL semantics; `result.cost` is <P, C> of the returned plan.
         method: "auto", "kernel" or "log" Sinkhorn iterations, or "sns"
         (Sinkhorn-Newton-Sparse, balanced problems only; `result.newton` then holds
@@ -85,10 +85,10 @@ class TransportCalls:
         a=None,
         b=None,
         *,
-        cost: str = "sqeuclidean",
-        epsilon: float = 0.05,
-        threshold: float = 1e-6,
-        max_iterations: int = 10_000,
+        cost: str | None = None,
+        epsilon: float | None = None,
+        threshold: float | None = None,
+        max_iterations: int | None = None,
         reg_m: float | tuple[float, float] | None = None,
         timeout: float | None = None,
     ) -> SinkhornDivergenceResult:
@@ -99,10 +99,8 @@ class TransportCalls:
         (source, target) pair) it is unbalanced, with ott-jax's semantics: its tau =
         reg_m / (reg_m + epsilon), plus epsilon (|a| - |b|)^2 / 2.
         """
-        request = requests.sinkhorn_divergence(
-            x, y, a, b, cost=cost, epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
-            reg_m=reg_m,
-        )
+        settings = options.given(locals(), requests.SINKHORN_DIVERGENCE_OPTIONS)
+        request = requests.sinkhorn_divergence(x, y, a, b, reg_m=reg_m, **settings)
         reply = self._call(self._stub.SinkhornDivergence, request, timeout, retry_when_busy=True)
         return SinkhornDivergenceResult.from_proto(reply)
 
@@ -116,7 +114,7 @@ class TransportCalls:
         cost_matrix=None,
         cost: str | None = None,
         p: float | None = None,
-        method: str = "auto",
+        method: str | None = None,
         max_iterations: int | None = None,
         timeout: float | None = None,
     ) -> ExactTransportResult:
@@ -129,10 +127,8 @@ class TransportCalls:
         "network_simplex" or "sorting_1d"; max_iterations is the network simplex's
         pivot cap. `result.plan` is a `scipy.sparse.coo_array`.
         """
-        request = requests.exact_transport(
-            x, y, a, b, cost_matrix=cost_matrix, cost=cost, p=p, method=method,
-            max_iterations=max_iterations,
-        )
+        settings = options.given(locals(), requests.EXACT_OPTIONS)
+        request = requests.exact_transport(x, y, a, b, cost_matrix=cost_matrix, **settings)
         reply = self._call(self._stub.ExactTransport, request, timeout, retry_when_busy=True)
         return ExactTransportResult.from_proto(reply)
 
@@ -144,12 +140,12 @@ class TransportCalls:
         b=None,
         *,
         cost_matrix=None,
-        cost: str = "sqeuclidean",
-        k: int = 2,
-        gamma: float = 1.0,
-        formulation: str = "semi_dual",
-        threshold: float = 1e-8,
-        max_iterations: int = 10_000,
+        cost: str | None = None,
+        k: int | None = None,
+        gamma: float | None = None,
+        formulation: str | None = None,
+        threshold: float | None = None,
+        max_iterations: int | None = None,
         timeout: float | None = None,
     ) -> SparsityConstrainedResult:
         """Quadratically regularised OT with at most k nonzeros per column of the plan
@@ -157,9 +153,7 @@ class TransportCalls:
         gamma its `reg`). a and b must have equal totals; formulation: "semi_dual" or
         "dual". `result.plan` is a `scipy.sparse.coo_array`.
         """
-        request = requests.sparsity_constrained(
-            x, y, a, b, cost_matrix=cost_matrix, cost=cost, k=k, gamma=gamma,
-            formulation=formulation, threshold=threshold, max_iterations=max_iterations,
-        )
+        settings = options.given(locals(), requests.SPARSITY_CONSTRAINED_OPTIONS)
+        request = requests.sparsity_constrained(x, y, a, b, cost_matrix=cost_matrix, **settings)
         reply = self._call(self._stub.SparsityConstrainedTransport, request, timeout, retry_when_busy=True)
         return SparsityConstrainedResult.from_proto(reply)

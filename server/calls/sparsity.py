@@ -19,12 +19,11 @@ from monge.solvers.status import Status
 from monge.server import limits
 from monge.server.calls import common as v
 from monge.server.config import ServerConfig
+from monge.solvers.sparsity_constrained import SparsityConstrainedConfig
 from monge.v1 import diagnostics_pb2, sinkhorn_pb2, sparsity_constrained_pb2 as pb
 
-DEFAULT_GAMMA = 1.0
-DEFAULT_K = 2
-DEFAULT_THRESHOLD = 1e-8
-DEFAULT_MAX_ITERATIONS = 10_000
+# Unset settings take the solver's defaults.
+DEFAULTS = SparsityConstrainedConfig()
 
 _FORMULATIONS = {
     pb.SPARSITY_FORMULATION_UNSPECIFIED: "semi_dual",
@@ -68,17 +67,17 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
         formulation = _FORMULATIONS[v.known_enum(request.formulation, pb.SparsityFormulation, "formulation")]
     gamma = threshold = max_iterations = k = None
     with errors.check():
-        gamma = v.positive(v.optional_value(request, "gamma", DEFAULT_GAMMA), "gamma")
+        gamma = v.positive(v.optional_value(request, "gamma", DEFAULTS.gamma), "gamma")
     with errors.check():
-        threshold = v.positive(v.optional_value(request, "threshold", DEFAULT_THRESHOLD), "threshold")
+        threshold = v.positive(v.optional_value(request, "threshold", DEFAULTS.threshold), "threshold")
     with errors.check():
         max_iterations = v.integer_in_range(
-            v.optional_value(request, "max_iterations", DEFAULT_MAX_ITERATIONS),
+            v.optional_value(request, "max_iterations", DEFAULTS.max_iterations),
             "max_iterations", 1, config.max_iterations, limit="max_iterations",
         )
     with errors.check():
         # k is a column's number of nonzeros: at most n, the length of a column.
-        k = v.integer_in_range(v.optional_value(request, "k", DEFAULT_K), "k", 1, n)
+        k = v.integer_in_range(v.optional_value(request, "k", DEFAULTS.k), "k", 1, n)
     if k is not None:
         needed = limits.sparsity_constrained(n, m, k, np.dtype(dtype).itemsize)
         if needed > config.max_request_memory_bytes and n * m <= config.max_dense_elements:

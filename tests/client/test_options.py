@@ -47,23 +47,42 @@ def test_the_signature_lists_every_setting():
         assert parameters[option.name].default is None and parameters[option.name].kind == inspect.Parameter.KEYWORD_ONLY
 
 
-def test_the_client_method_takes_every_setting_defaulting_to_the_servers():
+def test_the_client_methods_take_every_setting_defaulting_to_the_servers():
     from monge.client import Client
 
-    parameters = inspect.signature(Client.sinkhorn).parameters
-    for option in requests.SINKHORN_OPTIONS:
-        assert parameters[option.name].default is None, option.name
+    for method, table in ((Client.sinkhorn, requests.SINKHORN_OPTIONS),
+                          (Client.sinkhorn_divergence, requests.SINKHORN_DIVERGENCE_OPTIONS),
+                          (Client.exact_transport, requests.EXACT_OPTIONS),
+                          (Client.sparsity_constrained, requests.SPARSITY_CONSTRAINED_OPTIONS)):
+        parameters = inspect.signature(method).parameters
+        for option in table:
+            assert parameters[option.name].default is None, (method.__name__, option.name)
 
 
-@pytest.mark.parametrize("command", [["solve", "sinkhorn"], ["batch", "p.npz"]])
-def test_every_setting_is_a_flag_of_the_shell(command):
-    values = {"cost": "euclidean", "method": "log", "overrelaxation": "off"}
+TABLES = {"sinkhorn": requests.SINKHORN_OPTIONS, "exact": requests.EXACT_OPTIONS,
+          "sparsity": requests.SPARSITY_CONSTRAINED_OPTIONS}
+
+
+@pytest.mark.parametrize("command,table", [(["solve", name], table) for name, table in TABLES.items()]
+                         + [(["batch", "p.npz", "--solver", name], table) for name, table in TABLES.items()])
+def test_every_setting_is_a_flag_of_the_shell(command, table):
     argv = []
-    for option in requests.SINKHORN_OPTIONS:
+    for option in table:
         argv.append(option.flag_name)
         if option.kind is not bool:
-            argv.append(values.get(option.name, "1"))
+            argv.append(sorted(option.choices)[0] if option.choices else "1")
     args = build_parser().parse_args(command + argv)
-    assert all(getattr(args, option.name) is not None for option in requests.SINKHORN_OPTIONS)
+    assert all(getattr(args, option.name) is not None for option in table)
     unset = build_parser().parse_args(command)
-    assert all(getattr(unset, option.name) is None for option in requests.SINKHORN_OPTIONS)
+    assert all(getattr(unset, option.name) is None for option in table)
+
+
+def test_the_other_builders_leave_unset_settings_to_the_server():
+    exact = requests.exact_transport(*_points())
+    assert not exact.HasField("p") and not exact.HasField("max_iterations") and exact.method == 0
+    sparse = requests.sparsity_constrained(*_points(), k=3)
+    assert sparse.k == 3 and not sparse.HasField("gamma") and not sparse.HasField("threshold")
+    divergence = requests.sinkhorn_divergence(*_points(), epsilon=0.2)
+    assert divergence.epsilon == 0.2 and not divergence.HasField("threshold")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'return_plan'"):
+        requests.sinkhorn_divergence(*_points(), return_plan=True)
