@@ -95,6 +95,33 @@ def weights(message, field: str, size: int, *, prefix: str = "") -> np.ndarray |
     return w
 
 
+def both_weights(message, shape: tuple[int, int], errors: Violations, *, balanced: bool = False):
+    """Weights a (n,) and b (m,), None where unset (uniform); `balanced`: with equal totals."""
+    a = b = None
+    with errors.check():
+        a = weights(message, "a", shape[0])
+    with errors.check():
+        b = weights(message, "b", shape[1])
+    if balanced and not errors.items:
+        check_equal_mass(a, b, errors)
+    return a, b
+
+
+def positive_setting(message, field: str, default, errors: Violations) -> float | None:
+    """An optional positive setting (its default when unset); None when it is refused."""
+    with errors.check():
+        return positive(optional_value(message, field, default), field)
+    return None
+
+
+def iteration_cap(message, default: int, errors: Violations, config: ServerConfig) -> int | None:
+    """`max_iterations` in [1, the server's limit] (the default when unset); None when refused."""
+    with errors.check():
+        return integer_in_range(optional_value(message, "max_iterations", default), "max_iterations", 1,
+                                config.max_iterations, limit="max_iterations")
+    return None
+
+
 def positive(value: float, field: str, *, allow_inf: bool = False) -> float:
     """A positive number (finite unless allowed)."""
     if math.isnan(value) or value <= 0 or (math.isinf(value) and not allow_inf):

@@ -67,13 +67,7 @@ def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> Exa
     n, m = shape
     points_field = "x" if cost_matrix is None else "cost_matrix"
 
-    a = b = None
-    with errors.check():
-        a = v.weights(request, "a", n)
-    with errors.check():
-        b = v.weights(request, "b", m)
-    if not errors.items:
-        v.check_equal_mass(a, b, errors)
+    a, b = v.both_weights(request, shape, errors, balanced=True)
     with errors.check():
         v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
     method = "auto"

@@ -163,23 +163,12 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         barycentric = False
     online = _route(*shape, dtype, x, cost_matrix, method, request.return_plan, config, errors,
                     top_k=top_k, barycentric=barycentric)
-    a = b = None
-    with errors.check():
-        a = v.weights(request, "a", shape[0])
-    with errors.check():
-        b = v.weights(request, "b", shape[1])
+    a, b = v.both_weights(request, shape, errors)
     with errors.check():
         v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
-    epsilon = threshold = max_iterations = None
-    with errors.check():
-        epsilon = v.positive(v.optional_value(request, "epsilon", DEFAULTS.epsilon), "epsilon")
-    with errors.check():
-        threshold = v.positive(v.optional_value(request, "threshold", DEFAULTS.threshold), "threshold")
-    with errors.check():
-        max_iterations = v.integer_in_range(
-            v.optional_value(request, "max_iterations", DEFAULTS.max_iterations),
-            "max_iterations", 1, config.max_iterations, limit="max_iterations",
-        )
+    epsilon = v.positive_setting(request, "epsilon", DEFAULTS.epsilon, errors)
+    threshold = v.positive_setting(request, "threshold", DEFAULTS.threshold, errors)
+    max_iterations = v.iteration_cap(request, DEFAULTS.max_iterations, errors, config)
     scaling_stages = 0
     with errors.check():
         scaling_stages = v.integer_in_range(v.optional_value(request, "scaling_stages", DEFAULTS.scaling_stages),

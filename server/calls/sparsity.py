@@ -53,28 +53,16 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
         errors.add("cost_matrix" if cost_matrix is not None else "x",
                    f"n * m = {n * m:,} is over this server's limit of {config.max_dense_elements:,} "
                    "(max_dense_elements) for a dense solve")
-    a = b = None
-    with errors.check():
-        a = v.weights(request, "a", n)
-    with errors.check():
-        b = v.weights(request, "b", m)
-    if not errors.items:
-        v.check_equal_mass(a, b, errors)
+    a, b = v.both_weights(request, shape, errors, balanced=True)
     with errors.check():
         v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
     formulation = "semi_dual"
     with errors.check():
         formulation = _FORMULATIONS[v.known_enum(request.formulation, pb.SparsityFormulation, "formulation")]
-    gamma = threshold = max_iterations = k = None
-    with errors.check():
-        gamma = v.positive(v.optional_value(request, "gamma", DEFAULTS.gamma), "gamma")
-    with errors.check():
-        threshold = v.positive(v.optional_value(request, "threshold", DEFAULTS.threshold), "threshold")
-    with errors.check():
-        max_iterations = v.integer_in_range(
-            v.optional_value(request, "max_iterations", DEFAULTS.max_iterations),
-            "max_iterations", 1, config.max_iterations, limit="max_iterations",
-        )
+    gamma = v.positive_setting(request, "gamma", DEFAULTS.gamma, errors)
+    threshold = v.positive_setting(request, "threshold", DEFAULTS.threshold, errors)
+    max_iterations = v.iteration_cap(request, DEFAULTS.max_iterations, errors, config)
+    k = None
     with errors.check():
         # k is a column's number of nonzeros: at most n, the length of a column.
         k = v.integer_in_range(v.optional_value(request, "k", DEFAULTS.k), "k", 1, n)
