@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from monge.client.cli_common import connection
+from monge.client.cli_common import connection, load_array
 from monge.v1.ruot_codec import FIT_SETTINGS, GROWTH_PENALTIES, LAPLACIANS, RECONSTRUCTIONS, RuotExport, RuotSnapshot
 
 _MODEL_ID = re.compile(r"[0-9a-f]{32}")
@@ -154,10 +154,10 @@ def _query(args) -> int:
     from monge.client import Client
 
     model = _model(args.model)
-    points = _load(args.points, "--points")
+    points = load_array(args.points, "--points")
     if (points is None) != (args.time is None and args.times is None):
         raise SystemExit("monge: give --points with --time T (all points) or --times T.npy (one per point)")
-    times = args.time if args.time is not None else _load(args.times, "--times")
+    times = args.time if args.time is not None else load_array(args.times, "--times")
     action = None if args.action is None else (True if args.action == "last" else _number(args.action, "--action"))
     trajectories = None if args.trajectories is None else (args.trajectories or True)
     if all(q is None for q in (trajectories, points, args.mass, action, args.population)):
@@ -165,7 +165,7 @@ def _query(args) -> int:
     with Client(args.target, **connection(args)) as client:
         r = client.ruot_query(model, trajectories=trajectories, points=points, times=times, hjb_residual=args.hjb,
                               mass_times=args.mass, action=action, population_time=args.population,
-                              initial_points=_load(args.initial_points, "--initial-points"), seed=args.seed,
+                              initial_points=load_array(args.initial_points, "--initial-points"), seed=args.seed,
                               timeout=args.timeout)
     arrays = {"snapshot_times": r.snapshot_times, "snapshot_relative_mass": r.snapshot_relative_mass}
     if r.trajectories is not None:
@@ -213,15 +213,6 @@ def _number(text: str, what: str) -> float:
         return float(text)
     except ValueError:
         raise SystemExit(f"monge: {what} takes a time, got {text!r}") from None
-
-
-def _load(path, what):
-    if path is None:
-        return None
-    try:
-        return np.load(path)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"monge: cannot read {what} from {path}: {error}") from None
 
 
 def _plot(args) -> int:

@@ -15,16 +15,7 @@ import json
 
 import numpy as np
 
-from monge.client.cli_common import add_connection_arguments, connection
-
-
-def _load(path: str | None, what: str):
-    if path is None:
-        return None
-    try:
-        return np.load(path)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"monge: cannot read {what} from {path}: {error}") from None
+from monge.client.cli_common import add_connection_arguments, connection, load_array
 
 
 def _print(session, as_json: bool):
@@ -66,7 +57,7 @@ def _create(args) -> int:
 def _party(args) -> int:
     from monge.client.fedwad import FedWadParty
 
-    party = FedWadParty(_load(args.data, "--data"), _load(args.weights, "--weights"), name=args.name or "")
+    party = FedWadParty(load_array(args.data, "--data"), load_array(args.weights, "--weights"), name=args.name or "")
     session = party.join(args.target, args.session, timeout=args.timeout, **connection(args))
     _print(session, args.json)
     return 0

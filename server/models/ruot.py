@@ -18,21 +18,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pathlib
-import re
-import shutil
 import time
-import uuid
 
 import numpy as np
 
 from monge.v1.ruot_codec import RuotSnapshot
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import NotFound
+from monge.server.models import folders
 
 FORMAT = 1
-_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +49,7 @@ def _missing(model_id: str, field: str) -> NotFound:
 
 def _folder(data_dir, model_id: str, owner: str, field: str) -> tuple[pathlib.Path, dict]:
     """The folder of `owner`'s model and its description, or NotFound."""
-    if not _ID.fullmatch(model_id or ""):
+    if not folders.valid_id(model_id):
         raise NotFound(f"{model_id!r} is not a Var-RUOT model id (32 lower-case hex digits)", field)
     folder = _root(data_dir) / model_id
     try:
@@ -68,26 +64,13 @@ def _folder(data_dir, model_id: str, owner: str, field: str) -> tuple[pathlib.Pa
 def save(data_dir, arrays: dict[str, np.ndarray], settings: dict, snapshots, metadata: dict,
          owner: str = ANONYMOUS) -> str:
     """Store a model with its training snapshots as `owner`'s; return its new id."""
-    root = _root(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    model_id = uuid.uuid4().hex
-    staging = root / f".{model_id}.partial"
-    staging.mkdir()
-    try:
-        with open(staging / "arrays.npz", "wb") as f:
-            np.savez(f, **{name: np.asarray(value) for name, value in arrays.items()})
-        with open(staging / "snapshots.npz", "wb") as f:
-            np.savez(f, times=np.asarray([s.time for s in snapshots], np.float64),
-                     masses=np.asarray([math.nan if s.mass is None else s.mass for s in snapshots], np.float64),
-                     **{f"points_{k}": np.asarray(s.points) for k, s in enumerate(snapshots)})
-        description = {"format": FORMAT, "settings": settings, "created": time.time(), **metadata,
-                       "owner": owner}
-        (staging / "model.json").write_text(json.dumps(description, indent=1))
-        os.rename(staging, root / model_id)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return model_id
+    snapshot_arrays = dict(
+        times=np.asarray([s.time for s in snapshots], np.float64),
+        masses=np.asarray([math.nan if s.mass is None else s.mass for s in snapshots], np.float64),
+        **{f"points_{k}": np.asarray(s.points) for k, s in enumerate(snapshots)},
+    )
+    description = {"format": FORMAT, "settings": settings, "created": time.time(), **metadata, "owner": owner}
+    return folders.store(_root(data_dir), {"arrays.npz": arrays, "snapshots.npz": snapshot_arrays}, description)
 
 
 def load(data_dir, model_id: str, owner: str = ANONYMOUS, field: str = "model_id") -> StoredRuotModel:

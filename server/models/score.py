@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
-import re
-import shutil
 import time
-import uuid
 
 import numpy as np
 
 from monge.server.auth import ANONYMOUS
+from monge.server.models import folders
 
 FORMAT = 1
-_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,37 +45,23 @@ def _root(data_dir) -> pathlib.Path:
     return pathlib.Path(data_dir) / "models"
 
 
-def valid_id(model_id: str) -> bool:
-    return bool(_ID.fullmatch(model_id))
+valid_id = folders.valid_id
 
 
 def save(data_dir, model: StoredModel, metadata: dict, owner: str = ANONYMOUS) -> str:
     """Store the model as `owner`'s and return its new id."""
-    root = _root(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    model_id = uuid.uuid4().hex
-    staging = root / f".{model_id}.partial"
-    staging.mkdir()
-    try:
-        with open(staging / "weights.npz", "wb") as f:
-            np.savez(f, **{name: np.asarray(w) for name, w in model.weights.items()})
-        description = {
-            "format": FORMAT,
-            "architecture": "mlp",
-            "dim": model.dim,
-            "hidden": list(model.hidden),
-            "time_embedding_dim": model.time_embedding_dim,
-            "prediction": model.prediction,
-            "created": time.time(),
-            **metadata,
-            "owner": owner,
-        }
-        (staging / "model.json").write_text(json.dumps(description, indent=1))
-        os.rename(staging, root / model_id)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return model_id
+    description = {
+        "format": FORMAT,
+        "architecture": "mlp",
+        "dim": model.dim,
+        "hidden": list(model.hidden),
+        "time_embedding_dim": model.time_embedding_dim,
+        "prediction": model.prediction,
+        "created": time.time(),
+        **metadata,
+        "owner": owner,
+    }
+    return folders.store(_root(data_dir), {"weights.npz": model.weights}, description)
 
 
 def load(data_dir, model_id: str, owner: str = ANONYMOUS) -> StoredModel:
