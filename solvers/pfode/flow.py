@@ -7,7 +7,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import inspect
 import math
+from typing import Callable, ParamSpec
 
 import equinox as eqx
 import jax
@@ -331,6 +333,9 @@ def _sample_core(source, schedule, sampler, grid, prior, key, x_init, t_start, t
     return out
 
 
+P = ParamSpec("P")
+
+
 class SampleRun:
     """A validated sampling request, to run whole (`run()`, one compiled program; what
     `sample` does) or in chunks that a caller may stop between (what the service does):
@@ -344,8 +349,8 @@ class SampleRun:
 
     `progress(state)` counts grid steps (Dopri5: attempted steps) and never exceeds
     `max_progress`. Chunks are traced: every chunk size runs the same programs, one per
-    request shape (samples, steps, dtype, sampler and source structure). Arguments as
-    `sample`."""
+    request shape (samples, steps, dtype, sampler and source structure). `sample(...)`
+    takes the same arguments and runs it whole."""
 
     def __init__(
         self,
@@ -446,36 +451,25 @@ class SampleRun:
         )
 
 
-def sample(
-    source: AbstractScoreSource,
-    schedule: AbstractSchedule,
-    sampler: AbstractSampler = Heun(),
-    *,
-    num_samples: int,
-    key: jax.Array,
-    steps: int | None = None,
-    nfe: int | None = None,
-    grid: AbstractTimeGrid | None = None,
-    t_start: float | None = None,
-    t_end: float | None = None,
-    prior: AbstractPrior = NoisePrior(),
-    x_init: jax.Array | None = None,
-    dtype=jnp.float32,
-    save_trajectory: bool = False,
-    likelihood: AbstractDivergence | None = None,
-    likelihood_rtol: float = 1e-5,
-    likelihood_atol: float = 1e-5,
-) -> SampleOutput:
-    """Draw `num_samples` from the prior at t_start and integrate the probability-flow
-    ODE to t_end. Budget: `steps` grid steps, or `nfe` score evaluations (the most steps
-    the sampler can take within it; an adaptive sampler is capped to it); exactly one of
-    them. `x_init` (num_samples, d) replaces the prior draw. `likelihood` also returns
-    log p_{t_end}(samples). One compiled program; `SampleRun` runs the same in chunks."""
-    return SampleRun(
-        source, schedule, sampler, num_samples=num_samples, key=key, steps=steps, nfe=nfe, grid=grid,
-        t_start=t_start, t_end=t_end, prior=prior, x_init=x_init, dtype=dtype, save_trajectory=save_trajectory,
-        likelihood=likelihood, likelihood_rtol=likelihood_rtol, likelihood_atol=likelihood_atol,
-    ).run()
+def _runs(run_class: Callable[P, SampleRun]) -> Callable[P, SampleOutput]:
+    """A function taking `run_class`'s arguments that runs it whole, with its signature
+    (one parameter list for both)."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> SampleOutput:
+        return run_class(*args, **kwargs).run()
+
+    run.__signature__ = inspect.signature(run_class).replace(return_annotation=SampleOutput)
+    return run
+
+
+sample = _runs(SampleRun)
+sample.__name__ = sample.__qualname__ = "sample"
+sample.__doc__ = """Draw `num_samples` from the prior at t_start and integrate the probability-flow
+ODE to t_end. Budget: `steps` grid steps, or `nfe` score evaluations (the most steps
+the sampler can take within it; an adaptive sampler is capped to it); exactly one of
+them. `x_init` (num_samples, d) replaces the prior draw. `likelihood` also returns
+log p_{t_end}(samples). One compiled program; `SampleRun` runs the same in chunks.
+Arguments as `SampleRun`'s."""
 
 
 # ---------------------------------------------------------------------------------------
