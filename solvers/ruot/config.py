@@ -99,12 +99,18 @@ GROWTHS: dict[str, type[AbstractGrowth]] = {
 }
 
 
-def growth_from_settings(settings: dict[str, Any]) -> AbstractGrowth:
+def from_settings(kind: str, registry: dict[str, type], settings: dict[str, Any]):
+    """The strategy object a stored settings dict names (`name` plus its fields); `kind`
+    names the settings key in the error."""
     settings = dict(settings)
     name = settings.pop("name", None)
-    if name not in GROWTHS:
-        raise ValueError(f"growth.name must be one of {sorted(GROWTHS)}, got {name!r}")
-    return GROWTHS[name](**settings)
+    if name not in registry:
+        raise ValueError(f"{kind}.name must be one of {sorted(registry)}, got {name!r}")
+    return registry[name](**settings)
+
+
+def growth_from_settings(settings: dict[str, Any]) -> AbstractGrowth:
+    return from_settings("growth", GROWTHS, settings)
 
 
 # ---------------------------------------------------------------------------------------
@@ -162,11 +168,7 @@ LAPLACIANS: dict[str, type[AbstractLaplacian]] = {
 
 
 def laplacian_from_settings(settings: dict[str, Any]) -> AbstractLaplacian:
-    settings = dict(settings)
-    name = settings.pop("name", None)
-    if name not in LAPLACIANS:
-        raise ValueError(f"laplacian.name must be one of {sorted(LAPLACIANS)}, got {name!r}")
-    return LAPLACIANS[name](**settings)
+    return from_settings("laplacian", LAPLACIANS, settings)
 
 
 # ---------------------------------------------------------------------------------------
