@@ -43,6 +43,7 @@ def _serve(args) -> int:
     import asyncio
 
     from monge.server.app import serve
+    from monge.server.data_dir import DataDirInUse
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -50,7 +51,7 @@ def _serve(args) -> int:
     )
     try:
         asyncio.run(serve(server_config(args)))
-    except (ValueError, OSError) as error:  # bad settings, unreadable TLS or token files
+    except (ValueError, OSError, DataDirInUse) as error:  # bad settings, unreadable files, a held data dir
         raise SystemExit(f"monge: {error}") from None
     return 0
 

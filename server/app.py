@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from monge.server.runtime.batching import DynamicBatcher
 from monge.server.auth import Authenticator, TokenInterceptor
 from monge.server.config import ServerConfig
+from monge.server.data_dir import DataDirLock
 from monge.server.fedwad_service import FedWadLimits, FedWadServicer
 from monge.server.jobs.manager import JobManager
 from monge.server.metrics import Metrics
@@ -48,6 +49,7 @@ class RunningServer:
     fedwad: FedWadServicer | None = None
     metrics: Metrics | None = None
     metrics_port: int | None = None
+    data_dir_lock: DataDirLock | None = None
 
     @property
     def target(self) -> str:
@@ -64,6 +66,8 @@ class RunningServer:
         await self.executor.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.data_dir_lock is not None:
+            self.data_dir_lock.release()
 
 
 def make_executor(config: ServerConfig, on_batch=None):
@@ -94,6 +98,17 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
     they run after the token check."""
     authenticator = Authenticator.from_config(config)  # a bad token file fails before anything starts
     credentials = _server_credentials(config)
+    address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+    # Before anything reads the data dir: a second server there would run its jobs too.
+    lock = DataDirLock(config.data_dir).acquire(address)
+    try:
+        return await _start(config, interceptors, authenticator, credentials, address, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+async def _start(config, interceptors, authenticator, credentials, address, lock) -> RunningServer:
     metrics = Metrics()
     executor = make_executor(config, on_batch=metrics.batch_size.observe)
     await executor.start()
@@ -121,7 +136,6 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
     if credentials is None:
         port = server.add_insecure_port(address)
     else:
@@ -135,8 +149,10 @@ async def start(config: ServerConfig, *, interceptors=()) -> RunningServer:
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, health_servicer, servicer, executor, jobs, port, config, fedwad=fedwad,
-                         metrics=metrics, metrics_port=metrics_port)
+    running = RunningServer(server, health_servicer, servicer, executor, jobs, port, config, fedwad=fedwad,
+                            metrics=metrics, metrics_port=metrics_port, data_dir_lock=lock)
+    lock.describe(running.target)
+    return running
 
 
 async def serve(config: ServerConfig) -> None:

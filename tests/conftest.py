@@ -47,6 +47,8 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def stop(self, grace=1.0):
+        if not self.thread.is_alive():  # stopped already (a test may stop one early)
+            return
         self.run(self.running.stop(grace))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

@@ -22,10 +22,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served():
+def served(tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    process = subprocess.Popen(MONGE + ["serve", "--port", str(port), "--grace", "2"], env=env,
+    # Its own data dir: never the user's (whose server may be running, and holds it).
+    data_dir = tmp_path_factory.mktemp("served")
+    process = subprocess.Popen(MONGE + ["serve", "--port", str(port), "--grace", "2", "--data-dir", str(data_dir)],
+                               env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     target = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
