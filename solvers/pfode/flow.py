@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import inspect
 import math
-from typing import Callable, ParamSpec
+from typing import Callable, ParamSpec, Protocol, TypeVar
 
 import equinox as eqx
 import jax
@@ -334,6 +334,7 @@ def _sample_core(source, schedule, sampler, grid, prior, key, x_init, t_start, t
 
 
 P = ParamSpec("P")
+R = TypeVar("R", covariant=True)
 
 
 class SampleRun:
@@ -451,14 +452,19 @@ class SampleRun:
         )
 
 
-def _runs(run_class: Callable[P, SampleRun]) -> Callable[P, SampleOutput]:
+class _Runnable(Protocol[R]):
+    def run(self) -> R: ...
+
+
+def _runs(run_class: Callable[P, _Runnable[R]]) -> Callable[P, R]:
     """A function taking `run_class`'s arguments that runs it whole, with its signature
     (one parameter list for both)."""
 
-    def run(*args: P.args, **kwargs: P.kwargs) -> SampleOutput:
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
         return run_class(*args, **kwargs).run()
 
-    run.__signature__ = inspect.signature(run_class).replace(return_annotation=SampleOutput)
+    returns = inspect.signature(run_class.run).return_annotation
+    run.__signature__ = inspect.signature(run_class).replace(return_annotation=returns)
     return run
 
 
@@ -571,7 +577,7 @@ for _cls in (_Integrated,):
 class LikelihoodRun:
     """A validated likelihood request, to run whole (`run()`) or in chunks of attempted
     Dopri5 steps (`start`, `advance(state, chunk)`, `finished`, `finish`), as SampleRun.
-    Arguments as `log_likelihood`."""
+    `log_likelihood(...)` takes the same arguments and runs it whole."""
 
     def __init__(
         self,
@@ -630,25 +636,9 @@ class LikelihoodRun:
         return self.finish(self.advance(self.start(), self.max_progress))
 
 
-def log_likelihood(
-    source: AbstractScoreSource,
-    schedule: AbstractSchedule,
-    points: jax.Array,
-    *,
-    divergence: AbstractDivergence = ExactDivergence(),
-    key: jax.Array | None = None,
-    prior: AbstractPrior = NoisePrior(),
-    t_start: float | None = None,
-    t_end: float | None = None,
-    rtol: float = 1e-6,
-    atol: float = 1e-6,
-    max_steps: int = LIKELIHOOD_MAX_STEPS,
-    dtype=None,
-) -> LikelihoodOutput:
-    """log p_{t_end}(points) under the model: integrate the ODE and the divergence of its
-    velocity from t_end to t_start (Dopri5, rtol/atol, at most max_steps attempted
-    steps), add the prior's log density. `LikelihoodRun` runs the same in chunks."""
-    return LikelihoodRun(
-        source, schedule, points, divergence=divergence, key=key, prior=prior, t_start=t_start, t_end=t_end,
-        rtol=rtol, atol=atol, max_steps=max_steps, dtype=dtype,
-    ).run()
+log_likelihood = _runs(LikelihoodRun)
+log_likelihood.__name__ = log_likelihood.__qualname__ = "log_likelihood"
+log_likelihood.__doc__ = """log p_{t_end}(points) under the model: integrate the ODE and the divergence of its
+velocity from t_end to t_start (Dopri5, rtol/atol, at most max_steps attempted
+steps), add the prior's log density. `LikelihoodRun` runs the same in chunks; the
+arguments are its."""
