@@ -45,36 +45,27 @@ def _report(args, result) -> int:
     return 0 if d.converged else 3
 
 
-def _sinkhorn(args) -> int:
+# `monge solve NAME`: the help, the Client method, and the request's settings table.
+SOLVERS = {
+    "sinkhorn": ("entropic OT (balanced, or unbalanced with --reg-m)", "sinkhorn", requests.SINKHORN_OPTIONS),
+    "exact": ("exact (unregularised) OT: network simplex, or sorting in 1-D", "exact_transport",
+              requests.EXACT_OPTIONS),
+    "sparsity": ("quadratic OT with at most k nonzeros per plan column", "sparsity_constrained",
+                 requests.SPARSITY_CONSTRAINED_OPTIONS),
+}
+
+
+def _solve(args) -> int:
     from monge.client import Client
 
+    _, method, table = SOLVERS[args.solver]
     problem = problem_from_args(args)
-    reg_m = None
-    if args.reg_m:
-        reg_m = args.reg_m[0] if len(args.reg_m) == 1 else tuple(args.reg_m)
+    extra = {}
+    if getattr(args, "reg_m", None):
+        extra["reg_m"] = args.reg_m[0] if len(args.reg_m) == 1 else tuple(args.reg_m)
     with Client(args.target, **connection(args)) as client:
-        result = client.sinkhorn(**problem.arrays(), reg_m=reg_m, timeout=args.timeout,
-                                 **options.from_args(args, requests.SINKHORN_OPTIONS))
-    return _report(args, result)
-
-
-def _exact(args) -> int:
-    from monge.client import Client
-
-    problem = problem_from_args(args)
-    with Client(args.target, **connection(args)) as client:
-        result = client.exact_transport(**problem.arrays(), timeout=args.timeout,
-                                        **options.from_args(args, requests.EXACT_OPTIONS))
-    return _report(args, result)
-
-
-def _sparsity(args) -> int:
-    from monge.client import Client
-
-    problem = problem_from_args(args)
-    with Client(args.target, **connection(args)) as client:
-        result = client.sparsity_constrained(**problem.arrays(), timeout=args.timeout,
-                                             **options.from_args(args, requests.SPARSITY_CONSTRAINED_OPTIONS))
+        result = getattr(client, method)(**problem.arrays(), timeout=args.timeout, **extra,
+                                         **options.from_args(args, table))
     return _report(args, result)
 
 
@@ -94,24 +85,13 @@ def register(commands, remote) -> None:
     solve = commands.add_parser("solve", help="solve one problem through a server")
     solvers = solve.add_subparsers(dest="solver", required=True)
 
-    sk = solvers.add_parser("sinkhorn", help="entropic OT (balanced, or unbalanced with --reg-m)")
-    remote(sk)
-    _inputs(sk)
-    for option in requests.SINKHORN_OPTIONS:  # each flag left out: the server's default
-        option.add_flag(sk)
-    sk.add_argument("--reg-m", type=float, nargs="+", help="KL marginal penalty (one, or source and target)")
-    sk.set_defaults(run=_sinkhorn)
-
-    ex = solvers.add_parser("exact", help="exact (unregularised) OT: network simplex, or sorting in 1-D")
-    remote(ex)
-    _inputs(ex)
-    for option in requests.EXACT_OPTIONS:
-        option.add_flag(ex)
-    ex.set_defaults(run=_exact)
-
-    sp = solvers.add_parser("sparsity", help="quadratic OT with at most k nonzeros per plan column")
-    remote(sp)
-    _inputs(sp)
-    for option in requests.SPARSITY_CONSTRAINED_OPTIONS:
-        option.add_flag(sp)
-    sp.set_defaults(run=_sparsity)
+    for name, (help_text, _, table) in SOLVERS.items():
+        parser = solvers.add_parser(name, help=help_text)
+        remote(parser)
+        _inputs(parser)
+        for option in table:  # each flag left out: the server's default
+            option.add_flag(parser)
+        if name == "sinkhorn":
+            parser.add_argument("--reg-m", type=float, nargs="+",
+                                help="KL marginal penalty (one, or source and target)")
+        parser.set_defaults(run=_solve)
