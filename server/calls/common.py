@@ -44,14 +44,17 @@ class Violations:
 
 def float_tensor(message, field: str, *, ndim: int, prefix: str = "", max_points: int | None = None,
                  point_axes: tuple[int, ...] = (0,), length: int | None = None,
-                 limit: str = "max_points") -> np.ndarray | None:
-    """A float32/float64 tensor of the given rank with finite entries, or None if unset.
+                 limit: str = "max_points", required: str | None = None) -> np.ndarray | None:
+    """A float32/float64 tensor of the given rank with finite entries, or None if unset
+    (`required`: refused when unset, with this message, e.g. "is required (n, d)").
 
     Everything that the header (dtype, shape, byte count) can tell is checked before the
     bytes are decoded: the rank, `max_points` on the `point_axes` (the server's limit
     named `limit`: `max_points`, or `max_samples` for probability-flow data), and
     `length`, the extent a 1-D tensor must have."""
     if not message.HasField(field):
+        if required is not None:
+            raise InvalidArgument.field(prefix + field, required)
         return None
     name = prefix + field
     tensor: tensor_pb2.Tensor = getattr(message, field)

@@ -53,9 +53,8 @@ def parse(request: pb.ProbabilityFlowLogLikelihoodRequest, config: ServerConfig,
     errors = v.Violations()
     points = None
     with errors.check():
-        points = v.float_tensor(request, "points", ndim=2, max_points=config.max_samples, limit="max_samples")
-        if points is None:
-            errors.add("points", "is required (n, d)")
+        points = v.float_tensor(request, "points", ndim=2, max_points=config.max_samples, limit="max_samples",
+                                required="is required (n, d)")
     dtype = None
     with errors.check():
         dtype = float_dtype(request.dtype, "dtype", points.dtype if points is not None else np.float64)

@@ -232,13 +232,10 @@ def parse_mixture(message: pb.GaussianMixture, prefix: str, config: ServerConfig
     errors = v.Violations()
     means = covariances = weights = None
     with errors.check():
-        means = v.float_tensor(message, "means", ndim=2, prefix=prefix)
-        if means is None:
-            errors.add(prefix + "means", "is required (K, d)")
+        means = v.float_tensor(message, "means", ndim=2, prefix=prefix, required="is required (K, d)")
     with errors.check():
-        covariances = v.float_tensor(message, "covariances", ndim=3, prefix=prefix)
-        if covariances is None:
-            errors.add(prefix + "covariances", "is required (K, d, d)")
+        covariances = v.float_tensor(message, "covariances", ndim=3, prefix=prefix,
+                                     required="is required (K, d, d)")
     with errors.check():
         weights = v.float_tensor(message, "weights", ndim=1, prefix=prefix)
     errors.raise_if_any()

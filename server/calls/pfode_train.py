@@ -69,9 +69,8 @@ def parse(request: pb.TrainScoreModelRequest, config: ServerConfig, owner: str =
     errors = v.Violations()
     samples = None
     with errors.check():
-        samples = v.float_tensor(request, "samples", ndim=2, max_points=config.max_samples, limit="max_samples")
-        if samples is None:
-            errors.add("samples", "is required (n, d)")
+        samples = v.float_tensor(request, "samples", ndim=2, max_points=config.max_samples, limit="max_samples",
+                                 required="is required (n, d)")
     hidden = list(request.hidden) or list(DEFAULT_HIDDEN)
     embedding = request.time_embedding_dim if request.HasField("time_embedding_dim") else DEFAULT_EMBEDDING
     architecture = parse_architecture(samples.shape[1] if samples is not None else 1, hidden, embedding, "",

@@ -99,9 +99,8 @@ def parse_snapshots(request, max_points: int | None = None) -> list[RuotSnapshot
         previous = snap.time
         points = None
         with errors.check():
-            points = v.float_tensor(snap, "points", ndim=2, prefix=prefix, max_points=max_points)
-            if points is None:
-                errors.add(prefix + "points", "is required, shape (n, d)")
+            points = v.float_tensor(snap, "points", ndim=2, prefix=prefix, max_points=max_points,
+                                    required="is required, shape (n, d)")
         if points is not None:
             if points.shape[1] == 0:
                 errors.add(prefix + "points", "has zero dimensions")

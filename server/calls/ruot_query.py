@@ -183,10 +183,9 @@ def parse(request: ruot_pb2.QueryRUOTRequest, config: ServerConfig, owner: str =
         q = request.fields
         points = times = None
         with errors.check():
-            points = v.float_tensor(q, "points", ndim=2, prefix="fields.", max_points=config.max_points)
-            if points is None:
-                errors.add("fields.points", "is required, shape (n, d)")
-            elif points.shape[1] != dim:
+            points = v.float_tensor(q, "points", ndim=2, prefix="fields.", max_points=config.max_points,
+                                    required="is required, shape (n, d)")
+            if points.shape[1] != dim:
                 errors.add("fields.points", f"has dimension {points.shape[1]} but the model has {dim}")
         with errors.check():
             if not q.HasField("times"):
