@@ -476,12 +476,12 @@ def sparsity_constrained(
     *,
     cost_matrix=None,
     cost: str = "sqeuclidean",
-    gamma: float = 1.0,
-    k: int = 2,
-    threshold: float = 1e-8,
-    formulation: Formulation = "semi_dual",
-    support_iterations: int | None = None,
-    max_iterations: int = 10_000,
+    gamma: float = SparsityConstrainedConfig.gamma,
+    k: int = SparsityConstrainedConfig.k,
+    threshold: float = SparsityConstrainedConfig.threshold,
+    formulation: Formulation = SparsityConstrainedConfig.formulation,
+    support_iterations: int | None = SparsityConstrainedConfig.support_iterations,
+    max_iterations: int = SparsityConstrainedConfig.max_iterations,
 ) -> SparsityConstrainedOutput:
     """Convenience entry with the client's keywords: points or a cost matrix in."""
     problem = make_problem(x, y, a, b, cost_matrix, cost)
