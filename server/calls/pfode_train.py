@@ -33,15 +33,13 @@ from monge.server.calls.pfode_sample import (
     parse_schedule,
     seed,
 )
-from monge.solvers.pfode import PREDICTIONS, MLPArchitecture
+from monge.solvers.pfode import PREDICTIONS, DSMConfig, MLPArchitecture
 from monge.v1 import diagnostics_pb2, pfode_pb2 as pb
 
 DEFAULT_HIDDEN = (128, 128)
 DEFAULT_EMBEDDING = 16
-DEFAULT_STEPS = 2000
-DEFAULT_BATCH = 256
-DEFAULT_LEARNING_RATE = 1e-3
-DEFAULT_REPORT_EVERY = 100
+# Unset training settings take the trainer's defaults.
+TRAINING = DSMConfig()
 MAX_BATCH = 65_536
 
 _PREDICTION_NUMBERS = {name: pb.PredictionType.Value(f"PREDICTION_TYPE_{name.upper()}") for name in PREDICTIONS}
@@ -81,16 +79,16 @@ def parse(request: pb.TrainScoreModelRequest, config: ServerConfig, owner: str =
     schedule = parse_schedule(request.schedule if request.HasField("schedule") else None, "schedule.", errors)
     steps = batch_size = report_every = learning_rate = None
     with errors.check():
-        steps = v.integer_in_range(v.optional_value(request, "steps", DEFAULT_STEPS), "steps", 1,
+        steps = v.integer_in_range(v.optional_value(request, "steps", TRAINING.steps), "steps", 1,
                                    config.max_training_steps, limit="max_training_steps")
     with errors.check():
-        batch_size = v.integer_in_range(v.optional_value(request, "batch_size", DEFAULT_BATCH), "batch_size", 1,
+        batch_size = v.integer_in_range(v.optional_value(request, "batch_size", TRAINING.batch_size), "batch_size", 1,
                                         MAX_BATCH)
     with errors.check():
-        report_every = v.integer_in_range(v.optional_value(request, "report_every", DEFAULT_REPORT_EVERY),
+        report_every = v.integer_in_range(v.optional_value(request, "report_every", TRAINING.report_every),
                                           "report_every", 1, config.max_training_steps, limit="max_training_steps")
     with errors.check():
-        learning_rate = v.positive(v.optional_value(request, "learning_rate", DEFAULT_LEARNING_RATE),
+        learning_rate = v.positive(v.optional_value(request, "learning_rate", TRAINING.learning_rate),
                                    "learning_rate")
     with errors.check():
         seed(request.seed, "seed")
