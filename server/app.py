@@ -20,6 +20,7 @@ from monge.server.runtime.batching import DynamicBatcher
 from monge.server.auth import Authenticator, TokenInterceptor
 from monge.server.config import ServerConfig
 from monge.server.data_dir import DataDirLock
+from monge.server.runtime.warmup import warm_up
 from monge.server.fedwad_service import FedWadLimits, FedWadServicer
 from monge.server.jobs.manager import JobManager
 from monge.server.metrics import Metrics
@@ -146,6 +147,8 @@ async def _start(config, interceptors, authenticator, credentials, address, lock
     metrics_port = None
     if config.metrics_port is not None:
         metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
+    if config.warmup:
+        await warm_up(executor, config.warmup)  # before any call is taken
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

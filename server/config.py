@@ -75,6 +75,9 @@ class ServerConfig:
                                                                  "are kept")
     max_unfinished_jobs: int = setting(10_000, help="queued or running jobs before submissions get "
                                                     "RESOURCE_EXHAUSTED")
+    warmup: int = setting(0, help="before serving, compile the Sinkhorn programs of default-settings calls on "
+                                  "n = m up to this many points (d = 2, float32 and float64) on every worker; "
+                                  "0: none")
     max_batch_size: int | None = setting(None, flag="--max-batch", shown_default="32 on GPU workers, off on CPU",
                                          help="most concurrent small Sinkhorn calls merged into one vmapped call "
                                               "(dynamic batching; 1: off)")
@@ -149,6 +152,8 @@ class ServerConfig:
             raise ValueError("max_batch_size must be at least 1, max_batch_delay_seconds at least 0")
         if self.queue_limit < 1 or self.max_attempts < 1:
             raise ValueError("queue_limit and max_attempts must be at least 1")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be at least 0, got {self.warmup}")
         if self.max_jobs_per_owner < 1:
             raise ValueError("max_jobs_per_owner must be at least 1")
         if (self.tls_cert is None) != (self.tls_key is None):
