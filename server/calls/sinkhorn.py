@@ -261,7 +261,7 @@ def run(call: SinkhornCall, stop, progress=None):
     output = run_in_chunks(
         solve_chunk, lambda out: (out.f, out.g, out.omega), max_iterations=call.max_iterations, stop=stop,
         progress=progress, grow=False, stall_patience=STALL_PATIENCE,
-        stall_below=stall_ceiling(dtype, sum(1.0 if w is None else float(np.sum(w)) for w in (call.a, call.b))),
+        stall_below=stall_ceiling(dtype, _total_mass(call)),
         first_chunk=chunk_for_size(call.shape[0] * call.shape[1] * (ONLINE_WORK if call.online else 1)),
     )
     n, m = original_shape
@@ -360,13 +360,23 @@ def _run_sns(call: SinkhornCall, stop, progress):
         return output
 
     started = time.perf_counter()
+    from monge.solvers.loop import stall_ceiling
+    from monge.solvers.sinkhorn import STALL_PATIENCE
+
+    # SNS has no stall rule of its own yet: the chunks' errors give it one, as for Sinkhorn.
     output = run_in_chunks(
         solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
-        progress=progress, first_chunk=SNS_CHUNK, grow=False,
+        progress=progress, first_chunk=SNS_CHUNK, grow=False, stall_patience=STALL_PATIENCE,
+        stall_below=stall_ceiling(call.dtype, _total_mass(call)),
     )
     views = plan_views(output, call, *call.shape) if call.wants_views else {}
     result = _to_numpy(output) | {"newton": counts | {"kept_per_row": int(output.kept_per_row)}}
     return result, views, time.perf_counter() - started
+
+
+def _total_mass(call: SinkhornCall) -> float:
+    """|a| + |b|, the scale of the L1 marginal error (uniform weights: 1 each)."""
+    return sum(1.0 if w is None else float(np.sum(w)) for w in (call.a, call.b))
 
 
 def _cancelled(call: SinkhornCall):
