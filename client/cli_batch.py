@@ -21,7 +21,7 @@ import pathlib
 import sys
 
 from monge.client import requests
-from monge.client.cli_common import InputError, error_line, load_problem, save_result, summary, connection
+from monge.client.cli_common import InputError, error_line, load_problem, saved, summary, connection
 from monge.client.errors import InvalidArgumentError
 
 # The request builder for each --solver, the job item field it fills, and its settings.
@@ -187,16 +187,13 @@ def _run(args) -> int:
             print(f"monge: {file}: {error_line(item.error, f'items[{index}].{kind}.')}", file=sys.stderr)
             failed += 1
             continue
-        saved = ""
+        where = ""
         if output is not None:
-            try:
-                save_result(output, item.value)
-            except InputError as error:
-                print(f"monge: {file}: {error}", file=sys.stderr)
+            if not saved(output, item.value, file):
                 failed += 1
                 continue
-            saved = f" -> {output}"
-        print(f"{file}: {summary(item.value)}{saved}")
+            where = f" -> {output}"
+        print(f"{file}: {summary(item.value)}{where}")
         if not item.value.converged:
             failed += 1
     return 3 if failed else 0

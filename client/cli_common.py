@@ -13,21 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import numpy as np
 
 from monge.client.errors import MongeError
-from monge.client.results import (
-    ExactTransportResult,
-    ProbabilityFlowLikelihood,
-    ProbabilityFlowSamples,
-    SinkhornBatchResult,
-    SinkhornDivergenceResult,
-    SinkhornResult,
-    SparsityConstrainedResult,
-    TrainedScoreModel,
-)
-from monge.client.results import RuotFitResult
+from monge.client import results
 
 PROBLEM_KEYS = ("x", "y", "a", "b", "cost")
 
@@ -113,34 +104,34 @@ def error_line(error: MongeError, strip_field_prefix: str = "") -> str:
 
 def summary(result) -> str:
     """One line for a result: its cost and how the solve went."""
-    if isinstance(result, SinkhornDivergenceResult):
+    if isinstance(result, results.SinkhornDivergenceResult):
         terms = ", ".join(f"OT_{name} {getattr(result, name).objective:.10g}" for name in ("xy", "xx", "yy"))
         state = "converged" if result.converged else "not converged"
         return f"divergence {result.divergence:.10g}, {state} ({terms})"
-    if isinstance(result, SinkhornBatchResult):
+    if isinstance(result, results.SinkhornBatchResult):
         converged = sum(one.converged for one in result)
         return (f"{len(result)} problems, {converged} converged; costs "
                 + " ".join(f"{one.cost:.6g}" for one in result))
     d = result.diagnostics
-    if isinstance(result, ProbabilityFlowSamples):
+    if isinstance(result, results.ProbabilityFlowSamples):
         shape = "" if result.samples is None else f"{result.samples.shape[0]} samples of dimension " \
                                                   f"{result.samples.shape[1]}, "
         return f"{shape}{result.nfe} score evaluations, {d.status}"
-    if isinstance(result, ProbabilityFlowLikelihood):
+    if isinstance(result, results.ProbabilityFlowLikelihood):
         count = "" if result.log_likelihood is None else f"{result.log_likelihood.shape[0]} log-likelihoods, "
         return f"{count}{result.nfe} evaluations, {d.status}"
-    if isinstance(result, TrainedScoreModel):
+    if isinstance(result, results.TrainedScoreModel):
         return (f"model {result.model_id or '(not stored)'}, final loss {result.final_loss:.6g}, "
                 f"{d.status} after {d.iterations} steps")
-    if isinstance(result, RuotFitResult):
+    if isinstance(result, results.RuotFitResult):
         losses = "  ".join(f"{name} {value:.4g}" for name, value in result.final_losses.items())
         model = f"model {result.model_id}" if result.model_id else "no model stored"
         return f"{model}: {result.status} after {d.iterations} steps in {d.solve_seconds:.1f} s; {losses}"
-    if isinstance(result, ExactTransportResult):
+    if isinstance(result, results.ExactTransportResult):
         distance = "" if result.distance is None else f", distance {result.distance:.10g}"
         return (f"cost {result.cost:.10g}{distance}, {d.status} ({result.method}), "
                 f"marginal error {result.marginal_error:.3g}, {result.plan.nnz} nonzeros")
-    if isinstance(result, SparsityConstrainedResult):
+    if isinstance(result, results.SparsityConstrainedResult):
         return (f"cost {result.cost:.10g}, {d.status} after {d.iterations} iterations, "
                 f"marginal error {result.marginal_error:.3g}, "
                 f"at most {result.max_nonzeros_per_column} nonzeros per column")
@@ -155,7 +146,7 @@ def _sparse(arrays: dict, plan, name: str = "plan") -> None:
 
 def _probability_flow_arrays(result) -> dict:
     d = result.diagnostics
-    if isinstance(result, TrainedScoreModel):
+    if isinstance(result, results.TrainedScoreModel):
         arrays = {"model_id": np.str_(result.model_id), "final_loss": np.float64(result.final_loss),
                   "iterations": np.int64(d.iterations), "status": np.str_(d.status),
                   "solve_seconds": np.float64(d.solve_seconds), "prediction": np.str_(result.prediction),
@@ -168,7 +159,7 @@ def _probability_flow_arrays(result) -> dict:
     arrays = {"nfe": np.int64(result.nfe), "status": np.str_(d.status), "ok": np.bool_(d.ok),
               "solve_seconds": np.float64(d.solve_seconds)}
     names = (("samples", "times", "trajectory", "log_likelihood", "log_likelihood_stderr")
-             if isinstance(result, ProbabilityFlowSamples)
+             if isinstance(result, results.ProbabilityFlowSamples)
              else ("log_likelihood", "standard_error", "prior_log_likelihood", "latents"))
     arrays.update({name: getattr(result, name) for name in names if getattr(result, name) is not None})
     return arrays
@@ -177,11 +168,12 @@ def _probability_flow_arrays(result) -> dict:
 def result_arrays(result) -> dict:
     """The arrays saved for a result (see the module docstring). A Var-RUOT fit is saved
     as its exported model (`monge.client.RuotExport.load` reads it back)."""
-    if isinstance(result, (ProbabilityFlowSamples, ProbabilityFlowLikelihood, TrainedScoreModel)):
+    if isinstance(result, (results.ProbabilityFlowSamples, results.ProbabilityFlowLikelihood,
+                           results.TrainedScoreModel)):
         return _probability_flow_arrays(result)
-    if isinstance(result, RuotFitResult):
+    if isinstance(result, results.RuotFitResult):
         return result.model.file_arrays()
-    if isinstance(result, SinkhornDivergenceResult):
+    if isinstance(result, results.SinkhornDivergenceResult):
         arrays = {"divergence": np.float64(result.divergence), "converged": np.bool_(result.converged)}
         for name in ("xy", "xx", "yy"):
             term = getattr(result, name)
@@ -189,7 +181,7 @@ def result_arrays(result) -> dict:
                            f"{name}_iterations": np.int64(term.diagnostics.iterations),
                            f"{name}_status": np.str_(term.diagnostics.status)})
         return arrays
-    if isinstance(result, SinkhornBatchResult):  # one entry per problem, in order
+    if isinstance(result, results.SinkhornBatchResult):  # one entry per problem, in order
         return {"cost": np.array([one.cost for one in result], np.float64),
                 "marginal_error": np.array([one.marginal_error for one in result], np.float64),
                 "iterations": np.array([one.diagnostics.iterations for one in result], np.int64),
@@ -199,7 +191,7 @@ def result_arrays(result) -> dict:
     arrays = {"cost": np.float64(result.cost), "marginal_error": np.float64(result.marginal_error),
               "iterations": np.int64(d.iterations), "converged": np.bool_(d.converged),
               "status": np.str_(d.status), "solve_seconds": np.float64(d.solve_seconds)}
-    if isinstance(result, SinkhornResult):
+    if isinstance(result, results.SinkhornResult):
         arrays.update(f=result.f, g=result.g, objective=np.float64(result.objective))
         if result.plan is not None:
             arrays["plan"] = result.plan
@@ -207,14 +199,14 @@ def result_arrays(result) -> dict:
             _sparse(arrays, result.sparse_plan, "sparse_plan")
         if result.barycentric_map is not None:
             arrays["barycentric_map"] = result.barycentric_map
-    elif isinstance(result, ExactTransportResult):
+    elif isinstance(result, results.ExactTransportResult):
         arrays["method"] = np.str_(result.method)
         if result.distance is not None:
             arrays["distance"] = np.float64(result.distance)
         if result.f is not None:
             arrays.update(f=result.f, g=result.g)
         _sparse(arrays, result.plan)
-    elif isinstance(result, SparsityConstrainedResult):
+    elif isinstance(result, results.SparsityConstrainedResult):
         arrays.update(objective=np.float64(result.objective), dual_objective=np.float64(result.dual_objective),
                       max_nonzeros_per_column=np.int64(result.max_nonzeros_per_column))
         if result.alpha is not None:
@@ -233,6 +225,16 @@ def save_result(path, result) -> None:
         np.savez(path, **result_arrays(result))
     except OSError as error:
         raise InputError(f"cannot write {path}: {error}") from None
+
+
+def saved(path, result, label: str) -> bool:
+    """save_result, telling the user on stderr (under `label`) and returning False if it fails."""
+    try:
+        save_result(path, result)
+    except InputError as error:
+        print(f"monge: {label}: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 DEFAULT_TARGET = "127.0.0.1:50051"

@@ -17,7 +17,7 @@ import pathlib
 import sys
 import time
 
-from monge.client.cli_common import InputError, error_line, result_arrays, save_result, summary, connection
+from monge.client.cli_common import error_line, result_arrays, saved, summary, connection
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -130,10 +130,7 @@ def _write_results(info, out_dir: str) -> int:
         if not item.ok:
             continue
         path = directory / f"item-{index:03d}.npz"
-        try:
-            save_result(path, item.value)
-        except InputError as error:
-            print(f"monge: item {index}: {error}", file=sys.stderr)
+        if not saved(path, item.value, f"item {index}"):
             failures += 1
             continue
         print(f"saved item {index} to {path}")

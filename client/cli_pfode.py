@@ -101,15 +101,21 @@ def _source_or_exit(args):
         raise SystemExit(f"monge: {error}") from None
 
 
-def _save(path: str, result, single: str) -> None:
-    """`single` (an array of the result) to an .npy, or every array to an .npz."""
-    try:
-        if path.endswith(".npy"):
-            np.save(path, getattr(result, single))
-        else:
-            np.savez(path, **result_arrays(result))
-    except OSError as error:
-        raise SystemExit(f"monge: cannot write {path}: {error}") from None
+def _finish(args, result, single: str) -> int:
+    """The solve time; the result saved to --out (`single`, one of its arrays, to an .npy,
+    or every array to an .npz); the exit code from its status."""
+    d = result.diagnostics
+    print(f"solve time      {d.solve_seconds:.3f} s")
+    if args.out:
+        try:
+            if args.out.endswith(".npy"):
+                np.save(args.out, getattr(result, single))
+            else:
+                np.savez(args.out, **result_arrays(result))
+        except OSError as error:
+            raise SystemExit(f"monge: cannot write {args.out}: {error}") from None
+        print(f"saved           {args.out}")
+    return 0 if d.ok else 3
 
 
 def _sample(args) -> int:
@@ -134,11 +140,7 @@ def _sample(args) -> int:
         print(f"std             {np.array2string(result.samples.std(0), precision=4, max_line_width=200)}")
     if result.log_likelihood is not None:
         print(f"log-likelihood  mean {float(np.mean(result.log_likelihood)):.6g}")
-    print(f"solve time      {d.solve_seconds:.3f} s")
-    if args.out:
-        _save(args.out, result, "samples")
-        print(f"saved           {args.out}")
-    return 0 if d.ok else 3
+    return _finish(args, result, "samples")
 
 
 def _points(path: str) -> np.ndarray:
@@ -174,11 +176,7 @@ def _loglik(args) -> int:
               f"max {float(np.max(ll)):.6g}")
         if args.divergence == "hutchinson":
             print(f"standard error  mean {float(np.mean(result.standard_error)):.3g}")
-    print(f"solve time      {d.solve_seconds:.3f} s")
-    if args.out:
-        _save(args.out, result, "log_likelihood")
-        print(f"saved           {args.out}")
-    return 0 if d.ok else 3
+    return _finish(args, result, "log_likelihood")
 
 
 def _model_options(p) -> None:

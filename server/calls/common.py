@@ -152,6 +152,17 @@ def known_enum(value: int, enum_type, field: str) -> int:
     return value
 
 
+def choice(message, field: str, table: dict, errors: Violations, fallback, *, name: str | None = None):
+    """`table[message.<field>]` for an enum field; a value not in the table (proto3 keeps
+    unknown numbers as plain ints) is a violation of `name` (default: the field) and
+    `fallback` stands in so that the rest of the request is still checked."""
+    value = getattr(message, field)
+    if value in table:
+        return table[value]
+    errors.add(name or field, f"unknown value {value}")
+    return fallback
+
+
 # -- what the static OT calls share (Sinkhorn, exact, sparsity-constrained) ------------
 
 # Balanced solvers accept totals that differ by this relative amount (the exact solver's).

@@ -68,11 +68,8 @@ def parse(request: exact_pb2.ExactTransportRequest, config: ServerConfig) -> Exa
     points_field = "x" if cost_matrix is None else "cost_matrix"
 
     a, b = v.both_weights(request, shape, errors, balanced=True)
-    with errors.check():
-        v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
-    method = "auto"
-    with errors.check():
-        method = _METHODS[v.known_enum(request.method, exact_pb2.ExactMethod, "method")]
+    v.choice(request, "cost", v.COSTS, errors, None)
+    method = v.choice(request, "method", _METHODS, errors, "auto")
 
     p = None
     if request.HasField("p"):

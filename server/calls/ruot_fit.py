@@ -147,16 +147,11 @@ def _settings(message: ruot_pb2.RUOTFitSettings, config: ServerConfig, errors: v
         if message.HasField(name):
             with errors.check():
                 given[name] = check(getattr(message, name), f"settings.{name}")
-    with errors.check():
-        given["growth"] = _GROWTHS[v.known_enum(message.growth_penalty, ruot_pb2.RUOTGrowthPenalty,
-                                                "settings.growth_penalty")]
-    with errors.check():
-        given["laplacian"] = _LAPLACIANS[v.known_enum(message.laplacian, ruot_pb2.RUOTLaplacian,
-                                                      "settings.laplacian")]
-    with errors.check():
-        chosen = _RECONSTRUCTIONS[v.known_enum(message.reconstruction, ruot_pb2.RUOTReconstruction,
-                                               "settings.reconstruction")]
-        given["reconstruction"] = chosen or ("sinkhorn" if "ot_epsilon" in given else "energy")
+    given["growth"] = v.choice(message, "growth_penalty", _GROWTHS, errors, "quadratic",
+                               name="settings.growth_penalty")
+    given["laplacian"] = v.choice(message, "laplacian", _LAPLACIANS, errors, "auto", name="settings.laplacian")
+    chosen = v.choice(message, "reconstruction", _RECONSTRUCTIONS, errors, None, name="settings.reconstruction")
+    given["reconstruction"] = chosen or ("sinkhorn" if "ot_epsilon" in given else "energy")
     if "ot_epsilon" in given and given.get("reconstruction") == "energy":
         errors.add("settings.ot_epsilon", "applies only to RUOT_RECONSTRUCTION_SINKHORN_DIVERGENCE (the energy "
                                           "distance has no epsilon)")

@@ -146,13 +146,8 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
     errors = v.Violations()
     x, y, cost_matrix, shape, dtype = v.points_or_matrix(request, errors, config)
 
-    method = "auto"
-    with errors.check():
-        method = _METHODS[v.known_enum(request.method, sinkhorn_pb2.SinkhornMethod, "method")]
-    overrelaxation = None
-    with errors.check():
-        overrelaxation = _OVERRELAXATION[v.known_enum(request.overrelaxation, sinkhorn_pb2.Overrelaxation,
-                                                      "overrelaxation")]
+    method = v.choice(request, "method", _METHODS, errors, "auto")
+    overrelaxation = v.choice(request, "overrelaxation", _OVERRELAXATION, errors, None)
     if method == "sns" and overrelaxation == "adaptive":
         errors.add("overrelaxation", "SINKHORN_METHOD_SNS's Sinkhorn sweeps are not over-relaxed; leave "
                                      "overrelaxation unset or OVERRELAXATION_OFF, or use another method")
@@ -164,8 +159,7 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
     online = _route(*shape, dtype, x, cost_matrix, method, request.return_plan, config, errors,
                     top_k=top_k, barycentric=barycentric)
     a, b = v.both_weights(request, shape, errors)
-    with errors.check():
-        v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
+    v.choice(request, "cost", v.COSTS, errors, None)
     epsilon = v.positive_setting(request, "epsilon", DEFAULTS.epsilon, errors)
     threshold = v.positive_setting(request, "threshold", DEFAULTS.threshold, errors)
     max_iterations = v.iteration_cap(request, DEFAULTS.max_iterations, errors, config)

@@ -54,11 +54,8 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
                    f"n * m = {n * m:,} is over this server's limit of {config.max_dense_elements:,} "
                    "(max_dense_elements) for a dense solve")
     a, b = v.both_weights(request, shape, errors, balanced=True)
-    with errors.check():
-        v.known_enum(request.cost, sinkhorn_pb2.CostFunction, "cost")
-    formulation = "semi_dual"
-    with errors.check():
-        formulation = _FORMULATIONS[v.known_enum(request.formulation, pb.SparsityFormulation, "formulation")]
+    v.choice(request, "cost", v.COSTS, errors, None)
+    formulation = v.choice(request, "formulation", _FORMULATIONS, errors, "semi_dual")
     gamma = v.positive_setting(request, "gamma", DEFAULTS.gamma, errors)
     threshold = v.positive_setting(request, "threshold", DEFAULTS.threshold, errors)
     max_iterations = v.iteration_cap(request, DEFAULTS.max_iterations, errors, config)

@@ -37,15 +37,12 @@ from monge.solvers.pfode.flow import (
     log_likelihood,
     MarginalPrior,
     NoisePrior,
-    PREDICTIONS,
     sample,
     SampleOutput,
-    SAMPLERS,
     SampleRun,
-    SCHEDULES,
-    TIME_GRIDS,
 )
 from monge.solvers.pfode.samplers import (
+    SAMPLERS,
     AbstractExponentialSampler,
     AbstractFixedGridSampler,
     AbstractSampler,
@@ -58,6 +55,8 @@ from monge.solvers.pfode.samplers import (
     IntegrationState,
 )
 from monge.solvers.pfode.schedules import (
+    SCHEDULES,
+    TIME_GRIDS,
     AbstractSchedule,
     AbstractTimeGrid,
     EDMSchedule,
@@ -68,6 +67,7 @@ from monge.solvers.pfode.schedules import (
     VPSchedule,
 )
 from monge.solvers.pfode.sources import (
+    PREDICTIONS,
     AbstractPrediction,
     AbstractScoreSource,
     DataPrediction,

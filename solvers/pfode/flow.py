@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import functools
 import inspect
 import math
 from typing import Callable, ParamSpec, Protocol, TypeVar
@@ -18,34 +17,9 @@ import numpy as np
 
 from monge.solvers.pfode import adaptive as pfode_adaptive
 from monge.solvers.status import Status, sample_message
-from monge.solvers.pfode.samplers import (
-    AbstractSampler,
-    Dopri5,
-    DPMSolverPlusPlus,
-    Euler,
-    ExponentialEuler,
-    Heun,
-    IntegrationState,
-    velocity,
-)
-from monge.solvers.pfode.schedules import (
-    AbstractSchedule,
-    AbstractTimeGrid,
-    EDMSchedule,
-    KarrasTimeGrid,
-    LogSNRTimeGrid,
-    UniformTimeGrid,
-    VESchedule,
-    VPSchedule,
-)
-from monge.solvers.pfode.sources import (
-    AbstractScoreSource,
-    DataPrediction,
-    GaussianMixture,
-    NoisePrediction,
-    ScorePrediction,
-    VelocityPrediction,
-)
+from monge.solvers.pfode.samplers import AbstractSampler, Heun, IntegrationState, velocity
+from monge.solvers.pfode.schedules import AbstractSchedule, AbstractTimeGrid, KarrasTimeGrid
+from monge.solvers.pfode.sources import AbstractScoreSource, GaussianMixture
 
 
 
@@ -138,28 +112,6 @@ class HutchinsonDivergence(AbstractDivergence):
     def combine(self, quadratic_forms):
         p = quadratic_forms.shape[-1]
         return jnp.mean(quadratic_forms, axis=-1), jnp.std(quadratic_forms, axis=-1, ddof=1) / math.sqrt(p)
-
-
-# ---------------------------------------------------------------------------------------
-# Names a request may use (lower-case, as in the proto enums without their prefix), so
-# that the service maps an enum to a class in one place.
-
-SCHEDULES = {"vp": VPSchedule, "ve": VESchedule, "edm": EDMSchedule}
-TIME_GRIDS = {"uniform": UniformTimeGrid, "log_snr": LogSNRTimeGrid, "karras": KarrasTimeGrid}
-SAMPLERS = {
-    "euler": Euler,
-    "heun": Heun,
-    "ddim": ExponentialEuler,
-    "dpm_solver_pp_2m": functools.partial(DPMSolverPlusPlus, order=2),
-    "dpm_solver_pp_3m": functools.partial(DPMSolverPlusPlus, order=3),
-    "dopri5": Dopri5,
-}
-PREDICTIONS = {
-    "score": ScorePrediction,
-    "noise": NoisePrediction,
-    "data": DataPrediction,
-    "velocity": VelocityPrediction,
-}
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -516,3 +517,15 @@ class Diffrax(AbstractSampler):
     def finish(self, source, schedule, times, state):
         inner = state.inner
         return inner.x_end, inner.trajectory, inner.nfe, inner.status
+
+
+# Names a request may use (lower-case, as in the proto enums without their prefix), so
+# that the service maps an enum to a class in one place.
+SAMPLERS = {
+    "euler": Euler,
+    "heun": Heun,
+    "ddim": ExponentialEuler,
+    "dpm_solver_pp_2m": functools.partial(DPMSolverPlusPlus, order=2),
+    "dpm_solver_pp_3m": functools.partial(DPMSolverPlusPlus, order=3),
+    "dopri5": Dopri5,
+}

@@ -222,3 +222,8 @@ def _check_positive(name, value, allow_zero=False):
         return  # traced: validated where it was concrete
     if not (concrete >= 0 if allow_zero else concrete > 0):
         raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {concrete}")
+
+
+# The registries the service names them by.
+SCHEDULES = {"vp": VPSchedule, "ve": VESchedule, "edm": EDMSchedule}
+TIME_GRIDS = {"uniform": UniformTimeGrid, "log_snr": LogSNRTimeGrid, "karras": KarrasTimeGrid}

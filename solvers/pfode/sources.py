@@ -339,3 +339,13 @@ class MLPModel(AbstractScoreSource):
             self.weights, x, jnp.broadcast_to(log_alpha, (n,)), jnp.broadcast_to(log_sigma, (n,))
         )
         return self.prediction.denoised(output, x, jnp.exp(log_alpha), jnp.exp(log_sigma))
+
+
+# Names a request may use (lower-case, as in the proto enums without their prefix), so
+# that the service maps an enum to a class in one place.
+PREDICTIONS = {
+    "score": ScorePrediction,
+    "noise": NoisePrediction,
+    "data": DataPrediction,
+    "velocity": VelocityPrediction,
+}

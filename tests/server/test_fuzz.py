@@ -290,14 +290,24 @@ def _assert_healthy(target):
 # -- the server ------------------------------------------------------------------------
 
 
+_ONE_REPLY = {  # rpc: (its requests, a field every answered reply has)
+    "Sinkhorn": (sinkhorn_requests, "f"),
+    "ExactTransport": (exact_requests, "plan"),
+    "SparsityConstrainedTransport": (sparsity_requests, "plan"),
+}
+
+
+@pytest.mark.parametrize("rpc", list(_ONE_REPLY))
 @FUZZ
-@given(request=sinkhorn_requests())
-def test_sinkhorn_answers_every_request(channel, request):
-    reply, violations = _answer(service_pb2_grpc.SolverServiceStub(channel).Sinkhorn, request)
+@given(data=st.data())
+def test_transport_rpc_answers_every_request(channel, rpc, data):
+    requests, answered_field = _ONE_REPLY[rpc]
+    request = data.draw(requests(), label="request")
+    reply, violations = _answer(getattr(service_pb2_grpc.SolverServiceStub(channel), rpc), request)
     if violations:
         _assert_named(violations, request)
     else:
-        assert reply.diagnostics.status != 0 and reply.HasField("f")
+        assert reply.diagnostics.status != 0 and reply.HasField(answered_field)
 
 
 @settings(FUZZ, max_examples=20)
@@ -322,26 +332,6 @@ def test_sinkhorn_divergence_answers_every_request(channel, request):
         _assert_named(violations, request)
     else:
         assert all(getattr(reply, name).diagnostics.status != 0 for name in ("xy", "xx", "yy"))
-
-
-@FUZZ
-@given(request=exact_requests())
-def test_exact_transport_answers_every_request(channel, request):
-    reply, violations = _answer(service_pb2_grpc.SolverServiceStub(channel).ExactTransport, request)
-    if violations:
-        _assert_named(violations, request)
-    else:
-        assert reply.diagnostics.status != 0 and reply.HasField("plan")
-
-
-@FUZZ
-@given(request=sparsity_requests())
-def test_sparsity_constrained_answers_every_request(channel, request):
-    reply, violations = _answer(service_pb2_grpc.SolverServiceStub(channel).SparsityConstrainedTransport, request)
-    if violations:
-        _assert_named(violations, request)
-    else:
-        assert reply.diagnostics.status != 0 and reply.HasField("plan")
 
 
 @settings(FUZZ, max_examples=30)
