@@ -43,6 +43,18 @@ class ChildFailed(RuntimeError):
     child died."""
 
 
+def received(connection: Connection):
+    """The tasks a parent sends down `connection`, until it sends None or goes away."""
+    while True:
+        try:
+            task = connection.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        yield task
+
+
 def _child_main(connection: Connection) -> None:
     parent = os.getppid()
 
@@ -52,14 +64,7 @@ def _child_main(connection: Connection) -> None:
         os._exit(1)
 
     threading.Thread(target=orphaned, daemon=True).start()
-    while True:
-        try:
-            task = connection.recv()
-        except EOFError:  # the worker went away
-            return
-        if task is None:
-            return
-        function, args = task
+    for function, args in received(connection):
         try:
             reply = ("ok", function(*args))
         except BaseException:  # noqa: BLE001 - reported to the worker, which raises

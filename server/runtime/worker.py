@@ -15,6 +15,7 @@ import traceback
 import uuid
 
 from monge.server.errors import OK
+from monge.server.runtime.killable import received
 
 log = logging.getLogger("monge.worker")
 
@@ -130,14 +131,7 @@ def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_
     except Exception:  # noqa: BLE001 - a worker that cannot start says so and exits
         outbox.send(("failed", os.getpid(), traceback.format_exc()))
         return
-    while True:
-        try:
-            task = inbox.recv()
-        except EOFError:  # the server went away
-            return
-        if task is None:
-            return
-        sequence, kind, payload, owner = task
+    for sequence, kind, payload, owner in received(inbox):
 
         def progress(**fields):
             try:

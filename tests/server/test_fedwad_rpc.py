@@ -133,12 +133,18 @@ def test_unnamed_parties_take_free_slots_in_order(server, sessions, rng):
     assert sessions.get(session.session_id).estimate == fedwad(x, y, config=FedWadConfig(rounds=2)).estimate
 
 
-def test_party_disconnect_mid_session_ends_it_for_the_others(server, sessions, rng):
-    session = sessions.create(["alice", "bob"], rounds=1000, dimension=2)
-    alice = PartyThread(server.target, session.session_id, rng.normal(size=(10, 2)), "alice")
+def _alice_beside_raw_bob(server, sessions, rng, alice_points: int, **session):
+    """A session of alice (a well-behaved party) and bob (hand-driven): (the session,
+    alice, bob, bob's replies)."""
+    created = sessions.create(["alice", "bob"], **session)
+    alice = PartyThread(server.target, created.session_id, rng.normal(size=(alice_points, 2)), "alice")
     bob = RawParty(server.target)
-    bob.join(session.session_id, "bob")
-    replies = iter(bob.call)
+    bob.join(created.session_id, "bob")
+    return created, alice, bob, iter(bob.call)
+
+
+def test_party_disconnect_mid_session_ends_it_for_the_others(server, sessions, rng):
+    session, alice, bob, replies = _alice_beside_raw_bob(server, sessions, rng, 10, rounds=1000, dimension=2)
     assert next(replies).WhichOneof("message") == "joined"
     assert next(replies).WhichOneof("message") == "round"  # the session is running
     bob.close()  # bob goes away without answering
@@ -244,11 +250,7 @@ def test_server_refuses_an_empty_sample(server, sessions):
 
 
 def test_nan_answer_fails_the_session_naming_the_party(server, sessions, rng):
-    session = sessions.create(["alice", "bob"], rounds=3, support_size=4)
-    alice = PartyThread(server.target, session.session_id, rng.normal(size=(6, 2)), "alice")
-    bob = RawParty(server.target)
-    bob.join(session.session_id, "bob")
-    replies = iter(bob.call)
+    session, alice, bob, replies = _alice_beside_raw_bob(server, sessions, rng, 6, rounds=3, support_size=4)
     next(replies)
     round_ = next(replies).round
     bad = np.full((4, 2), np.nan)
