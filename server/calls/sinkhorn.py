@@ -18,7 +18,8 @@ from monge.solvers.sinkhorn import SinkhornConfig
 from monge.solvers.status import Status
 from monge.server import limits
 from monge.server.calls import common as v
-from monge.server.runtime.chunked import chunk_for_size, run_in_chunks
+from monge.server.runtime.chunked import run_in_chunks
+from monge.server.runtime.watch import watching
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
 from monge.v1 import diagnostics_pb2, sinkhorn_pb2
@@ -30,8 +31,6 @@ MAX_SCALING_STAGES = 20
 # Methods that can compute the cost in blocks, and the block (rows) they use.
 ONLINE_METHODS = ("auto", "log")
 ONLINE_BLOCK = 1024
-# An online iteration costs about this many dense ones (cost and exponentials per block).
-ONLINE_WORK = 4
 
 _METHODS = {
     sinkhorn_pb2.SINKHORN_METHOD_UNSPECIFIED: "auto",
@@ -64,7 +63,7 @@ class SinkhornCall(v.TransportArrays):
     top_k: int = 0  # return the plan's k largest entries per row (0: none)
     barycentric_map: bool = False  # return where each source point is sent
     overrelaxation: str = "adaptive"  # or "off" (plain updates; SNS's sweeps always are)
-    scaling_stages: int = 0  # epsilon scaling before the solve at epsilon (the first chunk's)
+    scaling_stages: int = 0  # epsilon scaling before the solve at epsilon
 
 
     def solver_config(self, max_iterations: int, *, first_chunk: bool = True, **overrides) -> SinkhornConfig:
@@ -229,35 +228,26 @@ def _top_k(request, shape, dtype, config: ServerConfig, errors: v.Violations) ->
 
 
 def run(call: SinkhornCall, stop, progress=None):
-    """Solve on this process's JAX device, in chunks so that `stop` (anything with
-    `is_set()`) is honoured between them; `progress(iteration=, error=)` hears of each
-    chunk. Blocking: run it off the event loop."""
+    """Solve on this process's JAX device as one watched solve (`runtime.watch`): the
+    program an in-process `solve` runs, which asks between blocks whether `stop`
+    (anything with `is_set()`) is set and tells `progress(iteration=, error=)` how it
+    goes. Blocking: run it off the event loop."""
     if call.method == "sns":
         return _run_sns(call, stop, progress)
-    from monge.solvers.loop import stall_ceiling
-    from monge.solvers.sinkhorn import STALL_PATIENCE, make_problem, solve
+    from monge.solvers.sinkhorn import make_problem, solve
 
+    if stop.is_set():
+        return _cancelled(call), {}, 0.0
     original_shape = call.shape
     call = padded_to_bucket(call)
-    dtype = call.dtype
-    # A cold start as an explicit (f, g, omega): the first chunk then reuses the later
-    # chunks' program, and each chunk carries on with the over-relaxation factor so far.
-    zeros = (np.zeros(call.shape[0], dtype), np.zeros(call.shape[1], dtype), np.ones((), dtype))
-
     problem = make_problem(call.x, call.y, call.a, call.b, call.cost_matrix,
                            call.cost if call.cost != "matrix" else "sqeuclidean")
-
-    def solve_chunk(iterations, init):
-        return solve(problem, call.solver_config(iterations, first_chunk=init is None),
-                     zeros if init is None else init)
-
     started = time.perf_counter()
-    output = run_in_chunks(
-        solve_chunk, lambda out: (out.f, out.g, out.omega), max_iterations=call.max_iterations, stop=stop,
-        progress=progress, grow=False, stall_patience=STALL_PATIENCE,
-        stall_below=stall_ceiling(dtype, _total_mass(call)),
-        first_chunk=chunk_for_size(call.shape[0] * call.shape[1] * (ONLINE_WORK if call.online else 1)),
-    )
+    with watching(stop, progress) as watch:
+        output = solve(problem, call.solver_config(call.max_iterations), None, watch)
+        int(output.status)  # blocks until the device is done, while the watch is registered
+    if progress is not None:
+        progress(iteration=int(output.iterations), error=float(output.marginal_error))
     n, m = original_shape
     views = plan_views(output, call, n, m) if call.wants_views else {}
     output = _to_numpy(output)

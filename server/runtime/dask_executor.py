@@ -30,6 +30,7 @@ import asyncio
 import dataclasses
 import logging
 import numbers
+import math
 import os
 import pathlib
 import time
@@ -94,20 +95,30 @@ async def worker_facts(cache_dir: str | None) -> dict:
 
 
 class _ClusterStopFlag:
-    """`is_set()` when the server set this call's cancel Event; asked between chunks."""
+    """`is_set()` when the server set this call's cancel Event. A running solve asks
+    often (a watched one about every 20 ms), and each reading is a round trip to the
+    scheduler, so the Event is read at most every READ_SECONDS and the last answer
+    given in between."""
+
+    READ_SECONDS = 0.1
 
     def __init__(self, task_id: str):
         self._name = _cancel_event_name(task_id)
         self._event: distributed.Event | None = None
+        self._read_at, self._set = -math.inf, False
 
     def is_set(self) -> bool:
+        now = time.monotonic()
+        if self._set or now - self._read_at < self.READ_SECONDS:
+            return self._set
+        self._read_at = now
         if self._event is None:
             self._event = distributed.Event(self._name)  # through this worker's client
         try:
-            return self._event.is_set()
+            self._set = bool(self._event.is_set())
         except Exception:  # noqa: BLE001 - the scheduler is unreachable: keep solving
             log.warning("could not read the cancel flag %s", self._name, exc_info=True)
-            return False
+        return self._set
 
 
 def _plain(fields: dict) -> dict:

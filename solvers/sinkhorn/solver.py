@@ -52,7 +52,9 @@ from jax.scipy.special import logsumexp
 from monge.solvers.sinkhorn import overrelaxation
 from monge.solvers.checks import positive_if_concrete
 from monge.solvers.problem import OTProblem, make_problem
-from monge.solvers.loop import final_status, improved, is_stalled, run_until_converged, stall_ceiling
+from monge.solvers.loop import (
+    Watch, final_status, improved, is_stalled, run_until_converged, stall_ceiling, start_polling, stopped,
+)
 from monge.solvers.status import Status, status_message
 from monge.solvers.sinkhorn.implicit import gauge_shift, implicit_potentials
 from monge.solvers.sinkhorn.ops import (
@@ -67,8 +69,9 @@ STALL_PATIENCE = 200  # iterations; the default of SinkhornConfig.stall_patience
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SinkhornConfig:
-    """Hyperparameters. Values (epsilon, threshold, reg_m, scaling_factor) are traced:
-    changing them does not recompile. The other fields are static.
+    """Hyperparameters. Values (epsilon, threshold, reg_m, scaling_factor,
+    max_iterations) are traced: changing them does not recompile. The other fields are
+    static.
 
     epsilon: entropic weight, absolute (cost units), > 0.
     threshold: stop when the L1 marginal error (balanced) or the L1 residual of the
@@ -101,7 +104,7 @@ class SinkhornConfig:
     threshold: float = 1e-6
     reg_m: tuple[float, float] = (math.inf, math.inf)
     scaling_factor: float = 0.3
-    max_iterations: int = dataclasses.field(default=10_000, metadata=dict(static=True))
+    max_iterations: int = 10_000
     inner_iterations: int = dataclasses.field(default=10, metadata=dict(static=True))
     method: str = dataclasses.field(default="auto", metadata=dict(static=True))
     online: bool = dataclasses.field(default=False, metadata=dict(static=True))
@@ -119,8 +122,9 @@ class SinkhornConfig:
         positive_if_concrete("threshold", self.threshold)
         for value in self.reg_m:
             positive_if_concrete("reg_m", value)
-        if min(self.max_iterations, self.inner_iterations, self.block_size) < 1:
-            raise ValueError("max_iterations, inner_iterations and block_size must be at least 1")
+        positive_if_concrete("max_iterations", self.max_iterations)
+        if min(self.inner_iterations, self.block_size) < 1:
+            raise ValueError("inner_iterations and block_size must be at least 1")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
         if self.online and self.method == "kernel":
@@ -247,9 +251,9 @@ jax.tree_util.register_dataclass(
 )
 jax.tree_util.register_dataclass(
     SinkhornConfig,
-    data_fields=["epsilon", "threshold", "reg_m", "scaling_factor"],
+    data_fields=["epsilon", "threshold", "reg_m", "scaling_factor", "max_iterations"],
     meta_fields=[
-        "max_iterations", "inner_iterations", "method", "online", "block_size",
+        "inner_iterations", "method", "online", "block_size",
         "scaling_stages", "implicit_diff", "stall_patience", "overrelaxation",
     ],
 )
@@ -313,7 +317,8 @@ def _absorb_bound(dtype) -> float:
     return 0.25 * math.log(float(jnp.finfo(dtype).max))
 
 
-def _kernel_engine(cost, p: _Problem, f0, g0, omega0, epsilon, threshold, max_iterations, inner, patience, adaptive):
+def _kernel_engine(cost, p: _Problem, f0, g0, omega0, epsilon, threshold, max_iterations, inner, patience, adaptive,
+                   watch, polling):
     """Stabilised scaling iterations.
 
     The kernel is a constant of an inner loop (carrying it would copy n m values per
@@ -347,7 +352,7 @@ def _kernel_engine(cost, p: _Problem, f0, g0, omega0, epsilon, threshold, max_it
         return f, g
 
     def epoch(carry):
-        fa, ga, state, epochs, _ = carry
+        fa, ga, state, epochs, _, polling = carry
         f = fa + epsilon * jnp.log(state.u)
         g = ga + epsilon * jnp.log(state.v)
         finite = jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g)) & jnp.isfinite(state.error)
@@ -408,28 +413,29 @@ def _kernel_engine(cost, p: _Problem, f0, g0, omega0, epsilon, threshold, max_it
         loop = run_until_converged(
             step, loop_error, start,
             threshold=threshold, max_iterations=max_iterations, inner_iterations=inner,
+            watch=watch, polling=polling,
         )
         # A careful rebuild after which not one step succeeds cannot be helped by
         # another: stop, and let the status say so.
         stuck = recover & (loop.state.count == state.count)
-        return fa, ga, loop.state, epochs + 1, stuck
+        return fa, ga, loop.state, epochs + 1, stuck, loop.polling
 
     def more(carry):
-        _, _, state, epochs, stuck = carry
+        _, _, state, epochs, stuck, polling = carry
         going = state.rebuild & (state.count < max_iterations) & ~stuck & (epochs <= max_iterations)
-        return going & ~stalled(state)
+        return going & ~stalled(state) & ~stopped(polling)
 
     state = _KernelState(
         u=jnp.ones_like(f0), v=jnp.ones_like(g0), error=jnp.asarray(jnp.inf, dtype),
         count=jnp.int32(0), rebuild=jnp.bool_(True), best=jnp.asarray(jnp.inf, dtype),
         best_at=jnp.int32(0), relaxation=overrelaxation.start(omega0, dtype),
     )
-    init = (f0, g0, state, jnp.int32(0), jnp.bool_(False))
-    fa, ga, state, _, _ = jax.lax.while_loop(more, epoch, init)
+    init = (f0, g0, state, jnp.int32(0), jnp.bool_(False), polling)
+    fa, ga, state, _, _, polling = jax.lax.while_loop(more, epoch, init)
     # The status is recomputed from the last accepted error; a stall survives rebuilds
     # because `best_at` lives in the state.
-    status = final_status(state.error, threshold, stalled(state))
-    return ScaledPotentials(fa, ga, state.u, state.v), state.count, status, state.relaxation.omega
+    status = final_status(state.error, threshold, stalled(state), stopped(polling), started=state.count > 0)
+    return ScaledPotentials(fa, ga, state.u, state.v), state.count, status, state.relaxation.omega, polling
 
 
 class _LogState(NamedTuple):
@@ -441,7 +447,7 @@ class _LogState(NamedTuple):
 
 
 def _log_engine(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, threshold, max_iterations, inner,
-                patience, adaptive):
+                patience, adaptive, watch, polling):
     inv_eps = 1.0 / epsilon
     damp_a, damp_b = _damping(p.tau_a, epsilon), _damping(p.tau_b, epsilon)
     mass = jnp.sum(p.a) + jnp.sum(p.b)  # the scale of the error, as in the kernel engine
@@ -468,10 +474,11 @@ def _log_engine(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, thresh
     loop = run_until_converged(
         step, lambda s: s.error, init,
         threshold=threshold, max_iterations=max_iterations, inner_iterations=inner,
-        stall_patience=patience, stall_below=stall_ceiling(dtype, mass),
+        stall_patience=patience, stall_below=stall_ceiling(dtype, mass), watch=watch, polling=polling,
     )
     state = loop.state
-    return ScaledPotentials.plain(state.f, state.g), loop.iterations, loop.status, state.relaxation.omega
+    return (ScaledPotentials.plain(state.f, state.g), loop.iterations, loop.status, state.relaxation.omega,
+            loop.polling)
 
 
 # Measured on this machine (2 CPU cores): the stabilised kernel stays 2-4x cheaper per
@@ -484,10 +491,12 @@ def _auto_uses_kernel(cost, epsilon):
     return (jnp.max(cost) - jnp.min(cost)) / epsilon <= _AUTO_KERNEL_RANGE
 
 
-def _iterate(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, threshold, config, max_iterations):
+def _iterate(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, threshold, config, max_iterations,
+             watch, polling):
     inner = config.inner_iterations
     adaptive = config.overrelaxation == "adaptive"
-    args = (p, f0, g0, omega0, epsilon, threshold, max_iterations, inner, config.stall_patience, adaptive)
+    args = (p, f0, g0, omega0, epsilon, threshold, max_iterations, inner, config.stall_patience, adaptive,
+            watch, polling)
     if access.online or config.method == "log":
         return _log_engine(access, *args)
     if config.method == "kernel":
@@ -499,7 +508,7 @@ def _iterate(access: CostAccess, p: _Problem, f0, g0, omega0, epsilon, threshold
     )
 
 
-def _solve(problem: OTProblem, config: SinkhornConfig, init=None) -> SinkhornOutput:
+def _solve(problem: OTProblem, config: SinkhornConfig, init=None, watch: Watch | None = None) -> SinkhornOutput:
     sg = jax.lax.stop_gradient
     dtype = problem.geometry.dtype
     n, m = problem.shape
@@ -521,22 +530,25 @@ def _solve(problem: OTProblem, config: SinkhornConfig, init=None) -> SinkhornOut
         if len(init) > 2:
             omega = sg(jnp.asarray(init[2], dtype))
     iterations = jnp.int32(0)
+    polling = start_polling(watch)
     if config.scaling_stages > 0:
         stages = config.scaling_stages
         factor = jnp.asarray(config.scaling_factor, dtype)
         # Intermediate stages only need to put the potentials near the next stage's.
         loose = jnp.maximum(threshold, 1e-3 * jnp.sum(a))
-        stage_cap = max(config.inner_iterations, config.max_iterations // (stages + 1))
+        stage_cap = jnp.maximum(config.inner_iterations, config.max_iterations // (stages + 1))
 
         def stage(k, carry):
-            f, g, count = carry
+            f, g, count, polling = carry
             eps_k = epsilon / factor ** (stages - k)
             # Each stage estimates its own factor: the contraction depends on epsilon.
-            scaled, its, _, _ = _iterate(access, p, f, g, 1.0, eps_k, loose, config, stage_cap)
-            return (*scaled.total(eps_k), count + its)
+            scaled, its, _, _, polling = _iterate(access, p, f, g, 1.0, eps_k, loose, config, stage_cap,
+                                                  watch, polling)
+            return (*scaled.total(eps_k), count + its, polling)
 
-        f, g, iterations = jax.lax.fori_loop(0, stages, stage, (f, g, iterations))
-    scaled, its, status, omega = _iterate(access, p, f, g, omega, epsilon, threshold, config, config.max_iterations)
+        f, g, iterations, polling = jax.lax.fori_loop(0, stages, stage, (f, g, iterations, polling))
+    scaled, its, status, omega, _ = _iterate(access, p, f, g, omega, epsilon, threshold, config,
+                                             config.max_iterations, watch, polling)
     iterations = iterations + its
     f, g = scaled.total(epsilon)
 
@@ -623,7 +635,9 @@ solve.__doc__ = """Solve entropic OT: `solve(problem, config, init=None) -> Sink
 
 jit-compiled, one program per shape, dtype and static config; epsilon, threshold and
 reg_m are traced. `init=(f, g)` warm-starts from given potentials, `init=(f, g, omega)`
-also from an over-relaxation factor (`SinkhornOutput.omega` of an earlier run)."""
+also from an over-relaxation factor (`SinkhornOutput.omega` of an earlier run).
+`watch` (`monge.solvers.loop.Watch`) lets a host function stop the run between
+blocks (status CANCELLED) and hear its progress; the service passes one."""
 
 
 # ---------------------------------------------------------------------------------------

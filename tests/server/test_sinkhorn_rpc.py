@@ -246,3 +246,21 @@ def test_unreachable_float32_threshold_stalls(client, method, cap):
     assert not r.converged and r.diagnostics.status == "stalled"
     assert r.iterations < cap and r.marginal_error < 1e-4
     assert "stopped decreasing" in r.message
+
+
+@pytest.mark.parametrize("method, n, m", [("kernel", 64, 48), ("log", 64, 48), ("kernel", 60, 50)])
+def test_served_stops_at_the_in_process_iteration(client, method, n, m):
+    # The served call runs the in-process program (with a watch between blocks), so it
+    # stops at the same iteration with the same potentials; 60 x 50 is padded to its
+    # size bucket (64 x 64) with zero-weight points, which carry no mass.
+    from monge.solvers import sinkhorn
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, 2)).astype(np.float32)
+    y = (rng.normal(size=(m, 2)) + 0.5).astype(np.float32)
+    served = client.sinkhorn(x, y, epsilon=0.02, threshold=1e-5, method=method)
+    local = sinkhorn(x, y, epsilon=0.02, threshold=1e-5, method=method)
+    assert served.converged and int(local.iterations) > 100
+    assert served.iterations == int(local.iterations)
+    np.testing.assert_allclose(served.f, np.asarray(local.f), rtol=0, atol=1e-5)
+    assert served.cost == pytest.approx(float(local.cost), rel=1e-5)
