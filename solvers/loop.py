@@ -3,8 +3,8 @@
 `lax.while_loop` over blocks of `inner_iterations` steps; the error is computed once
 per block (it usually costs as much as a step), the loop stops on convergence, on the
 iteration cap, on a non-finite error, or (optionally) when the error has stalled.
-Everything here is jit-compatible; caps and block sizes are static, the threshold is
-traced so one program serves every request.
+Everything here is jit-compatible; block sizes are static, the threshold and the cap
+may be traced so one program serves every request.
 
 A caller that must be able to stop a running solve (the service: cancellation,
 deadlines) or hear of its progress passes a `Watch`: the loop then asks a host function
@@ -148,8 +148,9 @@ def run_until_converged(
     """Apply `step` until `error(state) <= threshold`, checking once every block.
 
     `inner_iterations` and `stall_patience` are static; `threshold` and
-    `max_iterations` may be traced (one program serves every cap). Iterations are counted in whole blocks, so the count is a multiple
-    of `inner_iterations` (or equals `max_iterations`).
+    `max_iterations` may be traced (one program serves every cap). Iterations are
+    counted in whole blocks, so the count is a multiple of `inner_iterations` (or
+    equals `max_iterations`, where the last block stops).
 
     With `stall_patience` > 0 (iterations, rounded up to whole blocks) the loop also
     stops, with status STALLED, once at least that many iterations, and at least as
@@ -190,7 +191,7 @@ def run_until_converged(
         err = error(state)
         better = improved(err, best)
         block = block + 1
-        polled = poll(watch, polled, inner_iterations, err)
+        polled = poll(watch, polled, steps, err)
         return block, err, jnp.where(better, err, best), jnp.where(better, block, best_at), state, polled
 
     init_error = jnp.full((), jnp.inf, dtype=jax.eval_shape(error, init).dtype)

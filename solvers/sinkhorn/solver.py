@@ -50,7 +50,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from monge.solvers.sinkhorn import overrelaxation
-from monge.solvers.checks import positive_if_concrete
+from monge.solvers.checks import positive_if_concrete, whole_if_concrete
 from monge.solvers.problem import OTProblem, make_problem
 from monge.solvers.loop import (
     Watch, final_status, improved, is_stalled, run_until_converged, stall_ceiling, start_polling, stopped,
@@ -122,7 +122,10 @@ class SinkhornConfig:
         positive_if_concrete("threshold", self.threshold)
         for value in self.reg_m:
             positive_if_concrete("reg_m", value)
-        positive_if_concrete("max_iterations", self.max_iterations)
+        # Traced, so the loop's bounds are int32: a concrete cap is stored as an int.
+        cap = whole_if_concrete("max_iterations", self.max_iterations)
+        if cap is not None:
+            object.__setattr__(self, "max_iterations", cap)
         if min(self.inner_iterations, self.block_size) < 1:
             raise ValueError("inner_iterations and block_size must be at least 1")
         if self.method not in METHODS:

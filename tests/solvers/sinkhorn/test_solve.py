@@ -72,3 +72,15 @@ def test_config_rejects_impossible_values():
         SinkhornConfig(epsilon=0.0)
     with pytest.raises(ValueError, match="reg_m"):
         SinkhornConfig(reg_m=(-1.0, math.inf))
+
+
+def test_iteration_cap_is_a_whole_number():
+    # The cap is traced (one program for every cap): a float that is a whole number is
+    # taken as that int, anything else is refused by name.
+    import pytest
+    from monge.solvers.sinkhorn import SinkhornConfig
+
+    assert SinkhornConfig(max_iterations=1e4).max_iterations == 10_000
+    for bad in (2.5, 0, -3):
+        with pytest.raises(ValueError, match="max_iterations must be a whole number"):
+            SinkhornConfig(max_iterations=bad)
