@@ -74,6 +74,8 @@ def progress_line(info) -> str:
         parts.append(f"loss {p['loss']:.6g}")
     parts += [f"{name} {value:.4g}" for name, value in sorted(p.get("loss_terms", {}).items())]
     parts.append(f"elapsed {p['elapsed_seconds']:.1f} s")
+    if p.get("yielded_seconds"):
+        parts.append(f"yielded {p['yielded_seconds']:.1f} s")
     return "  ".join(parts)
 
 

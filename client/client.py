@@ -13,6 +13,7 @@ A server with TLS and tokens:
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import time
@@ -48,10 +49,13 @@ class Client(TransportCalls, ProbabilityFlowCalls, RuotCalls, JobCalls):
         options: Sequence[tuple[str, object]] = (),
         root_certificates: bytes | str | os.PathLike | None = None,
         token: str | None = None,
+        priority: int = 0,
     ):
         """root_certificates: PEM bytes or a file of the CAs to trust; turns on TLS
         (`credentials` is the alternative for other channel credentials). token: the
-        bearer token sent on every call, streams included."""
+        bearer token sent on every call, streams included. priority: the queue level of
+        this client's solver calls, 1 the highest (0: the server's default, interactive);
+        a background script may name a lower one. Jobs take theirs in `submit`."""
         channel_options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -63,6 +67,7 @@ class Client(TransportCalls, ProbabilityFlowCalls, RuotCalls, JobCalls):
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self.target = target
         self.timeout = timeout
+        self.priority = priority
 
     def __enter__(self) -> "Client":
         return self
@@ -78,6 +83,9 @@ class Client(TransportCalls, ProbabilityFlowCalls, RuotCalls, JobCalls):
         (RESOURCE_EXHAUSTED) is retried with exponential backoff within the timeout."""
         timeout = self.timeout if timeout is None else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.priority and "priority" in request.DESCRIPTOR.fields_by_name and not request.priority:
+            request = copy.copy(request)  # the caller's request is left as it was
+            request.priority = self.priority
         delay = 0.05
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

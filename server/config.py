@@ -64,6 +64,11 @@ class ServerConfig:
                                                               "SIGTERM or SIGINT")
     workers: int | None = setting(None, help="worker processes", shown_default="one per GPU, or one CPU worker")
     queue_limit: int = setting(64, help="solver calls waiting for a worker before RESOURCE_EXHAUSTED")
+    priority_levels: int = setting(2, help="queue priority levels a request may name (1 is served first); calls "
+                                           "default to 1, job items to the lowest")
+    batch_share: float = setting(0.2, help="a running lower-priority item (a training, a job's chunked solve) "
+                                           "gives its worker to waiting higher-priority calls between its steps "
+                                           "but keeps at least this share of the worker's time (0: none)")
     max_attempts: int = setting(2, help="runs of a call whose worker died, before it fails")
     data_dir: str = setting(default_factory=default_data_dir, shown_default="$XDG_DATA_HOME/monge or "
                             "~/.local/share/monge", help="job database, results and (unless "
@@ -152,6 +157,10 @@ class ServerConfig:
             raise ValueError("max_batch_size must be at least 1, max_batch_delay_seconds at least 0")
         if self.queue_limit < 1 or self.max_attempts < 1:
             raise ValueError("queue_limit and max_attempts must be at least 1")
+        if self.priority_levels < 1:
+            raise ValueError(f"priority_levels must be at least 1, got {self.priority_levels}")
+        if not 0 <= self.batch_share <= 1:
+            raise ValueError(f"batch_share must be in [0, 1], got {self.batch_share}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be at least 0, got {self.warmup}")
         if self.max_jobs_per_owner < 1:

@@ -18,6 +18,7 @@ import importlib.metadata
 import grpc
 from google.protobuf.message import DecodeError
 
+from monge.server import priority
 from monge.server.auth import Authenticator
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument, rpc
@@ -44,7 +45,8 @@ class SolverServicer(service_pb2_grpc.SolverServiceServicer):
                 "request", f"is not a valid {solver.request_type.DESCRIPTOR.full_name} message ({error})") from None
         owner = self._auth.owner(context)
         parsed = solver.parse(request, self._config, owner)
-        return await self._executor.run(kind, payload, None, owner, parsed=parsed)
+        level = priority.level(request.priority, self._config, default=priority.INTERACTIVE)
+        return await self._executor.run(kind, payload, None, owner, parsed=parsed, priority=level)
 
     @rpc
     async def GetServerInfo(self, request, context):

@@ -15,12 +15,15 @@ from monge.v1 import jobs_pb2
 class JobCalls:
     """`Client` methods of the job service."""
 
-    def submit(self, requests_, *, request_id: str | None = None, timeout: float | None = None) -> JobInfo:
+    def submit(self, requests_, *, request_id: str | None = None, priority: int = 0,
+               timeout: float | None = None) -> JobInfo:
         """Queue one request (built with `monge.client.requests`) or a list of them as one
         job, and return at once. The same `request_id` always names the same job; one is
-        generated when not given, so retries never run the work twice."""
+        generated when not given, so retries never run the work twice. `priority`: the
+        queue level of its items, 1 the highest (0: the server's lowest, batch); a running
+        item gives way to waiting calls above it between its steps."""
         items = [requests_] if not isinstance(requests_, (list, tuple)) else list(requests_)
-        request = jobs_pb2.SubmitJobRequest(request_id=request_id or uuid.uuid4().hex)
+        request = jobs_pb2.SubmitJobRequest(request_id=request_id or uuid.uuid4().hex, priority=priority)
         for item in items:
             kind = _ITEM_FIELDS.get(type(item).DESCRIPTOR.full_name)
             if kind is None:

@@ -31,6 +31,7 @@ from monge.server.calls import common as v
 from monge.server.auth import ANONYMOUS
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument, LimitExceeded
+from monge.server.priority import give_way
 from monge.v1 import diagnostics_pb2, ruot_pb2
 
 MAX_WIDTH = 4096
@@ -230,6 +231,7 @@ def run(call: FitCall, stop, progress=None):
     from monge.solvers import ruot
 
     over_time = False  # whether the wall-time limit stopped the fit
+    given = 0.0  # seconds given way to higher-priority calls: not the fit's own time
 
     def report(step, losses):
         if progress is not None:
@@ -237,10 +239,11 @@ def run(call: FitCall, stop, progress=None):
                      loss_terms={name: value for name, value in losses.items() if name != "total"})
 
     def should_stop():  # asked before every step, so a stop never waits for a report
-        nonlocal over_time
+        nonlocal over_time, given
+        given += give_way(stop)
         if stop.is_set():
             return True
-        over_time = time.perf_counter() - started > call.max_seconds
+        over_time = time.perf_counter() - started - given > call.max_seconds
         return over_time
 
     model = ruot.fit([(s.time, s.points, s.mass) for s in call.snapshots], call.config, progress=report,
@@ -255,7 +258,7 @@ def run(call: FitCall, stop, progress=None):
     model_id = ""
     if status != "cancelled" and not stop.is_set():
         model_id = ruot_models.save(call.data_dir, arrays, settings, call.snapshots, owner=call.owner, metadata={
-            "fit": {"steps": model.settings.steps_trained, "seconds": time.perf_counter() - started,
+            "fit": {"steps": model.settings.steps_trained, "seconds": time.perf_counter() - started - given,
                     "final_losses": final},
         })
     return {"status": status, "steps": model.settings.steps_trained, "model_id": model_id, "arrays": arrays,

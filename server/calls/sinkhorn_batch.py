@@ -19,6 +19,7 @@ from monge.server.calls import sinkhorn as sinkhorn_call
 from monge.server.calls import common as v
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
+from monge.server.priority import give_way
 from monge.server.calls.sinkhorn import SinkhornCall
 from monge.v1 import sinkhorn_pb2
 
@@ -80,6 +81,7 @@ def run(batch: BatchCall, stop, progress=None):
     groups = singles = 0
     for indices in batch.plan():
         calls = [batch.calls[i] for i in indices]
+        give_way(stop)  # between solves: a batch job lets waiting calls through
         if stop.is_set():
             solved = [(sinkhorn_call._cancelled(call), {}, 0.0) for call in calls]
         elif len(calls) == 1:

@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 
-from monge.server import errors, limits
+from monge.server import errors, limits, priority
 from monge.server.jobs import store as jobstore
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import InvalidArgument, LimitExceeded, NotFound, TaskFailed
@@ -56,17 +56,28 @@ def _item_request(item: jobs_pb2.JobItem, index: int):
     return kind, getattr(item, kind)
 
 
-def _validate_item(item, index, config, owner: str = ANONYMOUS) -> tuple[str, object]:
-    """The item's kind (its JobItem field) and request; InvalidArgument (or NotFound, for
-    a stored model that is not the owner's) with fields prefixed by the item."""
+def _validate_item(item, index, config, owner: str = ANONYMOUS,
+                   job_level: int | None = None) -> tuple[str, object, int]:
+    """The item's kind (its JobItem field), request and queue level (its own priority, else
+    `job_level`); InvalidArgument (or NotFound, for a stored model that is not the
+    owner's) with fields prefixed by the item."""
     kind, request = _item_request(item, index)
     try:
         CALLS[call_name(kind)].parse(request, config, owner)
+        # Training requests have no priority field of their own: they run at the job's.
+        item_level = priority.level(getattr(request, "priority", priority.UNSET), config,
+                                    default=job_level or priority.batch_level(config))
     except InvalidArgument as error:
         raise InvalidArgument(*[(f"items[{index}].{kind}.{f}", d) for f, d in error.violations]) from None
     except NotFound as error:
         raise error.within(f"items[{index}].{kind}.") from None
-    return kind, request
+    return kind, request, item_level
+
+
+def _job_level(request: jobs_pb2.SubmitJobRequest, config) -> int:
+    """The queue level of a stored job's items (within the levels this server has: it may
+    have restarted with fewer)."""
+    return min(request.priority or priority.batch_level(config), config.priority_levels)
 
 
 def _error_status(code: int, message: str, violations=()) -> diagnostics_pb2.ErrorStatus:
@@ -151,8 +162,9 @@ class JobManager:
             existing = self._store.by_request_id(request.request_id, owner)
             if existing is not None:
                 return self.describe(existing)
+        job_level = priority.level(request.priority, self._config, default=priority.batch_level(self._config))
         if len(request.items) == 1:
-            _validate_item(request.items[0], 0, self._config, owner)  # a lone bad request fails now
+            _validate_item(request.items[0], 0, self._config, owner, job_level)  # a lone bad request fails now
         else:
             for index, item in enumerate(request.items):
                 _item_request(item, index)  # bad items of a batch fail alone, when run
@@ -256,11 +268,13 @@ class JobManager:
         request = jobs_pb2.SubmitJobRequest.FromString(self._store.read_request(job_id))
         started = time.monotonic()
         done_count = 0
+        job_level = _job_level(request, self._config)
+        yielded = [0.0] * len(request.items)  # seconds each item gave way to higher-priority calls
 
         async def run_item(index, item):
             nonlocal done_count
             try:
-                result = await self._run_item(job_id, index, item, started, record.owner)
+                result = await self._run_item(job_id, index, item, started, record.owner, job_level, yielded)
             except Exception:  # noqa: BLE001 - a bug fails its item, never leaves the job running
                 error_id = uuid.uuid4().hex[:12]
                 log.exception("internal error %s in job %s item %d", error_id, job_id, index)
@@ -283,9 +297,10 @@ class JobManager:
         log.info("job %s done: %d items, %d failed, attempt %d", job_id, len(results), failed, record.attempts)
         self._publish(job_id)
 
-    async def _run_item(self, job_id, index, item, started, owner: str) -> jobs_pb2.JobItemResult:
+    async def _run_item(self, job_id, index, item, started, owner: str, job_level: int,
+                        yielded: list[float]) -> jobs_pb2.JobItemResult:
         try:
-            kind, request = _validate_item(item, index, self._config, owner)
+            kind, request, item_level = _validate_item(item, index, self._config, owner, job_level)
         except InvalidArgument as error:
             return jobs_pb2.JobItemResult(status=_error_status(3, str(error), error.violations))
         except NotFound as error:
@@ -293,12 +308,16 @@ class JobManager:
         payload = request.SerializeToString()
 
         def progress(fields):
+            if "yielded_seconds" in fields:  # this item's, on this attempt: the job shows the sum
+                yielded[index] = fields["yielded_seconds"]
+                fields = {**fields, "yielded_seconds": sum(yielded)}
             self._set_progress(job_id, item=index, elapsed_seconds=time.monotonic() - started, **fields)
 
         while True:
             try:
                 async with self._in_flight:
-                    reply = await self._executor.run(call_name(kind), payload, progress, owner)
+                    reply = await self._executor.run(call_name(kind), payload, progress, owner,
+                                                     priority=item_level)
             except LimitExceeded as full:  # unary calls took the queue: wait, don't fail the job
                 await asyncio.sleep(full.retry_after_seconds)
                 continue

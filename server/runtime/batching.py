@@ -20,6 +20,7 @@ from monge.server.runtime import sinkhorn_batch
 from monge.server.calls import sinkhorn as sinkhorn_call
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import LimitExceeded
+from monge.server.priority import INTERACTIVE
 from monge.v1 import sinkhorn_pb2
 
 
@@ -96,11 +97,13 @@ class DynamicBatcher:
     def __getattr__(self, name):  # anything else an executor offers (e.g. `cluster`)
         return getattr(self._executor, name)
 
-    async def run(self, kind: str, payload: bytes, progress=None, owner: str = ANONYMOUS, *, parsed=None) -> bytes:
-        """`parsed`: the call the servicer already parsed from `payload` (else parsed here)."""
-        key = self._key(kind, payload, parsed)
+    async def run(self, kind: str, payload: bytes, progress=None, owner: str = ANONYMOUS, *, parsed=None,
+                  priority: int = INTERACTIVE) -> bytes:
+        """`parsed`: the call the servicer already parsed from `payload` (else parsed here).
+        Calls of one priority level are batched together, and go at that level."""
+        key = self._key(kind, payload, parsed, priority)
         if key is None:
-            return await self._executor.run(kind, payload, progress, owner)
+            return await self._executor.run(kind, payload, progress, owner, priority=priority)
         if sum(len(e) for e in self._waiting.values()) >= self._max_waiting:
             raise LimitExceeded(
                 f"the batching queue is full ({self._max_waiting} waiting); retry shortly",
@@ -124,7 +127,7 @@ class DynamicBatcher:
 
     # -- grouping and flushing ---------------------------------------------------------
 
-    def _key(self, kind: str, payload: bytes, call=None):
+    def _key(self, kind: str, payload: bytes, call, priority: int):
         if kind != "sinkhorn" or self._max_batch == 1:
             return None
         if call is None:  # a job item: its bytes were validated when the job was submitted
@@ -138,7 +141,7 @@ class DynamicBatcher:
         # Requests asking for the same views wait together, so that the batch size
         # counts the views' output (top-k entries, barycentric map) in its memory.
         dimension = call.x.shape[1] if call.barycentric_map else 0
-        return key, call.top_k, dimension
+        return priority, key, call.top_k, dimension
 
     def _flush(self) -> None:
         """Send full lists at once; the oldest ripe list whenever a worker is free."""
@@ -149,7 +152,7 @@ class DynamicBatcher:
             self._send(key)
         now = time.monotonic()
         while self._waiting and self._in_flight < self._executor.capacity:
-            key = min(self._waiting, key=lambda k: self._waiting[k][0].since)
+            key = min(self._waiting, key=lambda k: (k[0], self._waiting[k][0].since))  # level, then age
             ripe_at = self._waiting[key][0].since + self._max_delay
             if ripe_at > now:
                 self._timer = asyncio.get_running_loop().call_later(ripe_at - now, self._flush)
@@ -158,7 +161,7 @@ class DynamicBatcher:
 
     def _largest(self, key) -> int:
         """The batch size for this key: the setting, or less where memory requires."""
-        solver_key, top_k, dimension = key
+        _, solver_key, top_k, dimension = key
         return min(self._max_batch, sinkhorn_batch.max_batch_for_memory(
             solver_key, self._config.max_request_memory_bytes, top_k=top_k, dimension=dimension))
 
@@ -169,22 +172,23 @@ class DynamicBatcher:
         if rest:
             self._waiting[key] = rest
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._solve(batch))
+        task = asyncio.get_running_loop().create_task(self._solve(batch, priority=key[0]))
         for entry in batch:
             entry.batch, entry.task = batch, task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _solve(self, batch: list[_Waiting]) -> None:
+    async def _solve(self, batch: list[_Waiting], priority: int) -> None:
         try:
             if self._on_batch is not None:
                 self._on_batch(len(batch))
             if len(batch) == 1:
-                replies = [await self._executor.run("sinkhorn", batch[0].payload, batch[0].progress)]
+                replies = [await self._executor.run("sinkhorn", batch[0].payload, batch[0].progress,
+                                                    priority=priority)]
             else:
                 framed = sinkhorn_batch.frame([entry.payload for entry in batch])
                 replies = sinkhorn_batch.unframe(
-                    await self._executor.run(sinkhorn_batch.KIND, framed, None))
+                    await self._executor.run(sinkhorn_batch.KIND, framed, None, priority=priority))
             for entry, reply in zip(batch, replies):
                 if not entry.future.done():
                     entry.future.set_result(reply)

@@ -18,6 +18,7 @@ import time
 from typing import Callable, TypeVar
 
 from monge.solvers.loop import improved, is_stalled
+from monge.server.priority import give_way
 from monge.solvers.status import Status
 
 Output = TypeVar("Output")
@@ -74,6 +75,8 @@ def run_in_chunks(
     done, init, wanted = 0, None, first_chunk
     best, best_at = float("inf"), 0
     while True:
+        if done:
+            give_way(stop)  # between chunks: the state is on the host side of the loop
         size = chunk_size(wanted, max_iterations - done)
         started = time.perf_counter()
         output = solve_chunk(size, init)

@@ -41,6 +41,7 @@ import distributed
 from distributed.client import FutureCancelledError
 
 from monge.server.auth import ANONYMOUS
+from monge.server.priority import INTERACTIVE
 from monge.server.errors import INTERNAL, UNAVAILABLE, LimitExceeded, TaskFailed
 from monge.server.runtime.worker import Outcome, compile_count, configure_jax, devices, execute
 
@@ -291,9 +292,10 @@ class DaskExecutor:
         ]
 
     async def run(self, kind: str, payload: bytes, progress: Callable[[dict], None] | None = None,
-                  owner: str = ANONYMOUS, *, parsed=None) -> bytes:
+                  owner: str = ANONYMOUS, *, parsed=None, priority: int = INTERACTIVE) -> bytes:
         """`parsed` (the call as the servicer parsed it) is not sent: the worker parses the
-        bytes once in its own process."""
+        bytes once in its own process. `priority` (1 first) becomes Dask's own task
+        priority (higher runs first); a running task does not give way on Dask."""
         if self._closing:
             raise LimitExceeded("the server is shutting down", retry_after_seconds=5.0)
         if self.queue_depth >= self._queue_limit:
@@ -311,7 +313,7 @@ class DaskExecutor:
                 call.future = self._client.submit(
                     run_call, kind, payload, call.task_id, self._topic, self._limits, self._cache_dir, owner,
                     key=f"monge-{kind}-{call.task_id}-{attempt}", pure=False, retries=self._max_attempts - 1,
-                    resources={"GPU": 1} if self._gpu else None,
+                    resources={"GPU": 1} if self._gpu else None, priority=-priority,
                 )
                 outcome = await self._outcome(call)
                 if outcome is not None:

@@ -1,10 +1,17 @@
-"""A pool of worker processes, one per device, fed from a bounded queue.
+"""A pool of worker processes, one per device, fed from a bounded priority queue.
 
 Workers are started with `spawn` (a process that has loaded JAX must not fork) and each
 is pinned to its device through its environment before JAX loads. The pool keeps the
 queue in the parent, sends a task only to an idle worker, and so always knows which
 worker runs which task: cancelling a task raises that worker's cancel flag, and a worker
 that dies has its task retried on a fresh worker a bounded number of times.
+
+Priorities (server/priority.py): the queue serves level 1 first, oldest first within a
+level. When higher-level work waits and every worker is busy, a worker running a
+lower-level task is asked to give way: at the task's next step boundary
+(`worker.give_way`) the worker runs the waiting calls itself, then resumes the task where
+it was, its state still on the device. A task keeps at least `batch_share` of its
+worker's time over the last SHARE_WINDOW seconds, so waiting calls cannot starve it.
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ import time
 from typing import Callable
 
 from monge.server.auth import ANONYMOUS
+from monge.server.priority import INTERACTIVE
 from monge.server.errors import INTERNAL, LimitExceeded, TaskFailed
 from monge.server.runtime.worker import Outcome, process_main
 
 log = logging.getLogger("monge.server")
 _context = multiprocessing.get_context("spawn")
+SHARE_WINDOW = 10.0  # seconds over which a lower-priority task's share of its worker is measured
+RECHECK_SECONDS = 0.05  # how soon a task kept running for its share is asked again
 
 
 def count_gpus() -> int:
@@ -59,9 +69,24 @@ class _Task:
     future: asyncio.Future
     progress: Callable[[dict], None] | None
     owner: str = ANONYMOUS  # the caller's identity: trained models are stored as theirs
+    priority: int = INTERACTIVE
     attempts: int = 0
     queued_at: float = dataclasses.field(default_factory=time.monotonic)
     started_at: float | None = None
+    yielded: list = dataclasses.field(default_factory=list)  # [start, end or None] periods given way
+    yielded_seconds: float = 0.0  # in all, on this attempt
+    cancel_on_resume: bool = False
+
+    def share(self, now: float) -> float:
+        """The fraction of the last SHARE_WINDOW seconds (or of its run, if shorter) this
+        task ran rather than gave way."""
+        since = max(self.started_at or now, now - SHARE_WINDOW)
+        span = now - since
+        if span <= 0:
+            return 1.0
+        given = sum(min(end if end is not None else now, now) - max(start, since)
+                    for start, end in self.yielded if (end is None or end > since))
+        return 1.0 - given / span
 
 
 @dataclasses.dataclass(eq=False)
@@ -72,10 +97,13 @@ class _Worker:
     inbox: multiprocessing.connection.Connection
     outbox: multiprocessing.connection.Connection
     cancelled: object  # shared int: the sequence number to stop
+    yield_wanted: object  # shared int: the sequence number asked to give way
     pid: int | None = None
     devices: list = dataclasses.field(default_factory=list)
     ready: bool = False
-    task: _Task | None = None
+    task: _Task | None = None  # running now (a call it gave way to, while `yielded_task` is set)
+    yielded_task: _Task | None = None  # given way, resumes when nothing above it waits
+    asked_to_yield: bool = False
     dead: bool = False
     tasks_done: int = 0
 
@@ -90,7 +118,9 @@ class WorkerPool:
         self._max_attempts = max_attempts
         self._cache_dir = cache_dir
         self._environments = worker_environments(workers)
-        self._pending: collections.deque[_Task] = collections.deque()
+        self._pending: dict[int, collections.deque[_Task]] = collections.defaultdict(collections.deque)
+        self._batch_share = limits.batch_share
+        self._recheck: asyncio.TimerHandle | None = None
         self._workers: list[_Worker] = []
         self._sequence = itertools.count(1)
         self._lock = threading.Lock()
@@ -113,8 +143,9 @@ class WorkerPool:
 
     async def close(self, timeout: float = 10.0) -> None:
         self._closing = True
-        for task in list(self._pending):
-            task.future.cancel()
+        for queue in self._pending.values():
+            for task in queue:
+                task.future.cancel()
         self._pending.clear()
         for worker in self._workers:
             if worker.task is not None:
@@ -136,16 +167,17 @@ class WorkerPool:
         task_reader, task_writer = _context.Pipe(duplex=False)
         result_reader, result_writer = _context.Pipe(duplex=False)
         cancelled = _context.Value("q", 0, lock=False)
+        yield_wanted = _context.Value("q", 0, lock=False)
         process = _context.Process(
             target=process_main,
-            args=(index, env, task_reader, result_writer, cancelled, self._limits, self._cache_dir),
+            args=(index, env, task_reader, result_writer, cancelled, yield_wanted, self._limits, self._cache_dir),
             name=f"monge-worker-{index}",
             daemon=True,
         )
         process.start()
         task_reader.close()
         result_writer.close()
-        return _Worker(index, env, process, task_writer, result_reader, cancelled)
+        return _Worker(index, env, process, task_writer, result_reader, cancelled, yield_wanted)
 
     # -- what callers use ------------------------------------------------------------
 
@@ -156,28 +188,28 @@ class WorkerPool:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._pending)
+        return sum(len(queue) for queue in self._pending.values())
 
     def describe(self) -> list[dict]:
         return [
-            dict(index=w.index, pid=w.pid, devices=w.devices, ready=w.ready, busy=w.task is not None,
-                 tasks_done=w.tasks_done)
+            dict(index=w.index, pid=w.pid, devices=w.devices, ready=w.ready,
+                 busy=w.task is not None or w.yielded_task is not None, tasks_done=w.tasks_done)
             for w in self._workers
         ]
 
     async def run(self, kind: str, payload: bytes, progress: Callable[[dict], None] | None = None,
-                  owner: str = ANONYMOUS, *, parsed=None) -> bytes:
+                  owner: str = ANONYMOUS, *, parsed=None, priority: int = INTERACTIVE) -> bytes:
         """`parsed` (the call as the servicer parsed it) is not sent: the worker parses the
-        bytes once in its own process."""
+        bytes once in its own process. `priority`: its queue level (1 first)."""
         if self._closing:
             raise LimitExceeded("the server is shutting down", retry_after_seconds=5.0)
-        if len(self._pending) >= self._queue_limit:
+        if self.queue_depth >= self._queue_limit:
             raise LimitExceeded(
                 f"the solver queue is full ({self._queue_limit} waiting); retry shortly",
                 retry_after_seconds=1.0,
             )
-        task = _Task(next(self._sequence), kind, payload, self._loop.create_future(), progress, owner)
-        self._pending.append(task)
+        task = _Task(next(self._sequence), kind, payload, self._loop.create_future(), progress, owner, priority)
+        self._pending[priority].append(task)
         self._dispatch()
         try:
             outcome: Outcome = await task.future
@@ -189,30 +221,105 @@ class WorkerPool:
         return outcome.response
 
     def _cancel(self, task: _Task) -> None:
-        if task in self._pending:
-            self._pending.remove(task)
+        queue = self._pending.get(task.priority)
+        if queue is not None and task in queue:
+            queue.remove(task)
+            self._dispatch()  # a worker asked to give way for it may go on
             return
         for worker in self._workers:
             if worker.task is task:
                 worker.cancelled.value = task.sequence  # the worker stops at its next chunk
+            elif worker.yielded_task is task:
+                task.cancel_on_resume = True  # stopped as soon as the call it gave way to ends
 
     # -- dispatch, on the event loop -------------------------------------------------
 
     def _dispatch(self) -> None:
+        now = time.monotonic()
         for worker in self._workers:
-            if not self._pending:
-                return
-            if worker.ready and worker.task is None and not worker.dead:
-                task = self._pending.popleft()
-                task.attempts += 1
-                task.started_at = time.monotonic()
-                worker.task = task
-                try:
-                    worker.inbox.send((task.sequence, task.kind, task.payload, task.owner))
-                except (OSError, ValueError):
-                    worker.task = None
-                    self._pending.appendleft(task)
-                    task.attempts -= 1
+            if not worker.ready or worker.task is not None or worker.dead:
+                continue
+            given_way = worker.yielded_task
+            if given_way is None:
+                task = self._take()
+            elif given_way.cancel_on_resume or not self._may_stay_yielded(given_way, now):
+                task = None
+            else:
+                task = self._take(above=given_way.priority)
+            if task is not None:
+                self._send(worker, task)
+            elif given_way is not None:
+                self._resume(worker, now)
+        self._ask_to_give_way(now)
+
+    def _take(self, above: int | None = None) -> _Task | None:
+        """The oldest task of the highest waiting level (only levels above `above`)."""
+        for level in sorted(self._pending):
+            if above is not None and level >= above:
+                return None
+            if self._pending[level]:
+                return self._pending[level].popleft()
+        return None
+
+    def _send(self, worker: _Worker, task: _Task) -> None:
+        task.attempts += 1
+        task.started_at = time.monotonic()
+        task.yielded, task.yielded_seconds = [], 0.0
+        worker.task = task
+        try:
+            worker.inbox.send((task.sequence, task.kind, task.payload, task.owner))
+        except (OSError, ValueError):
+            worker.task = None
+            self._pending[task.priority].appendleft(task)
+            task.attempts -= 1
+
+    def _may_stay_yielded(self, task: _Task, now: float) -> bool:
+        return self._batch_share == 0 or task.share(now) > self._batch_share
+
+    def _resume(self, worker: _Worker, now: float) -> None:
+        task, worker.yielded_task = worker.yielded_task, None
+        period = task.yielded[-1]
+        period[1] = now
+        task.yielded_seconds += now - period[0]
+        task.yielded = [p for p in task.yielded if p[1] > now - SHARE_WINDOW]
+        if task.cancel_on_resume:
+            worker.cancelled.value = task.sequence
+        worker.task = task
+        try:
+            worker.inbox.send(("resume", task.sequence))
+        except (OSError, ValueError):
+            return  # its sentinel reports the death, and the task is retried
+        if task.progress is not None:
+            task.progress({"yielded_seconds": task.yielded_seconds})
+
+    def _ask_to_give_way(self, now: float) -> None:
+        """Ask workers running lower-level tasks to give way to waiting higher-level ones
+        (as many as wait); withdraw the ask when nothing waits above the task any more."""
+        waiting = sorted(level for level, queue in self._pending.items() if queue)
+        unasked = sum(len(self._pending[level]) for level in waiting)
+        recheck = False
+        for worker in sorted(self._workers, key=lambda w: -(w.task.priority if w.task else 0)):
+            task = worker.task
+            if task is None or worker.yielded_task is not None or worker.dead:
+                continue  # idle, or running a call it gave way to (which does not yield)
+            above = bool(waiting) and waiting[0] < task.priority
+            if worker.asked_to_yield:
+                if above:
+                    unasked -= 1
+                else:
+                    worker.yield_wanted.value, worker.asked_to_yield = 0, False
+            elif above and unasked > 0:
+                if self._may_stay_yielded(task, now):
+                    worker.yield_wanted.value, worker.asked_to_yield = task.sequence, True
+                    unasked -= 1
+                else:
+                    recheck = True  # it is owed its share: ask again shortly
+        if recheck and self._recheck is None:
+            self._recheck = self._loop.call_later(RECHECK_SECONDS, self._rechecked)
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self._dispatch()
 
     def _on_message(self, worker: _Worker, message) -> None:
         kind = message[0]
@@ -225,6 +332,13 @@ class WorkerPool:
                      ", ".join(f"{d['platform']}:{d['id']}" for d in worker.devices))
         elif kind == "failed":
             log.error("worker %d failed to start:\n%s", worker.index, message[2])
+        elif kind == "yielded":
+            _, sequence = message
+            task = worker.task
+            worker.yield_wanted.value, worker.asked_to_yield = 0, False
+            if task is not None and task.sequence == sequence:
+                worker.task, worker.yielded_task = None, task
+                task.yielded.append([time.monotonic(), None])
         elif kind == "progress":
             _, sequence, fields = message
             task = worker.task
@@ -233,12 +347,14 @@ class WorkerPool:
         elif kind == "done":
             _, sequence, outcome = message
             task, worker.task = worker.task, None
+            if worker.yielded_task is None:  # an ask to give way it finished before seeing
+                worker.yield_wanted.value, worker.asked_to_yield = 0, False
             worker.tasks_done += 1
             if task is not None and task.sequence == sequence:
                 if self.on_task_done is not None:
                     now = time.monotonic()
                     self.on_task_done(task.kind, task.started_at - task.queued_at,
-                                      now - task.started_at, outcome)
+                                      now - task.started_at - task.yielded_seconds, outcome)
                 if not task.future.done():
                     task.future.set_result(outcome)
         self._dispatch()
@@ -248,15 +364,16 @@ class WorkerPool:
             return
         log.error("worker %d (pid %s) died with exit code %s; starting a replacement",
                   worker.index, worker.pid, worker.process.exitcode)
-        task = worker.task
         with self._lock:
             replacement = self._spawn(worker.index, worker.env)
             self._workers[self._workers.index(worker)] = replacement
-        if task is not None and not task.future.done():
-            if task.attempts < self._max_attempts:
+        for task in (worker.task, worker.yielded_task):
+            if task is None or task.future.done():
+                continue
+            if task.attempts < self._max_attempts and not task.cancel_on_resume:
                 log.warning("retrying task %d on a fresh worker (attempt %d of %d)",
                             task.sequence, task.attempts + 1, self._max_attempts)
-                self._pending.appendleft(task)
+                self._pending[task.priority].appendleft(task)
             else:
                 task.future.set_result(Outcome(
                     code=INTERNAL,

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import time
 import traceback
 import uuid
 
@@ -105,23 +106,87 @@ def execute(kind: str, payload: bytes, stop, progress, limits, owner: str = "") 
         return Outcome(code=worker_code(error), message=f"internal error (id {error_id}); see the server log")
 
 
-class _CancelFlag:
+class _StopFlag:
     """`is_set()` is true when the parent cancelled the task with this sequence number,
-    or when the parent is gone (killed: nobody is left to want the answer)."""
+    or when the parent is gone (killed: nobody is left to want the answer) or closing.
+    `give_way()` (top-level tasks only: the calls it runs do not yield in turn) runs the
+    higher-priority calls the parent sends when it asked this task to give way."""
 
-    def __init__(self, shared, sequence, parent: int):
-        self._shared, self._sequence, self._parent = shared, sequence, parent
+    def __init__(self, runner: "_Runner", sequence: int, may_yield: bool):
+        self._runner, self._sequence, self._may_yield = runner, sequence, may_yield
 
     def is_set(self) -> bool:
-        return self._shared.value == self._sequence or os.getppid() != self._parent
+        runner = self._runner
+        return runner.cancelled.value == self._sequence or runner.closing or os.getppid() != runner.parent
+
+    def give_way(self) -> float:
+        if not self._may_yield or self._runner.yield_wanted.value != self._sequence:
+            return 0.0
+        return self._runner.host_while_yielded(self._sequence)
 
 
-def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_dir) -> None:
-    """Entry point of a spawned worker process: one device, one task at a time.
+@dataclasses.dataclass
+class _Runner:
+    """One worker's loop: tasks from `inbox`, outcomes to `outbox`. Messages in: a task
+    `(sequence, kind, payload, owner)`, `("resume", sequence)` after a give-way, or None
+    (close). Out: ("progress", sequence, fields), ("yielded", sequence), ("done", sequence,
+    outcome)."""
+
+    inbox: object
+    outbox: object
+    cancelled: object  # shared int: the sequence number to stop
+    yield_wanted: object  # shared int: the sequence number asked to give way
+    parent: int
+    limits: object
+    closing: bool = False
+
+    def serve(self) -> None:
+        for sequence, kind, payload, owner in received(self.inbox):
+            if not self.run(sequence, kind, payload, owner, may_yield=True) or self.closing:
+                return
+
+    def run(self, sequence, kind, payload, owner, *, may_yield: bool) -> bool:
+        """Run one task and send its outcome; False when the parent is gone."""
+
+        def progress(**fields):
+            try:
+                self.outbox.send(("progress", sequence, fields))
+            except OSError:  # the parent is gone; the stop flag ends the solve
+                pass
+
+        compiled_before = compile_count()
+        outcome = execute(kind, payload, _StopFlag(self, sequence, may_yield), progress, self.limits, owner)
+        outcome = dataclasses.replace(outcome, compiles=compile_count() - compiled_before)
+        try:
+            self.outbox.send(("done", sequence, outcome))
+        except OSError:
+            log.warning("the server went away; worker exiting")
+            return False
+        return True
+
+    def host_while_yielded(self, sequence: int) -> float:
+        """Run what the parent sends until it says to resume task `sequence`."""
+        started = time.perf_counter()
+        try:
+            self.outbox.send(("yielded", sequence))
+        except OSError:
+            return 0.0
+        for message in received(self.inbox):
+            if message[0] == "resume":
+                return time.perf_counter() - started
+            if not self.run(*message, may_yield=False):
+                break
+        self.closing = True  # the parent closed (or went away) while this task was yielded
+        return time.perf_counter() - started
+
+
+def process_main(index: int, env: dict, inbox, outbox, cancelled, yield_wanted, limits, cache_dir) -> None:
+    """Entry point of a spawned worker process: one device, one task at a time (and, while
+    a task gives way, the calls it gave way to).
 
     `inbox` and `outbox` are this worker's own pipe ends (one writer each, so a worker
     killed mid-write cannot block the others); `cancelled` holds the sequence number of
-    the task the parent wants stopped."""
+    the task the parent wants stopped, `yield_wanted` that of the task it wants to give way."""
     parent = os.getppid()
     os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s: %(message)s")
@@ -131,19 +196,4 @@ def process_main(index: int, env: dict, inbox, outbox, cancelled, limits, cache_
     except Exception:  # noqa: BLE001 - a worker that cannot start says so and exits
         outbox.send(("failed", os.getpid(), traceback.format_exc()))
         return
-    for sequence, kind, payload, owner in received(inbox):
-
-        def progress(**fields):
-            try:
-                outbox.send(("progress", sequence, fields))
-            except OSError:  # the parent is gone; the stop flag ends the solve
-                pass
-
-        compiled_before = compile_count()
-        outcome = execute(kind, payload, _CancelFlag(cancelled, sequence, parent), progress, limits, owner)
-        outcome = dataclasses.replace(outcome, compiles=compile_count() - compiled_before)
-        try:
-            outbox.send(("done", sequence, outcome))
-        except OSError:
-            log.warning("the server went away; worker exiting")
-            return
+    _Runner(inbox, outbox, cancelled, yield_wanted, parent, limits).serve()

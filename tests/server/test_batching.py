@@ -140,17 +140,17 @@ def test_batch_size_counts_the_views_asked_for():
     x = np.random.default_rng(0).normal(size=(400, 3)).astype(np.float32)
 
     def key(**views):
-        return batcher._key("sinkhorn", requests.sinkhorn(x, x, **views).SerializeToString())
+        return batcher._key("sinkhorn", requests.sinkhorn(x, x, **views).SerializeToString(), None, 1)
 
     plain, top_k, mapped = key(), key(plan_top_k=200), key(return_barycentric_map=True)
     assert len({plain, top_k, mapped}) == 3
-    assert plain[0] == top_k[0] == mapped[0]
+    assert plain[1] == top_k[1] == mapped[1]
     assert batcher._largest(top_k) < batcher._largest(plain)
     assert batcher._largest(mapped) < batcher._largest(plain)
     assert batcher._largest(top_k) == sinkhorn_batch.max_batch_for_memory(
-        plain[0], 24 * mib, top_k=200)
+        plain[1], 24 * mib, top_k=200)
     assert batcher._largest(mapped) == sinkhorn_batch.max_batch_for_memory(
-        plain[0], 24 * mib, dimension=3)
+        plain[1], 24 * mib, dimension=3)
 
 
 def test_batches_of_any_count_reuse_the_programs_of_one_problem():

@@ -27,17 +27,17 @@ from monge.v1 import sinkhorn_pb2 as monge_dot_v1_dot_sinkhorn__pb2
 from monge.v1 import tensor_pb2 as monge_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14monge/v1/exact.proto\x12\x08monge.v1\x1a\x1amonge/v1/diagnostics.proto\x1a\x17monge/v1/sinkhorn.proto\x1a\x15monge/v1/tensor.proto\"\xc5\x02\n\x15\x45xactTransportRequest\x12\x1b\n\x01x\x18\x01 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01y\x18\x02 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x61\x18\x03 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x62\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12%\n\x0b\x63ost_matrix\x18\x05 \x01(\x0b\x32\x10.monge.v1.Tensor\x12$\n\x04\x63ost\x18\x06 \x01(\x0e\x32\x16.monge.v1.CostFunction\x12\x0e\n\x01p\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12%\n\x06method\x18\x08 \x01(\x0e\x32\x15.monge.v1.ExactMethod\x12\x1b\n\x0emax_iterations\x18\t \x01(\x03H\x01\x88\x01\x01\x42\x04\n\x02_pB\x11\n\x0f_max_iterations\"\xae\x02\n\x16\x45xactTransportResponse\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x15\n\x08\x64istance\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12$\n\x04plan\x18\x03 \x01(\x0b\x32\x16.monge.v1.SparseMatrix\x12\x1b\n\x01\x66\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01g\x18\x05 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x16\n\x0emarginal_error\x18\x06 \x01(\x01\x12%\n\x06method\x18\x07 \x01(\x0e\x32\x15.monge.v1.ExactMethod\x12\x30\n\x0b\x64iagnostics\x18\x08 \x01(\x0b\x32\x1b.monge.v1.SolverDiagnostics\x12\x11\n\tpivot_cap\x18\t \x01(\x03\x42\x0b\n\t_distance*\x81\x01\n\x0b\x45xactMethod\x12\x1c\n\x18\x45XACT_METHOD_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XACT_METHOD_AUTO\x10\x01\x12 \n\x1c\x45XACT_METHOD_NETWORK_SIMPLEX\x10\x02\x12\x1b\n\x17\x45XACT_METHOD_SORTING_1D\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14monge/v1/exact.proto\x12\x08monge.v1\x1a\x1amonge/v1/diagnostics.proto\x1a\x17monge/v1/sinkhorn.proto\x1a\x15monge/v1/tensor.proto\"\xd7\x02\n\x15\x45xactTransportRequest\x12\x1b\n\x01x\x18\x01 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01y\x18\x02 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x61\x18\x03 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01\x62\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12%\n\x0b\x63ost_matrix\x18\x05 \x01(\x0b\x32\x10.monge.v1.Tensor\x12$\n\x04\x63ost\x18\x06 \x01(\x0e\x32\x16.monge.v1.CostFunction\x12\x0e\n\x01p\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12%\n\x06method\x18\x08 \x01(\x0e\x32\x15.monge.v1.ExactMethod\x12\x1b\n\x0emax_iterations\x18\t \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08priority\x18\n \x01(\rB\x04\n\x02_pB\x11\n\x0f_max_iterations\"\xae\x02\n\x16\x45xactTransportResponse\x12\x0c\n\x04\x63ost\x18\x01 \x01(\x01\x12\x15\n\x08\x64istance\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12$\n\x04plan\x18\x03 \x01(\x0b\x32\x16.monge.v1.SparseMatrix\x12\x1b\n\x01\x66\x18\x04 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x1b\n\x01g\x18\x05 \x01(\x0b\x32\x10.monge.v1.Tensor\x12\x16\n\x0emarginal_error\x18\x06 \x01(\x01\x12%\n\x06method\x18\x07 \x01(\x0e\x32\x15.monge.v1.ExactMethod\x12\x30\n\x0b\x64iagnostics\x18\x08 \x01(\x0b\x32\x1b.monge.v1.SolverDiagnostics\x12\x11\n\tpivot_cap\x18\t \x01(\x03\x42\x0b\n\t_distance*\x81\x01\n\x0b\x45xactMethod\x12\x1c\n\x18\x45XACT_METHOD_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XACT_METHOD_AUTO\x10\x01\x12 \n\x1c\x45XACT_METHOD_NETWORK_SIMPLEX\x10\x02\x12\x1b\n\x17\x45XACT_METHOD_SORTING_1D\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'monge.v1.exact_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXACTMETHOD']._serialized_start=744
-  _globals['_EXACTMETHOD']._serialized_end=873
+  _globals['_EXACTMETHOD']._serialized_start=762
+  _globals['_EXACTMETHOD']._serialized_end=891
   _globals['_EXACTTRANSPORTREQUEST']._serialized_start=111
-  _globals['_EXACTTRANSPORTREQUEST']._serialized_end=436
-  _globals['_EXACTTRANSPORTRESPONSE']._serialized_start=439
-  _globals['_EXACTTRANSPORTRESPONSE']._serialized_end=741
+  _globals['_EXACTTRANSPORTREQUEST']._serialized_end=454
+  _globals['_EXACTTRANSPORTRESPONSE']._serialized_start=457
+  _globals['_EXACTTRANSPORTRESPONSE']._serialized_end=759
 # @@protoc_insertion_point(module_scope)

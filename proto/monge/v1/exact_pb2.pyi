@@ -21,7 +21,7 @@ EXACT_METHOD_NETWORK_SIMPLEX: ExactMethod
 EXACT_METHOD_SORTING_1D: ExactMethod
 
 class ExactTransportRequest(_message.Message):
-    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "p", "method", "max_iterations")
+    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "p", "method", "max_iterations", "priority")
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ExactTransportRequest(_message.Message):
     P_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     x: _tensor_pb2.Tensor
     y: _tensor_pb2.Tensor
     a: _tensor_pb2.Tensor
@@ -40,7 +41,8 @@ class ExactTransportRequest(_message.Message):
     p: float
     method: ExactMethod
     max_iterations: int
-    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[_sinkhorn_pb2.CostFunction, str]] = ..., p: _Optional[float] = ..., method: _Optional[_Union[ExactMethod, str]] = ..., max_iterations: _Optional[int] = ...) -> None: ...
+    priority: int
+    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[_sinkhorn_pb2.CostFunction, str]] = ..., p: _Optional[float] = ..., method: _Optional[_Union[ExactMethod, str]] = ..., max_iterations: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class ExactTransportResponse(_message.Message):
     __slots__ = ("cost", "distance", "plan", "f", "g", "marginal_error", "method", "diagnostics", "pivot_cap")

@@ -31,7 +31,7 @@ from monge.v1 import sinkhorn_pb2 as monge_dot_v1_dot_sinkhorn__pb2
 from monge.v1 import sparsity_constrained_pb2 as monge_dot_v1_dot_sparsity__constrained__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13monge/v1/jobs.proto\x12\x08monge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amonge/v1/diagnostics.proto\x1a\x14monge/v1/exact.proto\x1a\x14monge/v1/pfode.proto\x1a\x13monge/v1/ruot.proto\x1a\x17monge/v1/sinkhorn.proto\x1a#monge/v1/sparsity_constrained.proto\"\xde\x04\n\x07JobItem\x12-\n\x08sinkhorn\x18\x01 \x01(\x0b\x32\x19.monge.v1.SinkhornRequestH\x00\x12:\n\x0f\x65xact_transport\x18\x02 \x01(\x0b\x32\x1f.monge.v1.ExactTransportRequestH\x00\x12M\n\x14sparsity_constrained\x18\x03 \x01(\x0b\x32-.monge.v1.SparsityConstrainedTransportRequestH\x00\x12I\n\x17sample_probability_flow\x18\x04 \x01(\x0b\x32&.monge.v1.SampleProbabilityFlowRequestH\x00\x12X\n\x1fprobability_flow_log_likelihood\x18\x05 \x01(\x0b\x32-.monge.v1.ProbabilityFlowLogLikelihoodRequestH\x00\x12=\n\x11train_score_model\x18\x06 \x01(\x0b\x32 .monge.v1.TrainScoreModelRequestH\x00\x12,\n\x08ruot_fit\x18\x07 \x01(\x0b\x32\x18.monge.v1.RUOTFitRequestH\x00\x12\x42\n\x13sinkhorn_divergence\x18\x08 \x01(\x0b\x32#.monge.v1.SinkhornDivergenceRequestH\x00\x12\x38\n\x0esinkhorn_batch\x18\t \x01(\x0b\x32\x1e.monge.v1.SinkhornBatchRequestH\x00\x42\t\n\x07request\"\x95\x05\n\rJobItemResult\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.monge.v1.ErrorStatus\x12.\n\x08sinkhorn\x18\x02 \x01(\x0b\x32\x1a.monge.v1.SinkhornResponseH\x00\x12;\n\x0f\x65xact_transport\x18\x03 \x01(\x0b\x32 .monge.v1.ExactTransportResponseH\x00\x12N\n\x14sparsity_constrained\x18\x04 \x01(\x0b\x32..monge.v1.SparsityConstrainedTransportResponseH\x00\x12J\n\x17sample_probability_flow\x18\x05 \x01(\x0b\x32\'.monge.v1.SampleProbabilityFlowResponseH\x00\x12Y\n\x1fprobability_flow_log_likelihood\x18\x06 \x01(\x0b\x32..monge.v1.ProbabilityFlowLogLikelihoodResponseH\x00\x12>\n\x11train_score_model\x18\x07 \x01(\x0b\x32!.monge.v1.TrainScoreModelResponseH\x00\x12-\n\x08ruot_fit\x18\x08 \x01(\x0b\x32\x19.monge.v1.RUOTFitResponseH\x00\x12\x43\n\x13sinkhorn_divergence\x18\t \x01(\x0b\x32$.monge.v1.SinkhornDivergenceResponseH\x00\x12\x39\n\x0esinkhorn_batch\x18\n \x01(\x0b\x32\x1f.monge.v1.SinkhornBatchResponseH\x00\x42\n\n\x08response\"\xe4\x01\n\x0bJobProgress\x12\x0c\n\x04item\x18\x01 \x01(\x03\x12\x11\n\titeration\x18\x02 \x01(\x03\x12\r\n\x05\x65rror\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\x12\x12\n\nitems_done\x18\x06 \x01(\x03\x12\x38\n\nloss_terms\x18\x07 \x03(\x0b\x32$.monge.v1.JobProgress.LossTermsEntry\x1a\x30\n\x0eLossTermsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x90\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.monge.v1.JobState\x12\x12\n\nitem_count\x18\x04 \x01(\x03\x12\x14\n\x0c\x66\x61iled_items\x18\x05 \x01(\x03\x12\'\n\x08progress\x18\x06 \x01(\x0b\x32\x15.monge.v1.JobProgress\x12$\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x15.monge.v1.ErrorStatus\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x03\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07results\x18\x0c \x03(\x0b\x32\x17.monge.v1.JobItemResult\"H\n\x10SubmitJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12 \n\x05items\x18\x02 \x03(\x0b\x32\x11.monge.v1.JobItem\"/\n\x11SubmitJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job\"8\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_results\x18\x02 \x01(\x08\",\n\x0eGetJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job\"[\n\x0fListJobsRequest\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.monge.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"H\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.monge.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x11\x43\x61ncelJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job\"R\n\x0eWaitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\x12\x17\n\x0finclude_results\x18\x03 \x01(\x08\"-\n\x0fWaitJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\".\n\x10WatchJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x9d\x03\n\nJobService\x12\x44\n\tSubmitJob\x12\x1a.monge.v1.SubmitJobRequest\x1a\x1b.monge.v1.SubmitJobResponse\x12;\n\x06GetJob\x12\x17.monge.v1.GetJobRequest\x1a\x18.monge.v1.GetJobResponse\x12\x41\n\x08ListJobs\x12\x19.monge.v1.ListJobsRequest\x1a\x1a.monge.v1.ListJobsResponse\x12\x44\n\tCancelJob\x12\x1a.monge.v1.CancelJobRequest\x1a\x1b.monge.v1.CancelJobResponse\x12>\n\x07WaitJob\x12\x18.monge.v1.WaitJobRequest\x1a\x19.monge.v1.WaitJobResponse\x12\x43\n\x08WatchJob\x12\x19.monge.v1.WatchJobRequest\x1a\x1a.monge.v1.WatchJobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13monge/v1/jobs.proto\x12\x08monge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amonge/v1/diagnostics.proto\x1a\x14monge/v1/exact.proto\x1a\x14monge/v1/pfode.proto\x1a\x13monge/v1/ruot.proto\x1a\x17monge/v1/sinkhorn.proto\x1a#monge/v1/sparsity_constrained.proto\"\xde\x04\n\x07JobItem\x12-\n\x08sinkhorn\x18\x01 \x01(\x0b\x32\x19.monge.v1.SinkhornRequestH\x00\x12:\n\x0f\x65xact_transport\x18\x02 \x01(\x0b\x32\x1f.monge.v1.ExactTransportRequestH\x00\x12M\n\x14sparsity_constrained\x18\x03 \x01(\x0b\x32-.monge.v1.SparsityConstrainedTransportRequestH\x00\x12I\n\x17sample_probability_flow\x18\x04 \x01(\x0b\x32&.monge.v1.SampleProbabilityFlowRequestH\x00\x12X\n\x1fprobability_flow_log_likelihood\x18\x05 \x01(\x0b\x32-.monge.v1.ProbabilityFlowLogLikelihoodRequestH\x00\x12=\n\x11train_score_model\x18\x06 \x01(\x0b\x32 .monge.v1.TrainScoreModelRequestH\x00\x12,\n\x08ruot_fit\x18\x07 \x01(\x0b\x32\x18.monge.v1.RUOTFitRequestH\x00\x12\x42\n\x13sinkhorn_divergence\x18\x08 \x01(\x0b\x32#.monge.v1.SinkhornDivergenceRequestH\x00\x12\x38\n\x0esinkhorn_batch\x18\t \x01(\x0b\x32\x1e.monge.v1.SinkhornBatchRequestH\x00\x42\t\n\x07request\"\x95\x05\n\rJobItemResult\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.monge.v1.ErrorStatus\x12.\n\x08sinkhorn\x18\x02 \x01(\x0b\x32\x1a.monge.v1.SinkhornResponseH\x00\x12;\n\x0f\x65xact_transport\x18\x03 \x01(\x0b\x32 .monge.v1.ExactTransportResponseH\x00\x12N\n\x14sparsity_constrained\x18\x04 \x01(\x0b\x32..monge.v1.SparsityConstrainedTransportResponseH\x00\x12J\n\x17sample_probability_flow\x18\x05 \x01(\x0b\x32\'.monge.v1.SampleProbabilityFlowResponseH\x00\x12Y\n\x1fprobability_flow_log_likelihood\x18\x06 \x01(\x0b\x32..monge.v1.ProbabilityFlowLogLikelihoodResponseH\x00\x12>\n\x11train_score_model\x18\x07 \x01(\x0b\x32!.monge.v1.TrainScoreModelResponseH\x00\x12-\n\x08ruot_fit\x18\x08 \x01(\x0b\x32\x19.monge.v1.RUOTFitResponseH\x00\x12\x43\n\x13sinkhorn_divergence\x18\t \x01(\x0b\x32$.monge.v1.SinkhornDivergenceResponseH\x00\x12\x39\n\x0esinkhorn_batch\x18\n \x01(\x0b\x32\x1f.monge.v1.SinkhornBatchResponseH\x00\x42\n\n\x08response\"\xfd\x01\n\x0bJobProgress\x12\x0c\n\x04item\x18\x01 \x01(\x03\x12\x11\n\titeration\x18\x02 \x01(\x03\x12\r\n\x05\x65rror\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\x12\x12\n\nitems_done\x18\x06 \x01(\x03\x12\x38\n\nloss_terms\x18\x07 \x03(\x0b\x32$.monge.v1.JobProgress.LossTermsEntry\x12\x17\n\x0fyielded_seconds\x18\x08 \x01(\x01\x1a\x30\n\x0eLossTermsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x90\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.monge.v1.JobState\x12\x12\n\nitem_count\x18\x04 \x01(\x03\x12\x14\n\x0c\x66\x61iled_items\x18\x05 \x01(\x03\x12\'\n\x08progress\x18\x06 \x01(\x0b\x32\x15.monge.v1.JobProgress\x12$\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x15.monge.v1.ErrorStatus\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x03\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07results\x18\x0c \x03(\x0b\x32\x17.monge.v1.JobItemResult\"Z\n\x10SubmitJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12 \n\x05items\x18\x02 \x03(\x0b\x32\x11.monge.v1.JobItem\x12\x10\n\x08priority\x18\x03 \x01(\r\"/\n\x11SubmitJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job\"8\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_results\x18\x02 \x01(\x08\",\n\x0eGetJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job\"[\n\x0fListJobsRequest\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.monge.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"H\n\x10ListJobsResponse\x12\x1b\n\x04jobs\x18\x01 \x03(\x0b\x32\r.monge.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x11\x43\x61ncelJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job\"R\n\x0eWaitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\x12\x17\n\x0finclude_results\x18\x03 \x01(\x08\"-\n\x0fWaitJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\".\n\x10WatchJobResponse\x12\x1a\n\x03job\x18\x01 \x01(\x0b\x32\r.monge.v1.Job*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\x9d\x03\n\nJobService\x12\x44\n\tSubmitJob\x12\x1a.monge.v1.SubmitJobRequest\x1a\x1b.monge.v1.SubmitJobResponse\x12;\n\x06GetJob\x12\x17.monge.v1.GetJobRequest\x1a\x18.monge.v1.GetJobResponse\x12\x41\n\x08ListJobs\x12\x19.monge.v1.ListJobsRequest\x1a\x1a.monge.v1.ListJobsResponse\x12\x44\n\tCancelJob\x12\x1a.monge.v1.CancelJobRequest\x1a\x1b.monge.v1.CancelJobResponse\x12>\n\x07WaitJob\x12\x18.monge.v1.WaitJobRequest\x1a\x19.monge.v1.WaitJobResponse\x12\x43\n\x08WatchJob\x12\x19.monge.v1.WatchJobRequest\x1a\x1a.monge.v1.WatchJobResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,42 +40,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBPROGRESS_LOSSTERMSENTRY']._loaded_options = None
   _globals['_JOBPROGRESS_LOSSTERMSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2822
-  _globals['_JOBSTATE']._serialized_end=2976
+  _globals['_JOBSTATE']._serialized_start=2865
+  _globals['_JOBSTATE']._serialized_end=3019
   _globals['_JOBITEM']._serialized_start=222
   _globals['_JOBITEM']._serialized_end=828
   _globals['_JOBITEMRESULT']._serialized_start=831
   _globals['_JOBITEMRESULT']._serialized_end=1492
   _globals['_JOBPROGRESS']._serialized_start=1495
-  _globals['_JOBPROGRESS']._serialized_end=1723
-  _globals['_JOBPROGRESS_LOSSTERMSENTRY']._serialized_start=1675
-  _globals['_JOBPROGRESS_LOSSTERMSENTRY']._serialized_end=1723
-  _globals['_JOB']._serialized_start=1726
-  _globals['_JOB']._serialized_end=2126
-  _globals['_SUBMITJOBREQUEST']._serialized_start=2128
-  _globals['_SUBMITJOBREQUEST']._serialized_end=2200
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=2202
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=2249
-  _globals['_GETJOBREQUEST']._serialized_start=2251
-  _globals['_GETJOBREQUEST']._serialized_end=2307
-  _globals['_GETJOBRESPONSE']._serialized_start=2309
-  _globals['_GETJOBRESPONSE']._serialized_end=2353
-  _globals['_LISTJOBSREQUEST']._serialized_start=2355
-  _globals['_LISTJOBSREQUEST']._serialized_end=2446
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2448
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2520
-  _globals['_CANCELJOBREQUEST']._serialized_start=2522
-  _globals['_CANCELJOBREQUEST']._serialized_end=2556
-  _globals['_CANCELJOBRESPONSE']._serialized_start=2558
-  _globals['_CANCELJOBRESPONSE']._serialized_end=2605
-  _globals['_WAITJOBREQUEST']._serialized_start=2607
-  _globals['_WAITJOBREQUEST']._serialized_end=2689
-  _globals['_WAITJOBRESPONSE']._serialized_start=2691
-  _globals['_WAITJOBRESPONSE']._serialized_end=2736
-  _globals['_WATCHJOBREQUEST']._serialized_start=2738
-  _globals['_WATCHJOBREQUEST']._serialized_end=2771
-  _globals['_WATCHJOBRESPONSE']._serialized_start=2773
-  _globals['_WATCHJOBRESPONSE']._serialized_end=2819
-  _globals['_JOBSERVICE']._serialized_start=2979
-  _globals['_JOBSERVICE']._serialized_end=3392
+  _globals['_JOBPROGRESS']._serialized_end=1748
+  _globals['_JOBPROGRESS_LOSSTERMSENTRY']._serialized_start=1700
+  _globals['_JOBPROGRESS_LOSSTERMSENTRY']._serialized_end=1748
+  _globals['_JOB']._serialized_start=1751
+  _globals['_JOB']._serialized_end=2151
+  _globals['_SUBMITJOBREQUEST']._serialized_start=2153
+  _globals['_SUBMITJOBREQUEST']._serialized_end=2243
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=2245
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=2292
+  _globals['_GETJOBREQUEST']._serialized_start=2294
+  _globals['_GETJOBREQUEST']._serialized_end=2350
+  _globals['_GETJOBRESPONSE']._serialized_start=2352
+  _globals['_GETJOBRESPONSE']._serialized_end=2396
+  _globals['_LISTJOBSREQUEST']._serialized_start=2398
+  _globals['_LISTJOBSREQUEST']._serialized_end=2489
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2491
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2563
+  _globals['_CANCELJOBREQUEST']._serialized_start=2565
+  _globals['_CANCELJOBREQUEST']._serialized_end=2599
+  _globals['_CANCELJOBRESPONSE']._serialized_start=2601
+  _globals['_CANCELJOBRESPONSE']._serialized_end=2648
+  _globals['_WAITJOBREQUEST']._serialized_start=2650
+  _globals['_WAITJOBREQUEST']._serialized_end=2732
+  _globals['_WAITJOBRESPONSE']._serialized_start=2734
+  _globals['_WAITJOBRESPONSE']._serialized_end=2779
+  _globals['_WATCHJOBREQUEST']._serialized_start=2781
+  _globals['_WATCHJOBREQUEST']._serialized_end=2814
+  _globals['_WATCHJOBRESPONSE']._serialized_start=2816
+  _globals['_WATCHJOBRESPONSE']._serialized_end=2862
+  _globals['_JOBSERVICE']._serialized_start=3022
+  _globals['_JOBSERVICE']._serialized_end=3435
 # @@protoc_insertion_point(module_scope)

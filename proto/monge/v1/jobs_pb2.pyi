@@ -78,7 +78,7 @@ class JobItemResult(_message.Message):
     def __init__(self, status: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., sinkhorn: _Optional[_Union[_sinkhorn_pb2.SinkhornResponse, _Mapping]] = ..., exact_transport: _Optional[_Union[_exact_pb2.ExactTransportResponse, _Mapping]] = ..., sparsity_constrained: _Optional[_Union[_sparsity_constrained_pb2.SparsityConstrainedTransportResponse, _Mapping]] = ..., sample_probability_flow: _Optional[_Union[_pfode_pb2.SampleProbabilityFlowResponse, _Mapping]] = ..., probability_flow_log_likelihood: _Optional[_Union[_pfode_pb2.ProbabilityFlowLogLikelihoodResponse, _Mapping]] = ..., train_score_model: _Optional[_Union[_pfode_pb2.TrainScoreModelResponse, _Mapping]] = ..., ruot_fit: _Optional[_Union[_ruot_pb2.RUOTFitResponse, _Mapping]] = ..., sinkhorn_divergence: _Optional[_Union[_sinkhorn_pb2.SinkhornDivergenceResponse, _Mapping]] = ..., sinkhorn_batch: _Optional[_Union[_sinkhorn_pb2.SinkhornBatchResponse, _Mapping]] = ...) -> None: ...
 
 class JobProgress(_message.Message):
-    __slots__ = ("item", "iteration", "error", "loss", "elapsed_seconds", "items_done", "loss_terms")
+    __slots__ = ("item", "iteration", "error", "loss", "elapsed_seconds", "items_done", "loss_terms", "yielded_seconds")
     class LossTermsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class JobProgress(_message.Message):
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_DONE_FIELD_NUMBER: _ClassVar[int]
     LOSS_TERMS_FIELD_NUMBER: _ClassVar[int]
+    YIELDED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     item: int
     iteration: int
     error: float
@@ -100,7 +101,8 @@ class JobProgress(_message.Message):
     elapsed_seconds: float
     items_done: int
     loss_terms: _containers.ScalarMap[str, float]
-    def __init__(self, item: _Optional[int] = ..., iteration: _Optional[int] = ..., error: _Optional[float] = ..., loss: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., items_done: _Optional[int] = ..., loss_terms: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    yielded_seconds: float
+    def __init__(self, item: _Optional[int] = ..., iteration: _Optional[int] = ..., error: _Optional[float] = ..., loss: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ..., items_done: _Optional[int] = ..., loss_terms: _Optional[_Mapping[str, float]] = ..., yielded_seconds: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "request_id", "state", "item_count", "failed_items", "progress", "error", "attempts", "create_time", "start_time", "end_time", "results")
@@ -131,12 +133,14 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., item_count: _Optional[int] = ..., failed_items: _Optional[int] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., error: _Optional[_Union[_diagnostics_pb2.ErrorStatus, _Mapping]] = ..., attempts: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., results: _Optional[_Iterable[_Union[JobItemResult, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("request_id", "items")
+    __slots__ = ("request_id", "items", "priority")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     items: _containers.RepeatedCompositeFieldContainer[JobItem]
-    def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[JobItem, _Mapping]]] = ...) -> None: ...
+    priority: int
+    def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[JobItem, _Mapping]]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)

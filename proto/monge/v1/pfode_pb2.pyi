@@ -172,7 +172,7 @@ class LogLikelihoodOptions(_message.Message):
     def __init__(self, divergence: _Optional[_Union[DivergenceEstimator, str]] = ..., num_probes: _Optional[int] = ..., rtol: _Optional[float] = ..., atol: _Optional[float] = ...) -> None: ...
 
 class SampleProbabilityFlowRequest(_message.Message):
-    __slots__ = ("model", "sampler", "time_grid", "steps", "nfe", "num_samples", "seed", "dtype", "rtol", "atol", "return_trajectory", "log_likelihood")
+    __slots__ = ("model", "sampler", "time_grid", "steps", "nfe", "num_samples", "seed", "dtype", "rtol", "atol", "return_trajectory", "log_likelihood", "priority")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SAMPLER_FIELD_NUMBER: _ClassVar[int]
     TIME_GRID_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +185,7 @@ class SampleProbabilityFlowRequest(_message.Message):
     ATOL_FIELD_NUMBER: _ClassVar[int]
     RETURN_TRAJECTORY_FIELD_NUMBER: _ClassVar[int]
     LOG_LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     model: ProbabilityFlowModel
     sampler: OdeSampler
     time_grid: TimeGrid
@@ -197,7 +198,8 @@ class SampleProbabilityFlowRequest(_message.Message):
     atol: float
     return_trajectory: bool
     log_likelihood: LogLikelihoodOptions
-    def __init__(self, model: _Optional[_Union[ProbabilityFlowModel, _Mapping]] = ..., sampler: _Optional[_Union[OdeSampler, str]] = ..., time_grid: _Optional[_Union[TimeGrid, str]] = ..., steps: _Optional[int] = ..., nfe: _Optional[int] = ..., num_samples: _Optional[int] = ..., seed: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.Dtype, str]] = ..., rtol: _Optional[float] = ..., atol: _Optional[float] = ..., return_trajectory: _Optional[bool] = ..., log_likelihood: _Optional[_Union[LogLikelihoodOptions, _Mapping]] = ...) -> None: ...
+    priority: int
+    def __init__(self, model: _Optional[_Union[ProbabilityFlowModel, _Mapping]] = ..., sampler: _Optional[_Union[OdeSampler, str]] = ..., time_grid: _Optional[_Union[TimeGrid, str]] = ..., steps: _Optional[int] = ..., nfe: _Optional[int] = ..., num_samples: _Optional[int] = ..., seed: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.Dtype, str]] = ..., rtol: _Optional[float] = ..., atol: _Optional[float] = ..., return_trajectory: _Optional[bool] = ..., log_likelihood: _Optional[_Union[LogLikelihoodOptions, _Mapping]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class ProbabilityFlowDiagnostics(_message.Message):
     __slots__ = ("status", "message", "ok", "solve_seconds")
@@ -232,20 +234,22 @@ class SampleProbabilityFlowResponse(_message.Message):
     def __init__(self, samples: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., nfe: _Optional[int] = ..., steps: _Optional[int] = ..., times: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., trajectory: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., log_likelihood: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., log_likelihood_standard_error: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., diagnostics: _Optional[_Union[ProbabilityFlowDiagnostics, _Mapping]] = ...) -> None: ...
 
 class ProbabilityFlowLogLikelihoodRequest(_message.Message):
-    __slots__ = ("model", "points", "options", "seed", "dtype", "max_steps")
+    __slots__ = ("model", "points", "options", "seed", "dtype", "max_steps", "priority")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     model: ProbabilityFlowModel
     points: _tensor_pb2.Tensor
     options: LogLikelihoodOptions
     seed: int
     dtype: _tensor_pb2.Dtype
     max_steps: int
-    def __init__(self, model: _Optional[_Union[ProbabilityFlowModel, _Mapping]] = ..., points: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., options: _Optional[_Union[LogLikelihoodOptions, _Mapping]] = ..., seed: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.Dtype, str]] = ..., max_steps: _Optional[int] = ...) -> None: ...
+    priority: int
+    def __init__(self, model: _Optional[_Union[ProbabilityFlowModel, _Mapping]] = ..., points: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., options: _Optional[_Union[LogLikelihoodOptions, _Mapping]] = ..., seed: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.Dtype, str]] = ..., max_steps: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class ProbabilityFlowLogLikelihoodResponse(_message.Message):
     __slots__ = ("log_likelihood", "standard_error", "prior_log_likelihood", "latents", "nfe", "diagnostics")

@@ -234,7 +234,7 @@ class RUOTPopulationQuery(_message.Message):
     def __init__(self, time: _Optional[float] = ..., initial_points: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class QueryRUOTRequest(_message.Message):
-    __slots__ = ("model_id", "inline_model", "trajectories", "fields", "mass", "action", "population", "seed")
+    __slots__ = ("model_id", "inline_model", "trajectories", "fields", "mass", "action", "population", "seed", "priority")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INLINE_MODEL_FIELD_NUMBER: _ClassVar[int]
     TRAJECTORIES_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +243,7 @@ class QueryRUOTRequest(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     POPULATION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     inline_model: RUOTModel
     trajectories: RUOTTrajectoriesQuery
@@ -251,7 +252,8 @@ class QueryRUOTRequest(_message.Message):
     action: RUOTActionQuery
     population: RUOTPopulationQuery
     seed: int
-    def __init__(self, model_id: _Optional[str] = ..., inline_model: _Optional[_Union[RUOTModel, _Mapping]] = ..., trajectories: _Optional[_Union[RUOTTrajectoriesQuery, _Mapping]] = ..., fields: _Optional[_Union[RUOTFieldsQuery, _Mapping]] = ..., mass: _Optional[_Union[RUOTMassQuery, _Mapping]] = ..., action: _Optional[_Union[RUOTActionQuery, _Mapping]] = ..., population: _Optional[_Union[RUOTPopulationQuery, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+    priority: int
+    def __init__(self, model_id: _Optional[str] = ..., inline_model: _Optional[_Union[RUOTModel, _Mapping]] = ..., trajectories: _Optional[_Union[RUOTTrajectoriesQuery, _Mapping]] = ..., fields: _Optional[_Union[RUOTFieldsQuery, _Mapping]] = ..., mass: _Optional[_Union[RUOTMassQuery, _Mapping]] = ..., action: _Optional[_Union[RUOTActionQuery, _Mapping]] = ..., population: _Optional[_Union[RUOTPopulationQuery, _Mapping]] = ..., seed: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class RUOTTrajectories(_message.Message):
     __slots__ = ("times", "points", "weights", "mass", "growth", "action")

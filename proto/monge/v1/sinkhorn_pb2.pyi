@@ -49,7 +49,7 @@ class MarginalPenalty(_message.Message):
     def __init__(self, source: _Optional[float] = ..., target: _Optional[float] = ...) -> None: ...
 
 class SinkhornRequest(_message.Message):
-    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "return_plan", "method", "plan_top_k", "return_barycentric_map", "overrelaxation", "scaling_stages")
+    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "return_plan", "method", "plan_top_k", "return_barycentric_map", "overrelaxation", "scaling_stages", "priority")
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class SinkhornRequest(_message.Message):
     RETURN_BARYCENTRIC_MAP_FIELD_NUMBER: _ClassVar[int]
     OVERRELAXATION_FIELD_NUMBER: _ClassVar[int]
     SCALING_STAGES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     x: _tensor_pb2.Tensor
     y: _tensor_pb2.Tensor
     a: _tensor_pb2.Tensor
@@ -82,7 +83,8 @@ class SinkhornRequest(_message.Message):
     return_barycentric_map: bool
     overrelaxation: Overrelaxation
     scaling_stages: int
-    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., return_plan: _Optional[bool] = ..., method: _Optional[_Union[SinkhornMethod, str]] = ..., plan_top_k: _Optional[int] = ..., return_barycentric_map: _Optional[bool] = ..., overrelaxation: _Optional[_Union[Overrelaxation, str]] = ..., scaling_stages: _Optional[int] = ...) -> None: ...
+    priority: int
+    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., return_plan: _Optional[bool] = ..., method: _Optional[_Union[SinkhornMethod, str]] = ..., plan_top_k: _Optional[int] = ..., return_barycentric_map: _Optional[bool] = ..., overrelaxation: _Optional[_Union[Overrelaxation, str]] = ..., scaling_stages: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class NewtonStatistics(_message.Message):
     __slots__ = ("sinkhorn_iterations", "newton_iterations", "cg_iterations", "newton_failures", "kept_per_row")
@@ -123,10 +125,12 @@ class SinkhornResponse(_message.Message):
     def __init__(self, cost: _Optional[float] = ..., objective: _Optional[float] = ..., f: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., g: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., marginal_error: _Optional[float] = ..., plan: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., diagnostics: _Optional[_Union[_diagnostics_pb2.SolverDiagnostics, _Mapping]] = ..., newton: _Optional[_Union[NewtonStatistics, _Mapping]] = ..., sparse_plan: _Optional[_Union[_tensor_pb2.SparseMatrix, _Mapping]] = ..., barycentric_map: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class SinkhornBatchRequest(_message.Message):
-    __slots__ = ("problems",)
+    __slots__ = ("problems", "priority")
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     problems: _containers.RepeatedCompositeFieldContainer[SinkhornRequest]
-    def __init__(self, problems: _Optional[_Iterable[_Union[SinkhornRequest, _Mapping]]] = ...) -> None: ...
+    priority: int
+    def __init__(self, problems: _Optional[_Iterable[_Union[SinkhornRequest, _Mapping]]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class SinkhornBatchResponse(_message.Message):
     __slots__ = ("results", "vectorized_groups", "single_solves")
@@ -139,7 +143,7 @@ class SinkhornBatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SinkhornResponse, _Mapping]]] = ..., vectorized_groups: _Optional[int] = ..., single_solves: _Optional[int] = ...) -> None: ...
 
 class SinkhornDivergenceRequest(_message.Message):
-    __slots__ = ("x", "y", "a", "b", "cost", "epsilon", "threshold", "max_iterations", "reg_m")
+    __slots__ = ("x", "y", "a", "b", "cost", "epsilon", "threshold", "max_iterations", "reg_m", "priority")
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +153,7 @@ class SinkhornDivergenceRequest(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     REG_M_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     x: _tensor_pb2.Tensor
     y: _tensor_pb2.Tensor
     a: _tensor_pb2.Tensor
@@ -158,7 +163,8 @@ class SinkhornDivergenceRequest(_message.Message):
     threshold: float
     max_iterations: int
     reg_m: MarginalPenalty
-    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ...) -> None: ...
+    priority: int
+    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[CostFunction, str]] = ..., epsilon: _Optional[float] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., reg_m: _Optional[_Union[MarginalPenalty, _Mapping]] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class SinkhornDivergenceTerm(_message.Message):
     __slots__ = ("objective", "cost", "diagnostics")

@@ -19,7 +19,7 @@ SPARSITY_FORMULATION_SEMI_DUAL: SparsityFormulation
 SPARSITY_FORMULATION_DUAL: SparsityFormulation
 
 class SparsityConstrainedTransportRequest(_message.Message):
-    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "gamma", "k", "formulation", "threshold", "max_iterations")
+    __slots__ = ("x", "y", "a", "b", "cost_matrix", "cost", "gamma", "k", "formulation", "threshold", "max_iterations", "priority")
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class SparsityConstrainedTransportRequest(_message.Message):
     FORMULATION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     x: _tensor_pb2.Tensor
     y: _tensor_pb2.Tensor
     a: _tensor_pb2.Tensor
@@ -42,7 +43,8 @@ class SparsityConstrainedTransportRequest(_message.Message):
     formulation: SparsityFormulation
     threshold: float
     max_iterations: int
-    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[_sinkhorn_pb2.CostFunction, str]] = ..., gamma: _Optional[float] = ..., k: _Optional[int] = ..., formulation: _Optional[_Union[SparsityFormulation, str]] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ...) -> None: ...
+    priority: int
+    def __init__(self, x: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., y: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., a: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., b: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost_matrix: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., cost: _Optional[_Union[_sinkhorn_pb2.CostFunction, str]] = ..., gamma: _Optional[float] = ..., k: _Optional[int] = ..., formulation: _Optional[_Union[SparsityFormulation, str]] = ..., threshold: _Optional[float] = ..., max_iterations: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class SparsityConstrainedTransportResponse(_message.Message):
     __slots__ = ("plan", "cost", "objective", "dual_objective", "marginal_error", "max_nonzeros_per_column", "alpha", "beta", "support_iterations", "diagnostics")
