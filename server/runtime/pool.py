@@ -84,8 +84,8 @@ class _Task:
         span = now - since
         if span <= 0:
             return 1.0
-        given = sum(min(end if end is not None else now, now) - max(start, since)
-                    for start, end in self.yielded if (end is None or end > since))
+        given = sum((now if end is None else end) - max(start, since)
+                    for start, end in self.yielded if end is None or end > since)
         return 1.0 - given / span
 
 
@@ -296,22 +296,23 @@ class WorkerPool:
         """Ask workers running lower-level tasks to give way to waiting higher-level ones
         (as many as wait); withdraw the ask when nothing waits above the task any more."""
         waiting = sorted(level for level, queue in self._pending.items() if queue)
-        unasked = sum(len(self._pending[level]) for level in waiting)
+        asked = 0  # workers asked (or kept asked) so far, lowest-level tasks first
         recheck = False
         for worker in sorted(self._workers, key=lambda w: -(w.task.priority if w.task else 0)):
             task = worker.task
             if task is None or worker.yielded_task is not None or worker.dead:
                 continue  # idle, or running a call it gave way to (which does not yield)
-            above = bool(waiting) and waiting[0] < task.priority
+            # Only calls above this task count: lower or equal ones wait their turn.
+            above = sum(len(self._pending[level]) for level in waiting if level < task.priority)
             if worker.asked_to_yield:
                 if above:
-                    unasked -= 1
+                    asked += 1
                 else:
                     worker.yield_wanted.value, worker.asked_to_yield = 0, False
-            elif above and unasked > 0:
+            elif above > asked:
                 if self._may_stay_yielded(task, now):
                     worker.yield_wanted.value, worker.asked_to_yield = task.sequence, True
-                    unasked -= 1
+                    asked += 1
                 else:
                     recheck = True  # it is owed its share: ask again shortly
         if recheck and self._recheck is None:
