@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/load.py                    # 8 clients, 60 s
     .venv/bin/python benchmarks/load.py --quick            # 4 clients, 10 s: a smoke test
     .venv/bin/python benchmarks/load.py --clients 16 --seconds 600 --large-fraction 0.1
+    .venv/bin/python benchmarks/load.py --background score   # calls while a training runs
+    .venv/bin/python benchmarks/load.py --background ruot    # calls while a Var-RUOT fit runs
 
 Starts `monge serve` as a subprocess on 127.0.0.1 with a fresh data dir and its metrics
 port, warms it up (the same load, in rounds of a few seconds, until a round causes no
@@ -16,6 +18,13 @@ RESOURCE_EXHAUSTED is counted. Printed: throughput, latency percentiles by kind,
 errors by status code, and the resident memory of the server process and of its
 workers after start-up, after the warm-up, at the peak and at the end (psutil if
 installed, else /proc), and the compilations and batch sizes seen during the run.
+
+With --background (score or ruot) it measures priorities instead: 500 x 500 Sinkhorn
+calls from the clients on an idle server; then the training (a score model's or a
+Var-RUOT fit, submitted as a job at the job's default level) alone; then the same
+training again with the clients calling until it finishes. Printed side by side: the
+calls' p50 and p99 idle and beside the training (targets: at most 2x and 4x), and the
+training's wall time alone and beside the calls, with the time it spent yielded.
 """
 
 from __future__ import annotations
@@ -252,6 +261,130 @@ def report(records, seconds, clients, memory_rows, settings) -> str:
     return "\n".join(lines)
 
 
+# -- calls beside a training (--background) ------------------------------------------
+
+CALL_POINTS = 500
+CALL_EPSILON = 0.5  # 0.1 x the mean cost of these clouds: ~40 iterations
+
+
+def call_requests(seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    return [sinkhorn_request(x, x + 1.0 + 0.1 * rng.normal(size=x.shape), epsilon=CALL_EPSILON, threshold=1e-6)
+            for x in (rng.normal(size=(CALL_POINTS, 2)) for _ in range(4))]
+
+
+def submit_training(client, kind: str, steps: int | None = None):
+    """The background job: a score model's training or a Var-RUOT fit, tens of seconds alone."""
+    rng = np.random.default_rng(0)
+    if kind == "score":
+        samples = np.concatenate([rng.normal(size=(256, 2)) - 2.0, rng.normal(size=(256, 2)) + 2.0]).astype(np.float32)
+        return client.train_score_model(samples, hidden=(64, 64), time_embedding_dim=8, steps=steps or 10000,
+                                        batch_size=256, report_every=100, seed=0)
+    # A population that drifts and splits, at four times.
+    snapshots = []
+    for step in range(4):
+        centres = np.array([[step, step], [step, -step]]) * 0.5
+        points = centres[rng.integers(2, size=200)] + 0.3 * rng.normal(size=(200, 2))
+        snapshots.append((float(step), points.astype(np.float32), 200.0 * (1.0 + 0.2 * step)))
+    return client.ruot_fit(snapshots, width=64, residual_blocks=1, steps=steps or 300, particles=256, report_every=25,
+                           seed=0)
+
+
+def calls_until(target, raw, clients, done, timeout) -> list[tuple]:
+    """`clients` threads calling back to back until `done()`; (kind, code, started, finished) per call."""
+    records, lock = [], threading.Lock()
+    halt = threading.Event()
+
+    def loop(seed):
+        rng = np.random.default_rng(seed)
+        with grpc.insecure_channel(target) as channel:
+            call = service_pb2_grpc.SolverServiceStub(channel).Sinkhorn
+            while not halt.is_set():
+                started = time.monotonic()
+                try:
+                    call(raw[rng.integers(len(raw))], timeout=timeout)
+                    code = "OK"
+                except grpc.RpcError as error:
+                    code = error.code().name
+                finished = time.monotonic()
+                with lock:
+                    records.append(("call", code, started, finished))
+
+    threads = [threading.Thread(target=loop, args=(seed,)) for seed in range(clients)]
+    for thread in threads:
+        thread.start()
+    while not done():
+        time.sleep(0.1)
+    halt.set()
+    for thread in threads:
+        thread.join()
+    return records
+
+
+def background_report(idle, loaded, alone, beside, kind) -> str:
+    def latencies(records):
+        ok = [finished - started for _, code, started, finished in records if code == "OK"]
+        failed = sum(code != "OK" for _, code, _, _ in records)
+        return ok, failed
+
+    idle_ok, idle_failed = latencies(idle)
+    loaded_ok, loaded_failed = latencies(loaded)
+    lines = ["| calls (500 x 500 Sinkhorn) | count | failed | p50 ms | p90 ms | p99 ms | max ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, ok, failed in (("idle server", idle_ok, idle_failed), (f"beside the {kind} job", loaded_ok, loaded_failed)):
+        lines.append(f"| {name} | {len(ok)} | {failed} | {percentile(ok, 50):.0f} | {percentile(ok, 90):.0f} | "
+                     f"{percentile(ok, 99):.0f} | {percentile(ok, 100):.0f} |")
+    p50 = percentile(loaded_ok, 50) / percentile(idle_ok, 50)
+    p99 = percentile(loaded_ok, 99) / percentile(idle_ok, 99)
+    lines.append(f"| ratio (target p50 <= 2x, p99 <= 4x) | | | {p50:.2f}x {'met' if p50 <= 2 else 'MISSED'} | | "
+                 f"{p99:.2f}x {'met' if p99 <= 4 else 'MISSED'} | |")
+    lines += ["", "| the job | state | wall s | yielded s | steps |", "| --- | --- | ---: | ---: | ---: |"]
+    for name, (info, wall) in (("alone", alone), ("beside the calls", beside)):
+        lines.append(f"| {name} | {info.state} | {wall:.1f} | {info.progress['yielded_seconds']:.1f} | "
+                     f"{info.progress['iteration']} |")
+    lines.append(f"\nThe job's slowdown beside the calls: {beside[1] / alone[1]:.2f}x.")
+    return "\n".join(lines)
+
+
+def run_background(args) -> int:
+    from monge.client import Client
+
+    print(f"machine: {machine()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="monge-load-") as data_dir:
+        log_path = os.path.join(data_dir, "server.log")
+        process, target = start_server(data_dir, args.workers, log_path, args.serve_arg, _free_port())
+        try:
+            raw = call_requests()
+            with Client(target, timeout=600) as client:
+                stub = service_pb2_grpc.SolverServiceStub(client._channel)
+                for request in raw:  # compiled before anything is timed
+                    stub.Sinkhorn(request, timeout=600)
+                warm = client.wait(submit_training(client, args.background, args.steps))  # compiles the training
+                if warm.state != "succeeded":
+                    raise SystemExit(f"the warm-up {args.background} job {warm.state}: {warm.error}")
+                began = time.monotonic()
+                idle = calls_until(target, raw, args.clients, lambda: time.monotonic() - began > args.seconds,
+                                   args.timeout)
+
+                def ran(info):
+                    return info, info.end_time - info.start_time  # from start to end, queueing left out
+
+                alone = ran(client.wait(submit_training(client, args.background, args.steps)))
+                job = submit_training(client, args.background, args.steps)
+                loaded = calls_until(target, raw, args.clients, lambda: client.job(job).done, args.timeout)
+                beside = ran(client.wait(job))
+            print(f"{args.clients} clients, {args.workers} worker(s), float64 calls at epsilon {CALL_EPSILON} "
+                  f"(0.1 x mean cost), threshold 1e-6; the {args.background} job at the job default level")
+            print(background_report(idle, loaded, alone, beside, args.background))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -264,11 +397,18 @@ def main(argv=None) -> int:
                         help="seconds of load per warm-up round; rounds go on until one compiles nothing")
     parser.add_argument("--max-warmup", type=float, default=180.0, help="longest warm-up, seconds")
     parser.add_argument("--quick", action="store_true", help="4 clients for 10 s, at most 60 s of warm-up")
+    parser.add_argument("--background", choices=("score", "ruot"),
+                        help="measure calls beside a training job of this kind (see above)")
+    parser.add_argument("--steps", type=int, help="--background: the training's steps (default 10000 score, 300 ruot)")
     parser.add_argument("--serve-arg", action="append", default=[],
                         help="extra `monge serve` argument (repeatable), e.g. --serve-arg=--queue-limit=16")
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.seconds, args.max_warmup = 4, 10.0, 60.0
+    if args.background:
+        if "--clients" not in " ".join(argv or sys.argv):
+            args.clients = 4
+        return run_background(args)
 
     print(f"machine: {machine()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="monge-load-") as data_dir:

@@ -11,6 +11,7 @@ barycentric map as `barycentric_map`; a trained score model's weights as
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import sys
@@ -240,16 +241,25 @@ def saved(path, result, label: str) -> bool:
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 
+def _level(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a queue level is a whole number from 1, not {text!r}")
+    return int(text)
+
+
 def remote(p, timeout: float | None = 600.0) -> None:
     """The options every command that calls a server takes."""
     p.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
     p.add_argument("--timeout", type=float, default=timeout,
                    help="seconds" + (f" (default {timeout:g})" if timeout else " (default: no limit)"))
+    p.add_argument("--priority", type=_level, metavar="LEVEL",
+                   help="queue level, 1 first (default: 1 for calls, the server's lowest for jobs); "
+                        "running lower-level work gives way to it between steps")
     add_connection_arguments(p)
 
 
 def connection(args) -> dict:
-    """Client keyword arguments from --tls-ca and --token-file (or MONGE_TOKEN)."""
+    """Client keyword arguments from --tls-ca, --token-file (or MONGE_TOKEN) and --priority."""
     from monge.client.channel import read_token_file
 
     token = os.environ.get("MONGE_TOKEN") or None
@@ -258,7 +268,10 @@ def connection(args) -> dict:
             token = read_token_file(args.token_file)
         except (OSError, ValueError) as error:
             raise SystemExit(f"monge: cannot read --token-file: {error}") from None
-    return {"root_certificates": getattr(args, "tls_ca", None), "token": token}
+    chosen = {"root_certificates": getattr(args, "tls_ca", None), "token": token}
+    if getattr(args, "priority", None) is not None:
+        chosen["priority"] = args.priority
+    return chosen
 
 
 def add_connection_arguments(parser) -> None:

@@ -203,3 +203,17 @@ def test_plain_progress_bar_without_tqdm(monkeypatch, capsys):
     quiet.update(4, "succeeded")
     quiet.close()
     assert capsys.readouterr().err == ""
+
+
+def test_priority_flag_reaches_the_server(server, tmp_path, capsys):
+    x, y = _points(3)
+    np.savez(tmp_path / "p.npz", x=x, y=y)
+    code, stdout, stderr = _run(capsys, "batch", tmp_path / "p.npz", "--target", server.target, "--priority", "1",
+                                "--epsilon", "0.5")
+    assert code == 0 and "p.npz: cost" in stdout
+    # Beyond the server's levels (2 by default): refused by the server, naming the field.
+    code, stdout, stderr = _run(capsys, "batch", tmp_path / "p.npz", "--target", server.target, "--priority", "5")
+    assert code != 0 and "INVALID_ARGUMENT" in stderr and "priority" in stderr and "Traceback" not in stderr
+    with pytest.raises(SystemExit):  # not a level at all: refused before anything is sent
+        main(["batch", str(tmp_path / "p.npz"), "--target", server.target, "--priority", "0"])
+    assert "a queue level is a whole number from 1" in capsys.readouterr().err

@@ -42,6 +42,49 @@ def test_a_call_overtakes_queued_job_items():
     assert asyncio.run(asyncio.wait_for(scenario(), 120)) == ["running item", "call", "queued item"]
 
 
+def test_cancelling_a_training_while_it_has_given_way_frees_its_worker():
+    from monge.server.config import ServerConfig
+    from monge.server.runtime.pool import WorkerPool
+    from tests.conftest import _COMPILE_CACHE
+    from helpers import slow_sinkhorn
+
+    endless = requests.train_score_model(DATA, **dict(TRAINING, steps=10**6)).SerializeToString()
+    slow_call = slow_sinkhorn(iterations=30_000).SerializeToString()
+    x = np.random.default_rng(1).normal(size=(40, 2))
+    quick_call = requests.sinkhorn(x, x + 1.0, epsilon=0.1).SerializeToString()
+
+    async def scenario():
+        pool = WorkerPool(ServerConfig(data_dir=tempfile.mkdtemp()), workers=1, cache_dir=_COMPILE_CACHE)
+        await pool.start()
+        worker = pool._workers[0]
+        try:
+            await pool.run("sinkhorn", slow_call)  # compiled before the training holds the worker
+            progress = []
+            training = asyncio.ensure_future(pool.run("train_score_model", endless, progress.append, priority=2))
+            while not progress:
+                if training.done():
+                    training.result()  # the error, if it failed
+                await asyncio.sleep(0.02)
+            call = asyncio.ensure_future(pool.run("sinkhorn", slow_call, priority=1))
+            while worker.yielded_task is None:  # the training has given way to the call
+                assert not call.done(), "the call finished before the training gave way"
+                await asyncio.sleep(0.005)
+            training.cancel()
+            await call
+            call_done = time.monotonic()
+            with pytest.raises(asyncio.CancelledError):
+                await training
+            # Stopped when it resumed: the worker is free for the next call at once.
+            await asyncio.wait_for(pool.run("sinkhorn", quick_call, priority=2), 30)
+            freed = time.monotonic() - call_done
+            assert worker.task is None and worker.yielded_task is None
+            return freed
+        finally:
+            await pool.close()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 180)) < 2.0
+
+
 def test_a_training_gives_way_to_calls_and_resumes_where_it_was(client):
     alone = client.result(client.train_score_model(DATA, **TRAINING))
     x = np.random.default_rng(1).normal(size=(200, 2))
