@@ -30,12 +30,16 @@ Errors:
   eight seed pairs), as wrong mode weights of a few per cent cost sqrt(share) x distance.
 Throughput: `--throughput-samples` (default 10^5) float32 samples with the NFE-20 setting
 of each row (Dopri5: 1e-3): the best of three timed calls after one that compiles.
+"served/s" is the same through a real `monge serve` on loopback (benchmarks/served.py),
+as a remote user asks for them, the samples coming back over the RPC (diffrax rows:
+not a service sampler; `--no-served` leaves the column out).
 `--no-throughput` and `--throughput-only` split a run in two.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
@@ -184,6 +188,33 @@ def throughput(target, schedule, sampler, kwargs, n, repeats=3):
     return n / best
 
 
+SERVICE_SAMPLERS = {"VP Euler": ("vp", "euler"), "VP Heun": ("vp", "heun"), "VP DDIM": ("vp", "ddim"),
+                    "VP DPM++2M": ("vp", "dpm_solver_pp_2m"), "VP DPM++3M": ("vp", "dpm_solver_pp_3m"),
+                    "VP Dopri5": ("vp", "dopri5"), "EDM Heun": ("edm", "heun"), "EDM Dopri5": ("edm", "dopri5")}
+
+
+def served_throughput(client, target, name, n, repeats=3):
+    """Samples per second of the row's NFE-20 setting (Dopri5: 1e-3) asked of the server."""
+    from monge.client import requests
+
+    schedule, sampler = SERVICE_SAMPLERS[name]
+    budget_kwargs = {"rtol": 1e-3, "atol": 1e-3} if sampler == "dopri5" else {"nfe": 20}
+    source = requests.gaussian_mixture(np.asarray(target.means), np.asarray(target.covariances),
+                                       np.asarray(target.weights))
+
+    def once():
+        return client.sample_probability_flow(source, num_samples=n, schedule=schedule, sampler=sampler,
+                                              seed=3, dtype="float32", **budget_kwargs)
+
+    once()  # compiles on the worker
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        once()
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
 def reference():
     """The issue's reference points (d = 10 Gaussian: VP-Heun 20 steps W2 0.014, VP-Euler
     0.143, EDM-Heun 18 steps / 35 evaluations 0.17-0.20), three ways: W2 to the target
@@ -227,9 +258,20 @@ def main(argv=None):
     parser.add_argument("--throughput-only", action="store_true", help="only the samples/s column")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--reference", action="store_true", help="only the d = 10 reference points, explained")
+    parser.add_argument("--no-served", action="store_true", help="leave out the served samples/s column")
     args = parser.parse_args(argv)
     if args.reference:
         return reference()
+    with contextlib.ExitStack() as stack:
+        client = None
+        if not (args.no_served or args.no_throughput):
+            from served import served_client
+
+            client = stack.enter_context(served_client())
+        grid(args, parser, client)
+
+
+def grid(args, parser, client):
 
     dims = args.dims or ([2] if args.quick else [2, 16, 64])
     budgets = args.nfe or ([10, 20] if args.quick else [10, 20, 50, 100])
@@ -241,7 +283,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown samplers {sorted(unknown)}; choose from {list(rows)}")
 
-    columns = [f"NFE {n}" for n in budgets] + ["samples/s"]
+    columns = [f"NFE {n}" for n in budgets] + ["samples/s"] + (["served/s"] if client is not None else [])
     if args.markdown:
         print("| target | d | sampler | " + " | ".join(columns) + " |")
         print("| --- | ---: | --- | " + " | ".join("---:" for _ in columns) + " |")
@@ -285,12 +327,14 @@ def main(argv=None):
                     else:
                         error, used, far = coupling.error(schedule, sampler, kwargs)
                     cells.append(_cell(error, used, nfe, base is None) + (f" [{far}]" if far else ""))
-                rate = "-"
+                rate = served_rate = "-"
                 if not args.no_throughput:
                     sampler, kwargs = budget(base, 20, 1)
                     if sampler is not None:
                         rate = f"{throughput(target, schedule, sampler, kwargs, tp_n):,.0f}"
-                emit(tname, d, name, cells + [rate])
+                    if client is not None and name in SERVICE_SAMPLERS:
+                        served_rate = f"{served_throughput(client, target, name, tp_n):,.0f}"
+                emit(tname, d, name, cells + [rate] + ([served_rate] if client is not None else []))
             print(f"# {tname} d={d}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     print(
         "\nGaussian: exact W2 to the target (Bures, closed-form pushforward), noise prior. "

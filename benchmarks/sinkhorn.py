@@ -296,41 +296,16 @@ def _floors(n: int, dtype: str) -> dict:
 def _served(x, y, eps, threshold, max_iterations):
     """The solve through a real server on loopback: (wall, first, iterations, error, cost,
     converged, verdict) as `_worker` reports them."""
-    import socket
-    import tempfile
+    from served import served_client
 
-    from monge.client import Client
+    with served_client() as client:
+        def run():
+            return client.sinkhorn(x, y, epsilon=eps, threshold=threshold, max_iterations=max_iterations)
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    target = f"127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as data_dir, tempfile.TemporaryDirectory() as cache_dir:
-        command = [sys.executable, "-m", "monge.client.cli", "serve", "--port", str(port), "--data-dir", data_dir,
-                   "--compile-cache-dir", cache_dir, "--workers", "1"]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            with Client(target, timeout=600) as client:
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        client.info(timeout=1)
-                        break
-                    except Exception:  # noqa: BLE001 - not up yet
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.2)
-
-                def run():
-                    return client.sinkhorn(x, y, epsilon=eps, threshold=threshold, max_iterations=max_iterations)
-
-                first = _seconds(run)  # compiles on the worker
-                start = time.perf_counter()
-                out = run()
-                wall = _settled(time.perf_counter() - start, lambda: _seconds(run))
-        finally:
-            server.terminate()
-            server.wait(30)
+        first = _seconds(run)  # compiles on the worker
+        start = time.perf_counter()
+        out = run()
+        wall = _settled(time.perf_counter() - start, lambda: _seconds(run))
     return (wall, first, out.iterations, out.marginal_error, out.cost, out.converged,
             out.diagnostics.status)
 
