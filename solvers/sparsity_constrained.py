@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import optax
 
 from monge.solvers.checks import positive_if_concrete
-from monge.solvers.loop import LoopOutput, run_until_converged
+from monge.solvers.loop import LoopOutput, Watch, run_until_converged, start_polling
 from monge.solvers.status import Status, status_message
 from monge.solvers.sinkhorn import OTProblem, make_problem
 
@@ -263,9 +263,10 @@ def _marginal_error(values, index, a, b):
     return jnp.sum(jnp.abs(row_mass - a)) + jnp.sum(jnp.abs(values.sum(1) - b))
 
 
-def _lbfgs(loss, init_params, config, max_iterations, dtype, skip=False):
+def _lbfgs(loss, init_params, config, max_iterations, dtype, skip=False, watch=None, polling=None):
     """L-BFGS with a zoom (Wolfe) line search until the gradient's L1 norm, which is
-    the marginal error, is at most the threshold."""
+    the marginal error, is at most the threshold; `watch` and `polling` as the loop
+    driver takes them (both stages of a solve ask the same watch)."""
     optimizer = optax.lbfgs(
         memory_size=config.memory_size,
         linesearch=optax.scale_by_zoom_linesearch(
@@ -296,13 +297,15 @@ def _lbfgs(loss, init_params, config, max_iterations, dtype, skip=False):
         threshold=jnp.where(skip, jnp.inf, jnp.asarray(config.threshold, dtype)),
         max_iterations=max_iterations,
         inner_iterations=1,
+        watch=watch,
+        polling=polling,
     )
     return loop._replace(state=loop.state[0])
 
 
 @functools.partial(jax.jit, static_argnames=("assignment",))
 def _solve(problem: OTProblem, config: SparsityConstrainedConfig,
-           assignment: bool = False) -> SparsityConstrainedOutput:
+           assignment: bool = False, watch: Watch | None = None) -> SparsityConstrainedOutput:
     cost = problem.geometry.cost_matrix()
     dtype = cost.dtype
     n, m = cost.shape
@@ -326,9 +329,10 @@ def _solve(problem: OTProblem, config: SparsityConstrainedConfig,
     if assignment and k == 1:
         # The answer is an optimal assignment (below), whatever stage 1 finds.
         loop = LoopOutput(init_params, jnp.int32(0), jnp.asarray(jnp.inf, dtype),
-                          jnp.int32(Status.MAX_ITERATIONS))
+                          jnp.int32(Status.MAX_ITERATIONS), start_polling(watch))
     else:
-        loop = _lbfgs(loss, init_params, config, config.support_iterations, dtype)
+        loop = _lbfgs(loss, init_params, config, config.support_iterations, dtype, watch=watch)
+    cancelled = loop.status == Status.CANCELLED
     if config.formulation == "semi_dual":
         alpha = loop.state
         values, index, beta = _semi_dual_plan(alpha, cost_t, b, gamma, k)
@@ -365,15 +369,16 @@ def _solve(problem: OTProblem, config: SparsityConstrainedConfig,
             return values, index, beta
 
         values, index, beta = jax.lax.cond(
-            stage1_converged, lambda: (values, index, beta), from_assignment)
+            stage1_converged | cancelled, lambda: (values, index, beta), from_assignment)
     cost_kept = jnp.take_along_axis(cost_t, index, axis=1)
     restricted = functools.partial(
         _restricted_dual_value, index=index, cost_kept=cost_kept, a=a, b=b, gamma=gamma
     )
     # k = 1 on an assignment problem: the assignment is the answer.
-    skip = stage1_converged | (assignment and k == 1)
+    skip = stage1_converged | (assignment and k == 1) | cancelled
     polish = _lbfgs(restricted, (alpha, beta), config, config.max_iterations, dtype,
-                    skip=skip)
+                    skip=skip, watch=watch, polling=loop.polling)
+    cancelled = cancelled | ((~skip) & (polish.status == Status.CANCELLED))
     polished = jnp.maximum(polish.state[0][index] + polish.state[1][:, None] - cost_kept, 0.0)
     polished = polished / gamma
     polish_error = _marginal_error(polished, index, a, b)
@@ -390,6 +395,7 @@ def _solve(problem: OTProblem, config: SparsityConstrainedConfig,
         jnp.where(use_polish, new, old)
         for new, old in zip((*polish.state, polished), (alpha, beta, values))
     )
+    loop_status = jnp.where(cancelled, Status.CANCELLED, loop_status)
     iterations = loop.iterations + jnp.where(skip, 0, polish.iterations)
 
     rows = index.reshape(-1)
@@ -421,9 +427,12 @@ def _solve(problem: OTProblem, config: SparsityConstrainedConfig,
     )
 
 
-def solve(problem: OTProblem, config: SparsityConstrainedConfig) -> SparsityConstrainedOutput:
+def solve(problem: OTProblem, config: SparsityConstrainedConfig,
+          watch: Watch | None = None) -> SparsityConstrainedOutput:
     """Sparsity-constrained OT; jit-compiled, one program per shape, dtype, k and
-    formulation. Checks the parameters that depend on the problem first."""
+    formulation. Checks the parameters that depend on the problem first. A `watch`
+    (`loop.Watch`) is asked between L-BFGS iterations whether to go on: the service's
+    cancellation and deadlines; the solve is otherwise the same."""
     n, m = problem.geometry.shape
     if config.k > n:
         raise ValueError(f"k must be at most n = {n} (the length of a column), got {config.k}")
@@ -431,7 +440,7 @@ def solve(problem: OTProblem, config: SparsityConstrainedConfig) -> SparsityCons
     assignment = _is_assignment(problem)
     if config.support_iterations is None:
         config = dataclasses.replace(config, support_iterations=100 if assignment else 300)
-    return _solve(problem, config, assignment=assignment)
+    return _solve(problem, config, assignment=assignment, watch=watch)
 
 
 def _is_assignment(problem: OTProblem) -> bool:

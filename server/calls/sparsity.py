@@ -1,8 +1,10 @@
 """SparsityConstrainedTransportRequest -> validated call -> solver -> response.
 
-The solver (`monge.solvers.sparsity_constrained`) is jit-compiled and runs whole (it
-has no warm start), so `stop` is honoured before it starts. Its plan has exactly k
-entries per column, some of them zero; only the nonzero ones are sent.
+The solver (`monge.solvers.sparsity_constrained`) runs as one watched solve
+(`runtime.watch`): the program an in-process call runs, asking between L-BFGS
+iterations whether `stop` is set, so a cancellation or a deadline ends it within
+about a second. Its plan has exactly k entries per column, some of them zero; only
+the nonzero ones are sent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from monge.solvers.status import Status
 from monge.server import limits
 from monge.server.calls import common as v
 from monge.server.config import ServerConfig
+from monge.server.runtime.watch import watching
 from monge.solvers.sparsity_constrained import SparsityConstrainedConfig
 from monge.v1 import diagnostics_pb2, sinkhorn_pb2, sparsity_constrained_pb2 as pb
 
@@ -84,21 +87,21 @@ def parse(request: pb.SparsityConstrainedTransportRequest, config: ServerConfig)
 
 
 def run(call: SparsityCall, stop, progress=None):
-    """Solve on this process's JAX device, whole; `stop` is checked before starting."""
-    from monge.solvers.sparsity_constrained import sparsity_constrained
+    """Solve on this process's JAX device as one watched solve; blocking."""
+    from monge.solvers.sinkhorn import make_problem
+    from monge.solvers.sparsity_constrained import solve
 
     if stop.is_set():
         return {"status": int(Status.CANCELLED), "message": Status.CANCELLED.message,
                 "shape": call.shape}, 0.0
     started = time.perf_counter()
-    out = sparsity_constrained(
-        call.x, call.y, call.a, call.b,
-        cost_matrix=call.cost_matrix,
-        cost=call.cost if call.cost != "matrix" else "sqeuclidean",
-        gamma=call.gamma, k=call.k, threshold=call.threshold, formulation=call.formulation,
-        max_iterations=call.max_iterations,
-    )
-    # Blocks until the device is done, inside the worker thread rather than the loop.
+    problem = make_problem(call.x, call.y, call.a, call.b, call.cost_matrix,
+                           call.cost if call.cost != "matrix" else "sqeuclidean")
+    config = SparsityConstrainedConfig(gamma=call.gamma, k=call.k, threshold=call.threshold,
+                                       formulation=call.formulation, max_iterations=call.max_iterations)
+    with watching(stop, progress) as watch:
+        out = solve(problem, config, watch)
+        int(out.status)  # blocks until the device is done, while the watch is registered
     result = {
         name: np.asarray(getattr(out, name))
         for name in ("rows", "cols", "values", "alpha", "beta", "cost", "objective", "dual_objective",

@@ -253,6 +253,26 @@ def test_exact_deadline_frees_the_worker_at_once(client):
     assert r.converged and r.cost == pytest.approx(ot.emd2(u, u, ot.dist(x, y)), rel=1e-10)
 
 
+def test_sparsity_deadline_stops_the_solve_within_a_second(client):
+    # One watched solve: the L-BFGS loop asks between iterations whether to go on.
+    rng = np.random.default_rng(13)
+    x, y = rng.normal(size=(1200, 2)), rng.normal(size=(1000, 2))
+    a, b = rng.random(1200) + 0.5, rng.random(1000) + 0.5
+    a, b = a / a.sum(), b / b.sum()
+    settings = dict(k=2, gamma=0.1, max_iterations=200_000)
+    client.sparsity_constrained(x, y, a, b, threshold=1e300, timeout=120, **settings)  # compiles
+    done_before = client.info().workers[0].tasks_done
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError):  # a threshold no solve meets: it would run for minutes
+        client.sparsity_constrained(x, y, a, b, threshold=1e-300, timeout=0.5, **settings)
+    while client.info().workers[0].busy:
+        assert time.monotonic() - started < 60, "the worker never came back"
+        time.sleep(0.02)
+    freed_after = time.monotonic() - (started + 0.5)
+    assert client.info().workers[0].tasks_done == done_before + 1
+    assert freed_after < 1.0, f"the worker was busy {freed_after:.2f} s after the deadline"
+
+
 @pytest.mark.parametrize("field,kwargs", [
     ("k", dict(k=0)),
     ("k", dict(k=N + 1)),
