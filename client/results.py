@@ -400,10 +400,31 @@ def _array(message, field):
 
 
 @dataclasses.dataclass(frozen=True)
+class RuotHoldOut:
+    """How a fit predicts a snapshot it did not see, at `time`: exact W1 of its predicted
+    population to the held-out cells (`w1`), beside the W1 between two random halves of
+    those cells (`noise_floor`) and that of the balanced McCann interpolation between
+    the neighbouring snapshots (`interpolation_w1`); masses relative to the first
+    snapshot's, predicted and observed."""
+
+    time: float
+    w1: float
+    noise_floor: float
+    interpolation_w1: float
+    predicted_mass: float
+    observed_mass: float
+
+    @classmethod
+    def from_proto(cls, r) -> "RuotHoldOut":
+        return cls(r.time, r.w1, r.noise_floor, r.interpolation_w1, r.predicted_mass, r.observed_mass)
+
+
+@dataclasses.dataclass(frozen=True)
 class RuotFitResult:
     """A finished fit: the stored model's id ("" when cancelled), the model itself,
-    the mean losses of every block (blocks, len(loss_names)) and how training went
-    (`diagnostics.iterations` are optimiser steps, `.error` the final total loss)."""
+    the mean losses of every block (blocks, len(loss_names)), how training went
+    (`diagnostics.iterations` are optimiser steps, `.error` the final total loss) and
+    a `RuotHoldOut` for each held-out time, in the order asked."""
 
     model_id: str
     model: RuotExport
@@ -411,6 +432,7 @@ class RuotFitResult:
     loss_names: tuple[str, ...]
     final_losses: dict[str, float]
     diagnostics: Diagnostics
+    hold_out: tuple[RuotHoldOut, ...] = ()
 
     @property
     def status(self) -> str:
@@ -422,7 +444,7 @@ class RuotFitResult:
         names = tuple(reply.loss_names)
         final = {name: reply.final_losses[name] for name in names if name in reply.final_losses}  # in order
         return cls(reply.model_id, model, _array(reply, "loss_history"), names, final,
-                   Diagnostics.from_proto(reply.diagnostics))
+                   Diagnostics.from_proto(reply.diagnostics), tuple(RuotHoldOut.from_proto(r) for r in reply.hold_out))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,9 +28,12 @@ from monge.v1.ruot_codec import (FIT_SETTINGS, GROWTH_PENALTIES, LAPLACIANS, REC
 
 
 def fit_request(snapshots: Sequence, *, growth: str = "quadratic", laplacian: str = "auto",
-                reconstruction: str | None = None, **settings) -> ruot_pb2.RUOTFitRequest:
+                reconstruction: str | None = None, hold_out: Sequence[float] = (),
+                **settings) -> ruot_pb2.RUOTFitRequest:
     """A RUOTFitRequest; settings left out (or None) take the server's defaults, which
-    are the paper's for the chosen growth penalty. See `Client.ruot_fit`."""
+    are the paper's for the chosen growth penalty. `hold_out`: times of interior
+    snapshots to leave out of the fit; the result reports how well the fit predicts
+    each (`RuotFitResult.hold_out`). See `Client.ruot_fit`."""
     unknown = sorted(set(settings) - set(FIT_SETTINGS))
     if unknown:
         raise TypeError(f"unknown Var-RUOT settings {unknown}; known: {', '.join(FIT_SETTINGS)}")
@@ -46,8 +49,10 @@ def fit_request(snapshots: Sequence, *, growth: str = "quadratic", laplacian: st
     for name, value in settings.items():
         if value is not None:
             setattr(message, name, value)
+    if isinstance(hold_out, (int, float)):
+        hold_out = [hold_out]
     return ruot_pb2.RUOTFitRequest(snapshots=[snapshot_to_proto(s) for s in as_snapshots(snapshots)],
-                                   settings=message)
+                                   settings=message, hold_out=[float(t) for t in hold_out])
 
 
 def set_model(request, model) -> None:

@@ -9,7 +9,9 @@ snapshots, as the caller's, and its id is returned with the model, exported; a c
 fit stores nothing. Cancellation and the server's `max_training_seconds` are also
 checked before every training step (`ruot.fit`'s should_stop), so the
 worker is free within a step: a fit past the limit stops there and fails
-RESOURCE_EXHAUSTED, storing nothing.
+RESOURCE_EXHAUSTED, storing nothing. Snapshots named by `hold_out` are left out of the
+fit (and of the stored model); after it, each is predicted and reported beside its
+references (`monge.solvers.ruot.hold_out_report`).
 
 `parse` builds the solver's own `RuotConfig` (plain Python, no device work), after
 checking every field under its proto name so that errors name the request's fields.
@@ -60,6 +62,58 @@ _LAPLACIANS = {
 
 
 @dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """A snapshot left out of the fit, its mass relative to the first snapshot's, and
+    the fitted snapshots on either side of it."""
+
+    snapshot: RuotSnapshot
+    relative_mass: float
+    before: RuotSnapshot
+    after: RuotSnapshot
+
+
+def _mass(snapshot: RuotSnapshot) -> float:
+    return float(snapshot.points.shape[0] if snapshot.mass is None else snapshot.mass)
+
+
+def split_hold_out(snapshots: list[RuotSnapshot], hold_out, max_entries: int,
+                   errors: v.Violations) -> tuple[list[RuotSnapshot], tuple[HeldOut, ...]]:
+    """(the snapshots to fit, those held out), each `hold_out[i]` the time of an interior
+    snapshot, each at most once; violations name `hold_out[i]`."""
+    times = [s.time for s in snapshots]
+    chosen, asked_as = [], []  # snapshot indices, and the hold_out index that named each
+    for i, when in enumerate(hold_out):
+        field = f"hold_out[{i}]"
+        if not math.isfinite(when):
+            errors.add(field, f"must be finite, got {when}")
+            continue
+        matches = [k for k, t in enumerate(times) if abs(t - when) <= 1e-9 * max(1.0, abs(when))]
+        if not matches:
+            errors.add(field, f"{when:g} is not the time of a snapshot (times: {', '.join(f'{t:g}' for t in times)})")
+        elif matches[0] in (0, len(times) - 1):
+            errors.add(field, f"{when:g} is the {'first' if matches[0] == 0 else 'last'} snapshot's time: only "
+                              "interior snapshots can be held out (the fit starts at the first and ends at the last)")
+        elif matches[0] in chosen:
+            errors.add(field, f"holds out {when:g} a second time")
+        else:
+            chosen.append(matches[0])
+            asked_as.append(i)
+    fitted = [s for k, s in enumerate(snapshots) if k not in chosen]
+    held = []
+    for i, k in zip(asked_as, chosen):
+        snapshot = snapshots[k]
+        before = max((s for s in fitted if s.time < snapshot.time), key=lambda s: s.time)
+        after = min((s for s in fitted if s.time > snapshot.time), key=lambda s: s.time)
+        entries = before.points.shape[0] * after.points.shape[0]
+        if entries > max_entries:
+            errors.add(f"hold_out[{i}]", limits.over_limit(
+                f"the interpolation between the snapshots at {before.time:g} and {after.time:g} needs an exact plan "
+                f"of {entries:,} entries", max_entries, "max_dense_elements"))
+        held.append(HeldOut(snapshot, _mass(snapshot) / _mass(snapshots[0]), before, after))
+    return fitted, tuple(held)
+
+
+@dataclasses.dataclass(frozen=True)
 class FitCall:
     """A fit request that passed validation."""
 
@@ -68,6 +122,7 @@ class FitCall:
     data_dir: str  # where the fitted model is stored
     owner: str = ANONYMOUS  # whose the stored model is
     max_seconds: float = math.inf  # the server's max_training_seconds
+    held_out: tuple[HeldOut, ...] = ()  # snapshots left out of the fit, to predict
 
 
 def _finite(value: float, field: str, *, low: float = -math.inf, positive: bool = False) -> float:
@@ -206,6 +261,8 @@ def parse(request: ruot_pb2.RUOTFitRequest, config: ServerConfig, owner: str = A
         snapshots = parse_snapshots(request, config.max_points)
     given = _settings(request.settings, config, errors)
     errors.raise_if_any()
+    snapshots, held_out = split_hold_out(snapshots, request.hold_out, config.max_dense_elements, errors)
+    errors.raise_if_any()
     try:
         ruot_config = build_config(given)
     except ValueError as error:  # a combination the solver refuses; its message names the setting
@@ -220,7 +277,7 @@ def parse(request: ruot_pb2.RUOTFitRequest, config: ServerConfig, owner: str = A
             f"{ruot_config.particles} particles against a snapshot of {largest:,} points need a dense OT problem of "
             f"{ruot_config.particles * largest:,} entries", config.max_dense_elements, "max_dense_elements"))
     errors.raise_if_any()
-    return FitCall(tuple(snapshots), ruot_config, config.data_dir, owner, config.max_training_seconds)
+    return FitCall(tuple(snapshots), ruot_config, config.data_dir, owner, config.max_training_seconds, held_out)
 
 
 def run(call: FitCall, stop, progress=None):
@@ -261,9 +318,15 @@ def run(call: FitCall, stop, progress=None):
             "fit": {"steps": model.settings.steps_trained, "seconds": time.perf_counter() - started - given,
                     "final_losses": final},
         })
+    reports = []
+    if status != "cancelled" and not stop.is_set():
+        reports = [ruot.hold_out_report(model, held.snapshot.time, held.snapshot.points, held.relative_mass,
+                                        (held.before.time, held.before.points), (held.after.time, held.after.points),
+                                        seed=call.config.seed)
+                   for held in call.held_out]
     return {"status": status, "steps": model.settings.steps_trained, "model_id": model_id, "arrays": arrays,
             "settings": settings, "history": history, "loss_names": list(ruot.LOSS_NAMES), "final": final,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "hold_out": reports}
 
 
 _STATUS = {
@@ -289,6 +352,8 @@ def encode_response(result) -> ruot_pb2.RUOTFitResponse:
     if "arrays" in result:
         response.model.CopyFrom(RuotExport(result["arrays"], result["settings"]).to_proto())
         response.loss_history.CopyFrom(encode(result["history"]))
+    for report in result.get("hold_out", ()):
+        response.hold_out.add(**dataclasses.asdict(report))
     return response
 
 

@@ -20,6 +20,7 @@ snapshots alone before the HJB and action terms join.
     pop = predict(model, 0.5)                       # points, weights, mass at t = 0.5
     arrays, settings = model.to_arrays(), model.settings_dict()
     same = RuotModel.from_arrays(arrays, settings)
+    report = hold_out_report(model, 0.5, x_half, 1.5, (0.0, x0), (1.0, x1))  # a fit without t = 0.5
 
 Training runs as jitted blocks of `report_every` steps (`lax.scan`); between blocks the
 host calls `progress(step, losses)`, and a `False` return stops training. A
@@ -81,6 +82,7 @@ from monge.solvers.ruot.solver import (
     mass_over_time,
     path_action,
 )
+from monge.solvers.ruot.evaluation import HoldOutReport, hold_out_report, mccann_interpolation
 
 __all__ = [
     "AbstractGrowth",
@@ -116,6 +118,9 @@ __all__ = [
     "predict",
     "mass_over_time",
     "path_action",
+    "HoldOutReport",
+    "hold_out_report",
+    "mccann_interpolation",
     "Fields",
     "Normaliser",
     "SnapshotData",

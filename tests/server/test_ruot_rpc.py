@@ -177,6 +177,11 @@ def _points(n=5, d=2, value=0.0):
         (lambda: _fit_field(snapshots(), reconstruction="energy", ot_epsilon=0.02), "settings.ot_epsilon"),
         (lambda: _unknown_reconstruction(snapshots()), "settings.reconstruction"),
         (lambda: _fit_field(snapshots(), particles=10**6), "settings.particles"),
+        (lambda: _fit_field(three_snapshots(), hold_out=[0.0]), "hold_out[0]"),  # the first
+        (lambda: _fit_field(three_snapshots(), hold_out=[1.0]), "hold_out[0]"),  # the last
+        (lambda: _fit_field(three_snapshots(), hold_out=[0.7]), "hold_out[0]"),  # no snapshot there
+        (lambda: _fit_field(three_snapshots(), hold_out=[0.5, 0.5]), "hold_out[1]"),
+        (lambda: _fit_field(three_snapshots(), hold_out=[float("inf")]), "hold_out[0]"),
     ],
 )
 def test_bad_fit_is_refused_naming_the_field(client, make, field):
@@ -184,6 +189,35 @@ def test_bad_fit_is_refused_naming_the_field(client, make, field):
         client.submit(make())
     assert caught.value.field == f"items[0].ruot_fit.{field}", caught.value
     assert len(caught.value.violations) == 1, caught.value
+
+
+def three_snapshots(n=24, seed=0):
+    x0 = 0.3 * np.random.default_rng(seed).standard_normal((n, 2))
+    middle = 0.3 * np.random.default_rng(seed + 1).standard_normal((30, 2)) + 0.5 * SHIFT
+    return [(0.0, x0, 100.0), (0.5, middle, 130.0), (1.0, x0 + SHIFT, 150.0)]
+
+
+def test_a_held_out_snapshot_is_left_out_and_reported_beside_its_references(client):
+    import ot
+
+    data = three_snapshots()
+    result = client.result(client.ruot_fit(data, hold_out=[0.5], **TINY))
+    stored = client.ruot_export(result.model_id, include_snapshots=True)
+    assert [s.time for s in stored.snapshots] == [0.0, 1.0]  # fitted without it
+    (report,) = result.hold_out
+    assert report.time == 0.5 and report.observed_mass == pytest.approx(1.3)
+    held = data[1][1]
+    # The fit's prediction: the population the stored model gives at 0.5 with the fit's seed.
+    population = client.ruot_query(result.model_id, population_time=0.5, seed=TINY["seed"]).population
+    weights = population.weights / population.weights.sum()
+    expected = ot.emd2(weights, np.full(30, 1 / 30), ot.dist(population.points, held, metric="euclidean"))
+    assert report.w1 == pytest.approx(expected, rel=1e-6)
+    assert report.predicted_mass == pytest.approx(population.mass, rel=1e-6)
+    # The interpolation of x0 and its translate: x0 moved halfway.
+    u = np.full(24, 1 / 24)
+    expected = ot.emd2(u, np.full(30, 1 / 30), ot.dist(data[0][1] + 0.5 * SHIFT, held, metric="euclidean"))
+    assert report.interpolation_w1 == pytest.approx(expected, rel=1e-9)
+    assert 0 < report.noise_floor < 1.0
 
 
 def test_bad_queries_name_the_field_and_unknown_models_are_not_found(fitted, client):

@@ -112,12 +112,30 @@ class RUOTFitSettings(_message.Message):
     def __init__(self, growth_penalty: _Optional[_Union[RUOTGrowthPenalty, str]] = ..., growth_linear_below: _Optional[float] = ..., alpha: _Optional[float] = ..., sigma: _Optional[float] = ..., dt: _Optional[float] = ..., gamma_hjb: _Optional[float] = ..., gamma_action: _Optional[float] = ..., gamma_mass: _Optional[float] = ..., ot_epsilon: _Optional[float] = ..., width: _Optional[int] = ..., residual_blocks: _Optional[int] = ..., steps: _Optional[int] = ..., report_every: _Optional[int] = ..., particles: _Optional[int] = ..., learning_rate: _Optional[float] = ..., weight_decay: _Optional[float] = ..., clip_norm: _Optional[float] = ..., seed: _Optional[int] = ..., laplacian: _Optional[_Union[RUOTLaplacian, str]] = ..., laplacian_probes: _Optional[int] = ..., laplacian_max_exact_dim: _Optional[int] = ..., reconstruction: _Optional[_Union[RUOTReconstruction, str]] = ...) -> None: ...
 
 class RUOTFitRequest(_message.Message):
-    __slots__ = ("snapshots", "settings")
+    __slots__ = ("snapshots", "settings", "hold_out")
     SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_OUT_FIELD_NUMBER: _ClassVar[int]
     snapshots: _containers.RepeatedCompositeFieldContainer[RUOTSnapshot]
     settings: RUOTFitSettings
-    def __init__(self, snapshots: _Optional[_Iterable[_Union[RUOTSnapshot, _Mapping]]] = ..., settings: _Optional[_Union[RUOTFitSettings, _Mapping]] = ...) -> None: ...
+    hold_out: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[RUOTSnapshot, _Mapping]]] = ..., settings: _Optional[_Union[RUOTFitSettings, _Mapping]] = ..., hold_out: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class RUOTHoldOutReport(_message.Message):
+    __slots__ = ("time", "w1", "noise_floor", "interpolation_w1", "predicted_mass", "observed_mass")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    W1_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATION_W1_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_MASS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_MASS_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    w1: float
+    noise_floor: float
+    interpolation_w1: float
+    predicted_mass: float
+    observed_mass: float
+    def __init__(self, time: _Optional[float] = ..., w1: _Optional[float] = ..., noise_floor: _Optional[float] = ..., interpolation_w1: _Optional[float] = ..., predicted_mass: _Optional[float] = ..., observed_mass: _Optional[float] = ...) -> None: ...
 
 class RUOTModelSettings(_message.Message):
     __slots__ = ("format_version", "dim", "width", "residual_blocks", "sigma", "dt", "alpha", "growth_penalty", "growth_linear_below", "laplacian", "laplacian_probes", "laplacian_max_exact_dim", "steps_trained", "status", "loss_names")
@@ -169,7 +187,7 @@ class RUOTModel(_message.Message):
     def __init__(self, settings: _Optional[_Union[RUOTModelSettings, _Mapping]] = ..., arrays: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ...) -> None: ...
 
 class RUOTFitResponse(_message.Message):
-    __slots__ = ("model_id", "model", "loss_history", "loss_names", "final_losses", "diagnostics")
+    __slots__ = ("model_id", "model", "loss_history", "loss_names", "final_losses", "diagnostics", "hold_out")
     class FinalLossesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -183,13 +201,15 @@ class RUOTFitResponse(_message.Message):
     LOSS_NAMES_FIELD_NUMBER: _ClassVar[int]
     FINAL_LOSSES_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_OUT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model: RUOTModel
     loss_history: _tensor_pb2.Tensor
     loss_names: _containers.RepeatedScalarFieldContainer[str]
     final_losses: _containers.ScalarMap[str, float]
     diagnostics: _diagnostics_pb2.SolverDiagnostics
-    def __init__(self, model_id: _Optional[str] = ..., model: _Optional[_Union[RUOTModel, _Mapping]] = ..., loss_history: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., loss_names: _Optional[_Iterable[str]] = ..., final_losses: _Optional[_Mapping[str, float]] = ..., diagnostics: _Optional[_Union[_diagnostics_pb2.SolverDiagnostics, _Mapping]] = ...) -> None: ...
+    hold_out: _containers.RepeatedCompositeFieldContainer[RUOTHoldOutReport]
+    def __init__(self, model_id: _Optional[str] = ..., model: _Optional[_Union[RUOTModel, _Mapping]] = ..., loss_history: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., loss_names: _Optional[_Iterable[str]] = ..., final_losses: _Optional[_Mapping[str, float]] = ..., diagnostics: _Optional[_Union[_diagnostics_pb2.SolverDiagnostics, _Mapping]] = ..., hold_out: _Optional[_Iterable[_Union[RUOTHoldOutReport, _Mapping]]] = ...) -> None: ...
 
 class RUOTTrajectoriesQuery(_message.Message):
     __slots__ = ("times", "initial_points")
