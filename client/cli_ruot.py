@@ -1,17 +1,28 @@
 """`monge ruot ...`: Var-RUOT (dynamic unbalanced OT from snapshots) from the shell.
 
     monge ruot fit DATA [--steps N] [--growth paper] [...] [--out MODEL.npz] [--no-wait]
+    monge ruot fit CELLS.h5ad --time-key KEY [--embedding X_pca] [--mass-key KEY] [--dims N]
+                              [--out-h5ad ANNOTATED.h5ad] [...]
     monge ruot query MODEL [--trajectories [T ...]] [--points P.npy --time T] [--mass T ...]
-                           [--action [UNTIL]] [--population T] [--out RESULT.npz]
+                           [--action [UNTIL]] [--population T ...] [--out RESULT.npz|POP.h5ad]
     monge ruot export MODEL_ID --out MODEL.npz
     monge ruot plot MODEL --out PLOT.png
 
 DATA is a .csv whose first column is each cell's time (the data sets of
 shared/data/ruot: `samples,x1,x2,...`; a header row is skipped) and whose other columns
 are its coordinates, or an .npz with `times` (K,), `points_0` ... `points_<K-1>` and
-optionally `masses` (K,) (an exported model with its snapshots also works). A
-snapshot's mass is its cell count unless masses are given. MODEL is a model id on the
-server or an exported model file (sent inline, so it works on any server).
+optionally `masses` (K,) (an exported model with its snapshots also works), or an
+AnnData .h5ad: each cell's time from `obs[--time-key]` (numeric, or categories that are
+numbers), its coordinates from `obsm[--embedding]` (or X), and with --mass-key an obs
+column of per-cell weights summed per time (see `monge.client.cells`). A snapshot's
+mass is its cell count unless masses are given. MODEL is a model id on the server or an
+exported model file (sent inline, so it works on any server).
+
+`fit --out-h5ad` writes the input AnnData with the fitted velocity and growth rate at
+each cell's own time (obsm["velocity_ruot"], obs["growth_rate_ruot"]) and the model in
+uns["ruot"]; `query --out POP.h5ad` writes the predicted populations (--population T,
+several allowed) as an AnnData: obs time and weight, positions in obsm[--embedding].
+Input that cannot be used (a file, a key, a flag) prints one line `monge: ...`, exit 2.
 
 `fit` submits a job and prints the loss terms as they stream, then the model id; exit 0
 when training completed, 3 when it diverged or was cancelled. `plot` draws the snapshots
@@ -29,6 +40,7 @@ import sys
 
 import numpy as np
 
+from monge.client import cells
 from monge.client.cli_common import connection, load_array
 from monge.v1.ruot_codec import FIT_SETTINGS, GROWTH_PENALTIES, LAPLACIANS, RECONSTRUCTIONS, RuotExport, RuotSnapshot
 
@@ -115,10 +127,66 @@ def _loss_line(progress: dict, steps: int | None) -> str:
     return f"{step}  loss {progress['loss']:.5g}  {terms}  {progress['elapsed_seconds']:.1f} s"
 
 
+class _Refused(Exception):
+    """Input that cannot be used: `monge: <message>` on stderr, exit 2."""
+
+
+def _refusing(verb):
+    def run(args) -> int:
+        try:
+            return verb(args)
+        except _Refused as error:
+            print(f"monge: {error}", file=sys.stderr)
+            return 2
+    return run
+
+
+_CELL_FLAGS = ("time_key", "embedding", "mass_key", "out_h5ad")
+
+
+def _fit_input(args):
+    """(snapshots, the AnnData or None) of `fit`'s DATA."""
+    if not cells.is_anndata(args.data):
+        given = [f"--{name.replace('_', '-')}" for name in _CELL_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise _Refused(f"{' '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to an AnnData "
+                           f".h5ad, not {args.data}")
+        return read_snapshots(args.data, args.dims), None
+    if args.mass_key is not None and args.masses:
+        raise _Refused("give --mass-key or --masses, not both")
+    if args.out_h5ad and args.no_wait:
+        raise _Refused("--out-h5ad writes the fitted fields, which --no-wait does not wait for")
+    try:
+        adata = cells.read(args.data)
+        return cells.snapshots(adata, time_key=args.time_key, embedding=args.embedding, mass_key=args.mass_key,
+                               dims=args.dims), adata
+    except cells.AnnDataInputError as error:
+        flag = {"time_key": " (--time-key)", "embedding": " (--embedding)", "mass_key": " (--mass-key)",
+                "dims": " (--dims)"}.get(error.argument, "")
+        raise _Refused(f"{args.data}: {error}{flag}") from None
+
+
+def _annotate(client, args, adata, result) -> None:
+    """`fit --out-h5ad`: the fitted fields onto the input cells, written to the file."""
+    if result.status != "completed" or not result.model_id:
+        print(f"monge: not writing {args.out_h5ad}: the fit ended {result.status}", file=sys.stderr)
+        return
+    try:
+        cells.annotate(adata, result, client=client, time_key=args.time_key, embedding=args.embedding,
+                       dims=args.dims, timeout=args.timeout)
+        adata.write_h5ad(args.out_h5ad)
+    except cells.AnnDataInputError as error:
+        raise _Refused(f"{args.data}: {error}") from None
+    except OSError as error:
+        raise _Refused(f"cannot write {args.out_h5ad}: {error}") from None
+    print(f"saved {adata.n_obs} cells with obsm[{cells.VELOCITY_KEY!r}], obs[{cells.GROWTH_KEY!r}] and "
+          f"uns[{cells.UNS_KEY!r}] to {args.out_h5ad}")
+
+
 def _fit(args) -> int:
     from monge.client import Client
 
-    snapshots = read_snapshots(args.data, args.dims)
+    snapshots, adata = _fit_input(args)
     if args.masses:
         if len(args.masses) != len(snapshots):
             raise SystemExit(f"monge: --masses has {len(args.masses)} values for {len(snapshots)} snapshots")
@@ -126,7 +194,8 @@ def _fit(args) -> int:
     settings = {name: getattr(args, name) for name in FIT_SETTINGS if getattr(args, name, None) is not None}
     with Client(args.target, timeout=args.timeout, **connection(args)) as client:
         job = client.ruot_fit(snapshots, growth=args.growth, laplacian=args.laplacian,
-                              reconstruction=args.reconstruction, request_id=args.request_id, timeout=60.0, **settings)
+                              reconstruction=args.reconstruction, hold_out=args.hold_out or (),
+                              request_id=args.request_id, timeout=60.0, **settings)
         sizes = ", ".join(str(len(s.points)) for s in snapshots)
         print(f"monge: job {job.job_id}: Var-RUOT fit of {len(snapshots)} snapshots "
               f"({snapshots[0].points.shape[1]}-D; {sizes} cells)", flush=True)
@@ -140,13 +209,21 @@ def _fit(args) -> int:
                 print(_loss_line(info.progress, args.steps), flush=True)
                 last = info.progress["iteration"]
         result = client.result(job, timeout=60.0)
-    d = result.diagnostics
-    print(f"model {result.model_id or '(none stored)'}: {result.status} after {d.iterations} steps "
-          f"in {d.solve_seconds:.1f} s")
-    print("final losses  " + "  ".join(f"{k} {v:.5g}" for k, v in result.final_losses.items()))
-    if args.out:
-        RuotExport(result.model.arrays, result.model.settings, result.model_id, tuple(snapshots)).save(args.out)
-        print(f"saved model to {args.out}")
+        d = result.diagnostics
+        print(f"model {result.model_id or '(none stored)'}: {result.status} after {d.iterations} steps "
+              f"in {d.solve_seconds:.1f} s")
+        print("final losses  " + "  ".join(f"{k} {v:.5g}" for k, v in result.final_losses.items()))
+        for report in result.hold_out:
+            print(f"held out t={report.time:g}: W1 {report.w1:.4g} (noise floor {report.noise_floor:.4g}, "
+                  f"McCann interpolation {report.interpolation_w1:.4g}); mass {report.predicted_mass:.4g} "
+                  f"predicted, {report.observed_mass:.4g} observed")
+        if args.out:
+            held = {report.time for report in result.hold_out}
+            fitted = tuple(s for s in snapshots if s.time not in held)
+            RuotExport(result.model.arrays, result.model.settings, result.model_id, fitted).save(args.out)
+            print(f"saved model to {args.out}")
+        if args.out_h5ad:
+            _annotate(client, args, adata, result)
     return 0 if result.status == "completed" else 3
 
 
@@ -162,11 +239,24 @@ def _query(args) -> int:
     trajectories = None if args.trajectories is None else (args.trajectories or True)
     if all(q is None for q in (trajectories, points, args.mass, action, args.population)):
         raise SystemExit("monge: ask for something: --trajectories, --points, --mass, --action or --population")
+    to_h5ad = bool(args.out) and cells.is_anndata(args.out)
+    if to_h5ad and not args.population:
+        raise _Refused(f"--out {args.out}: an .h5ad holds predicted populations; ask for --population T")
+    if args.embedding is not None and not to_h5ad:
+        raise _Refused("--embedding names the positions' obsm key in an .h5ad --out")
+    populations = args.population or [None]
+    initial_points = load_array(args.initial_points, "--initial-points")
     with Client(args.target, **connection(args)) as client:
         r = client.ruot_query(model, trajectories=trajectories, points=points, times=times, hjb_residual=args.hjb,
-                              mass_times=args.mass, action=action, population_time=args.population,
-                              initial_points=load_array(args.initial_points, "--initial-points"), seed=args.seed,
-                              timeout=args.timeout)
+                              mass_times=args.mass, action=action, population_time=populations[0],
+                              initial_points=initial_points, seed=args.seed, timeout=args.timeout)
+        # One population per query: the others, with the same start and seed.
+        found = [r.population] + [client.ruot_query(model, population_time=when, initial_points=initial_points,
+                                                    seed=args.seed, timeout=args.timeout).population
+                                  for when in populations[1:]]
+        exported = None
+        if to_h5ad:
+            exported = model if isinstance(model, RuotExport) else client.ruot_export(model, timeout=args.timeout)
     arrays = {"snapshot_times": r.snapshot_times, "snapshot_relative_mass": r.snapshot_relative_mass}
     if r.trajectories is not None:
         t = r.trajectories
@@ -187,11 +277,28 @@ def _query(args) -> int:
     if r.action is not None:
         print(f"action        {r.action:.6g} (to t={r.action_until:g})")
         arrays.update(action=np.float64(r.action), action_until=np.float64(r.action_until))
-    if r.population is not None:
-        p = r.population
+    found = [p for p in found if p is not None]
+    for p in found:
         print(f"population    t={p.time:g}: {len(p.weights)} particles, mass {p.mass:.4g}")
+    if len(found) == 1:
+        p = found[0]
         arrays.update(population_time=np.float64(p.time), population_points=p.points, population_weights=p.weights)
-    if args.out:
+    elif found:
+        arrays.update(population_times=np.asarray([p.time for p in found]),
+                      population_mass=np.asarray([p.mass for p in found]))
+        for k, p in enumerate(found):
+            arrays.update({f"population_points_{k}": p.points, f"population_weights_{k}": p.weights})
+    if to_h5ad:
+        embedding = args.embedding or cells.POSITIONS_KEY
+        adata = cells.populations_anndata(found, embedding=embedding, model=exported, seed=args.seed)
+        try:
+            adata.write_h5ad(args.out)
+        except OSError as error:
+            raise _Refused(f"cannot write {args.out}: {error}") from None
+        print(f"saved {adata.n_obs} particles at {len(found)} times (obs time, weight; obsm[{embedding!r}]) "
+              f"to {args.out}" + ("; the other answers are not kept in it (an .npz --out keeps them)"
+                                  if any(q is not None for q in (trajectories, points, args.mass, action)) else ""))
+    elif args.out:
         np.savez(args.out, **arrays)
         print(f"saved {args.out}")
     return 0
@@ -299,8 +406,20 @@ def register(commands, remote) -> None:
 
     fit = verbs.add_parser("fit", help="fit a model to snapshots (a job; losses stream as it trains)")
     remote(fit, None)
-    fit.add_argument("data", help=".csv (time, coordinates...) or .npz (times, points_<k>[, masses])")
+    fit.add_argument("data", help=".csv (time, coordinates...), .npz (times, points_<k>[, masses]) or an "
+                                  "AnnData .h5ad (with --time-key)")
     fit.add_argument("--dims", type=int, help="use only the first N coordinates")
+    cell = fit.add_argument_group("AnnData (.h5ad) input")
+    cell.add_argument("--time-key", metavar="KEY", help="obs column of each cell's time: numeric, or categories "
+                                                        "that are numbers")
+    cell.add_argument("--embedding", metavar="KEY", help="obsm key of the coordinates, or X "
+                                                         f"(default {cells.DEFAULT_EMBEDDING})")
+    cell.add_argument("--mass-key", metavar="KEY", help="obs column of per-cell weights; a snapshot's mass is their "
+                                                        "sum (default: cell counts)")
+    cell.add_argument("--out-h5ad", metavar="FILE", help="write the input with the fitted velocity "
+                                                         f"(obsm[{cells.VELOCITY_KEY}]) and growth rate "
+                                                         f"(obs[{cells.GROWTH_KEY}]) at each cell's time, and the "
+                                                         f"model in uns[{cells.UNS_KEY}]")
     fit.add_argument("--masses", type=float, nargs="+", help="total mass of each snapshot (default: cell counts)")
     fit.add_argument("--growth", default="quadratic", choices=sorted(GROWTH_PENALTIES),
                      help="growth penalty: quadratic (g^2/2), paper (|g|^(2/15)) or none")
@@ -314,8 +433,11 @@ def register(commands, remote) -> None:
         fit.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help="default: the paper's")
     fit.add_argument("--out", help="also save the fitted model (with the snapshots) to this .npz")
     fit.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    fit.add_argument("--hold-out", type=float, action="append", metavar="T",
+                     help="leave the snapshot at time T out of the fit and report how well the fit predicts it "
+                          "(W1 beside a noise floor and the McCann interpolation); repeatable")
     fit.add_argument("--request-id", help="idempotency key: a retry returns the same job")
-    fit.set_defaults(run=_fit)
+    fit.set_defaults(run=_refusing(_fit))
 
     query = verbs.add_parser("query", help="ask a fitted model: trajectories, fields, mass, action, population")
     remote(query, 600.0)
@@ -329,11 +451,15 @@ def register(commands, remote) -> None:
     query.add_argument("--mass", type=float, nargs="+", metavar="T", help="mass at these times")
     query.add_argument("--action", nargs="?", const="last", metavar="UNTIL",
                        help="the path action (to the last snapshot, or to UNTIL)")
-    query.add_argument("--population", type=float, metavar="T", help="the predicted population at T")
+    query.add_argument("--population", type=float, nargs="+", action="extend", metavar="T",
+                       help="the predicted population at T (several times: one query each)")
     query.add_argument("--initial-points", help="start simulations here, .npy (n, d) (default: the first snapshot)")
     query.add_argument("--seed", type=int, default=0, help="seed of the particles' noise")
-    query.add_argument("--out", help="save every answer's arrays to this .npz")
-    query.set_defaults(run=_query)
+    query.add_argument("--out", help="save every answer's arrays to this .npz, or the populations to this "
+                                     ".h5ad (an AnnData: obs time and weight, positions in obsm)")
+    query.add_argument("--embedding", metavar="KEY", help="obsm key of the positions in an .h5ad --out "
+                                                          f"(default {cells.POSITIONS_KEY})")
+    query.set_defaults(run=_refusing(_query))
 
     export = verbs.add_parser("export", help="save a stored model (and its snapshots) to a file")
     remote(export, 120.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monge.client import requests
+from monge.client import cells, requests
 from monge.client.jobs import JobInfo
 from monge.client.results import RuotQueryResult
 from monge.v1 import ruot_pb2
@@ -12,13 +12,20 @@ from monge.v1.ruot_codec import RuotExport, snapshot_from_proto
 class RuotCalls:
     """`Client` methods of the Var-RUOT family."""
 
-    def ruot_fit(self, snapshots, *, growth: str = "quadratic", laplacian: str = "auto",
-                 reconstruction: str | None = None, request_id: str | None = None, timeout: float | None = None,
-                 **settings) -> JobInfo:
+    def ruot_fit(self, snapshots, *, time_key: str | None = None, embedding: str | None = None,
+                 mass_key: str | None = None, dims: int | None = None, growth: str = "quadratic",
+                 laplacian: str = "auto", reconstruction: str | None = None, request_id: str | None = None,
+                 timeout: float | None = None, **settings) -> JobInfo:
         """Submit a Var-RUOT fit as a job and return at once.
 
         snapshots: [(time, points (n, d)[, mass]), ...] or `RuotSnapshot`s, at least two,
-        times increasing; mass is the total mass (a cell count; default n). growth:
+        times increasing; mass is the total mass (a cell count; default n). Or an AnnData
+        (or the path of an .h5ad file) with `time_key` (the obs column of each cell's
+        time: numeric, or categories that are numbers), `embedding` (the obsm key of the
+        coordinates, default "X_pca", or "X"), optionally `dims` (its first N columns) and
+        `mass_key` (an obs column of per-cell weights, summed per time: each snapshot's
+        mass; default the cell counts); see `monge.client.cells`, whose
+        `AnnDataInputError` (a ValueError) names the key at fault. growth:
         "quadratic" (psi = g^2/2), "paper" (|g|^(2/15)) or "none". Settings left out take
         the paper's values for the growth penalty: alpha, sigma, dt, gamma_hjb,
         gamma_action, gamma_mass, ot_epsilon, width, residual_blocks, steps,
@@ -36,6 +43,11 @@ class RuotCalls:
         gives a `RuotFitResult` with the stored `model_id` and the model, exported.
         Cancelling stops training after the block of steps in progress.
         """
+        if cells.is_anndata(snapshots):
+            snapshots = cells.snapshots(snapshots, time_key=time_key, embedding=embedding, mass_key=mass_key,
+                                        dims=dims)
+        elif any(value is not None for value in (time_key, embedding, mass_key, dims)):
+            raise TypeError("time_key, embedding, mass_key and dims apply only to an AnnData or an .h5ad path")
         request = requests.ruot_fit(snapshots, growth=growth, laplacian=laplacian, reconstruction=reconstruction,
                                     **settings)
         return self.submit(request, request_id=request_id, timeout=timeout)

@@ -127,3 +127,18 @@ def test_jobs_get_shows_the_fit_and_saves_its_model(fitted, server, tmp_path, ca
     assert code == 0, err
     assert f"item 0: model {model_id}: completed after 20 steps" in out
     assert RuotExport.load(tmp_path / "item-000.npz").model_id == model_id
+
+
+def test_hold_out_prints_the_report_and_saves_only_the_fitted_snapshots(server, tmp_path, capsys):
+    _write_csv(tmp_path / "three.csv", times=(0.0, 0.5, 1.0))
+    code, out, _ = _run(capsys, "ruot", "fit", tmp_path / "three.csv", "--target", server.target, *TINY,
+                        "--hold-out", 0.5, "--out", tmp_path / "model.npz")
+    assert code == 0, out
+    line = next(line for line in out.splitlines() if line.startswith("held out t=0.5: W1 "))
+    # The McCann interpolation of a cloud and its translate, at the half: exactly the held-out cloud.
+    interpolation = float(re.search(r"McCann interpolation ([^)]+)\)", line).group(1))
+    assert interpolation < 1e-12 and line.endswith("1 observed")
+    assert [s.time for s in RuotExport.load(tmp_path / "model.npz").snapshots] == [0.0, 1.0]
+    code, _, err = _run(capsys, "ruot", "fit", tmp_path / "three.csv", "--target", server.target, *TINY,
+                        "--hold-out", 1.0)
+    assert code == 2 and "hold_out[0]: 1 is the last snapshot's time" in err
