@@ -33,6 +33,7 @@ from typing import Callable
 from monge.server.auth import ANONYMOUS
 from monge.server.priority import INTERACTIVE
 from monge.server.errors import INTERNAL, LimitExceeded, TaskFailed
+from monge.server.runtime.shared_bytes import take
 from monge.server.runtime.worker import Outcome, process_main
 
 log = logging.getLogger("monge.server")
@@ -395,7 +396,7 @@ class WorkerPool:
                 worker = waitables[ready]
                 if ready is worker.outbox:
                     try:
-                        message = worker.outbox.recv()
+                        message = _received(worker.outbox.recv())
                     except (EOFError, OSError):
                         continue  # its sentinel reports the death
                     self._loop.call_soon_threadsafe(self._on_message, worker, message)
@@ -408,6 +409,14 @@ class WorkerPool:
         """Deliver what a dead worker sent before it died (it may have finished its task)."""
         try:
             while worker.outbox.poll():
-                self._loop.call_soon_threadsafe(self._on_message, worker, worker.outbox.recv())
+                self._loop.call_soon_threadsafe(self._on_message, worker, _received(worker.outbox.recv()))
         except (EOFError, OSError):
             pass
+
+
+def _received(message):
+    """A worker's message with a reply it left in shared memory read back (and the
+    segment freed), in the reader thread rather than on the event loop."""
+    if message[0] == "done" and message[2].response is not None:
+        return (*message[:2], dataclasses.replace(message[2], response=take(message[2].response)))
+    return message

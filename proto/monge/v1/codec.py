@@ -33,6 +33,12 @@ class TensorError(ValueError):
 
 def encode(array, *, dtype=None) -> tensor_pb2.Tensor:
     """A numpy-convertible array as a Tensor; float16 and bools are widened, others kept."""
+    return encode_into(tensor_pb2.Tensor(), array, dtype=dtype)
+
+
+def encode_into(tensor: tensor_pb2.Tensor, array, *, dtype=None) -> tensor_pb2.Tensor:
+    """`encode` written into an existing Tensor field (`response.plan`), which saves
+    copying a large array's bytes once more into the message that holds it."""
     array = np.asarray(array, dtype=dtype)
     if array.dtype.kind == "f" and array.dtype.itemsize < 4:
         array = array.astype(np.float32)
@@ -42,8 +48,10 @@ def encode(array, *, dtype=None) -> tensor_pb2.Tensor:
     if native not in _FROM_NUMPY:
         raise TypeError(f"cannot send arrays of dtype {array.dtype}")
     wire = _TO_NUMPY[_FROM_NUMPY[native]]
-    data = np.ascontiguousarray(array, dtype=wire).tobytes()
-    return tensor_pb2.Tensor(dtype=_FROM_NUMPY[native], shape=array.shape, data=data)
+    tensor.dtype = _FROM_NUMPY[native]
+    tensor.shape[:] = array.shape
+    tensor.data = np.ascontiguousarray(array, dtype=wire).tobytes()
+    return tensor
 
 
 # numpy allows 64 axes; no array in this protocol has more than a handful.
