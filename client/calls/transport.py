@@ -46,8 +46,8 @@ class TransportCalls:
         method: "auto", "kernel" or "log" Sinkhorn iterations, or "sns"
         (Sinkhorn-Newton-Sparse, balanced problems only; `result.newton` then holds
         its Newton statistics).
-        overrelaxation: None (the server's default: "adaptive", plain sweeps for
-        "sns"), "adaptive" (a factor in [1, 2) estimated from the error's decay:
+        overrelaxation: None (the server's default: "adaptive", for "sns" too),
+        "adaptive" (a factor in [1, 2) estimated from the error's decay:
         several times fewer iterations at small epsilon) or "off" (plain Sinkhorn
         updates, as POT's and ott-jax's).
         scaling_stages=k: epsilon scaling, solving first at epsilon / 0.3**k, ...,

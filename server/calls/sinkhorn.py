@@ -12,9 +12,10 @@ import time
 
 import numpy as np
 
-from monge.v1.codec import encode
+from monge.v1.codec import encode, encode_into
 from monge.server.statuses import solver_status
 from monge.solvers.sinkhorn import SinkhornConfig
+from monge.solvers.sns import SNSConfig
 from monge.solvers.status import Status
 from monge.server import limits
 from monge.server.calls import common as v
@@ -24,8 +25,9 @@ from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument
 from monge.v1 import diagnostics_pb2, sinkhorn_pb2
 
-# Unset settings take the solver's defaults.
+# Unset settings take the solver's defaults (SNS's own where they differ).
 DEFAULTS = SinkhornConfig()
+SNS_DEFAULTS = SNSConfig()
 # More stages start at epsilon / 0.3**20 > 10**10 epsilon: nothing left to gain.
 MAX_SCALING_STAGES = 20
 # Methods that can compute the cost in blocks, and the block (rows) they use.
@@ -43,7 +45,7 @@ _METHODS = {
 _METHOD_NUMBERS = {name: number for number, name in _METHODS.items() if number}
 
 _OVERRELAXATION = {
-    sinkhorn_pb2.OVERRELAXATION_UNSPECIFIED: None,  # adaptive, or plain for SNS
+    sinkhorn_pb2.OVERRELAXATION_UNSPECIFIED: None,  # the solver's default (adaptive)
     sinkhorn_pb2.OVERRELAXATION_ADAPTIVE: "adaptive",
     sinkhorn_pb2.OVERRELAXATION_OFF: "off",
 }
@@ -62,7 +64,7 @@ class SinkhornCall(v.TransportArrays):
     online: bool = False  # cost computed in blocks: the dense one would not fit
     top_k: int = 0  # return the plan's k largest entries per row (0: none)
     barycentric_map: bool = False  # return where each source point is sent
-    overrelaxation: str = "adaptive"  # or "off" (plain updates; SNS's sweeps always are)
+    overrelaxation: str = "adaptive"  # or "off" (plain updates; for SNS, its sweeps)
     scaling_stages: int = 0  # epsilon scaling before the solve at epsilon
 
 
@@ -147,9 +149,6 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
 
     method = v.choice(request, "method", _METHODS, errors, "auto")
     overrelaxation = v.choice(request, "overrelaxation", _OVERRELAXATION, errors, None)
-    if method == "sns" and overrelaxation == "adaptive":
-        errors.add("overrelaxation", "SINKHORN_METHOD_SNS's Sinkhorn sweeps are not over-relaxed; leave "
-                                     "overrelaxation unset or OVERRELAXATION_OFF, or use another method")
     top_k = _top_k(request, shape, dtype, config, errors)
     barycentric = request.return_barycentric_map
     if barycentric and cost_matrix is not None:
@@ -196,7 +195,7 @@ def parse(request: sinkhorn_pb2.SinkhornRequest, config: ServerConfig) -> Sinkho
         epsilon=epsilon, threshold=threshold, max_iterations=max_iterations,
         reg_m=reg_m, return_plan=request.return_plan, method=method, online=online,
         top_k=top_k, barycentric_map=barycentric,
-        overrelaxation=overrelaxation or ("off" if method == "sns" else "adaptive"),
+        overrelaxation=overrelaxation or (SNS_DEFAULTS if method == "sns" else DEFAULTS).overrelaxation,
         scaling_stages=scaling_stages,
     )
 
@@ -337,6 +336,7 @@ def _run_sns(call: SinkhornCall, stop, progress):
             epsilon=call.epsilon,
             threshold=call.threshold,
             max_iterations=iterations,
+            overrelaxation=call.overrelaxation,
             init=init,
         )
         for name in _NEWTON_COUNTS:
@@ -347,9 +347,10 @@ def _run_sns(call: SinkhornCall, stop, progress):
     from monge.solvers.loop import stall_ceiling
     from monge.solvers.sinkhorn import STALL_PATIENCE
 
-    # SNS has no stall rule of its own yet: the chunks' errors give it one, as for Sinkhorn.
+    # Each chunk is a fresh solve, so its own stall rule rarely sees enough iterations:
+    # the chunks' errors give it one across chunks. The over-relaxation factor carries on.
     output = run_in_chunks(
-        solve_chunk, lambda out: (out.f, out.g), max_iterations=call.max_iterations, stop=stop,
+        solve_chunk, lambda out: (out.f, out.g, out.omega), max_iterations=call.max_iterations, stop=stop,
         progress=progress, first_chunk=SNS_CHUNK, grow=False, stall_patience=STALL_PATIENCE,
         stall_below=stall_ceiling(call.dtype, _total_mass(call)),
     )
@@ -401,18 +402,20 @@ def encode_response(result) -> sinkhorn_pb2.SinkhornResponse:
 
     output, views, seconds = result
     plan, sparse, moved = (views.get(name) for name in ("plan", "sparse_plan", "barycentric_map"))
-    return sinkhorn_pb2.SinkhornResponse(
+    response = sinkhorn_pb2.SinkhornResponse(
         cost=float(output["cost"]),
         objective=float(output["objective"]),
         f=encode(output["f"]),
         g=encode(output["g"]),
         marginal_error=float(output["marginal_error"]),
-        plan=encode(plan) if plan is not None else None,
         diagnostics=diagnostics(output, seconds),
         newton=sinkhorn_pb2.NewtonStatistics(**output["newton"]) if "newton" in output else None,
         sparse_plan=v.encode_sparse(*sparse) if sparse is not None else None,
         barycentric_map=encode(moved) if moved is not None else None,
     )
+    if plan is not None:  # n x m values: written in place rather than copied in
+        encode_into(response.plan, plan)
+    return response
 
 
 __all__ = ["SinkhornCall", "parse", "run", "encode_response", "plan_views", "for_pair", "InvalidArgument"]

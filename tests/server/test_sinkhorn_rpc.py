@@ -94,14 +94,15 @@ def test_overrelaxation_off_runs_plain_sinkhorn(client):
     assert plain.iterations > 2 * relaxed.iterations
 
 
-def test_overrelaxation_refusals_name_the_field(client, rng):
-    from monge.client import InvalidArgumentError, requests
+def test_overrelaxation_reaches_sns_and_unknown_values_are_refused(client, rng):
+    from monge.client import requests
 
     x, y, _, _ = _problem(rng, 10, 6)
-    with pytest.raises(InvalidArgumentError) as caught:
-        client.sinkhorn(x, y, method="sns", overrelaxation="adaptive")
-    assert caught.value.field == "overrelaxation" and "not over-relaxed" in caught.value.violations[0].description
-    assert client.sinkhorn(x, y, method="sns", overrelaxation="off").converged
+    # SNS over-relaxes its Sinkhorn sweeps as the other methods do (the default), or not.
+    relaxed, plain, unset = (client.sinkhorn(x, y, method="sns", overrelaxation=setting)
+                             for setting in ("adaptive", "off", None))
+    assert relaxed.converged and plain.converged and unset.converged
+    assert unset.iterations == relaxed.iterations < plain.iterations
     # Unknown numbers (from other clients) are refused naming the field: test_fuzz.py.
     with pytest.raises(ValueError, match="overrelaxation must be one of"):
         requests.sinkhorn(x, y, overrelaxation="fixed")
@@ -235,10 +236,8 @@ def test_view_refusals_name_the_field(client, rng):
 @pytest.mark.parametrize("method, cap", [("log", 10_000), ("sns", 50_000)])
 def test_unreachable_float32_threshold_stalls(client, method, cap):
     # float32 bottoms out near 3e-6 in L1 on this problem: 1e-12 is out of reach, and
-    # the solve says so before its cap rather than running to it. SNS in-process runs
-    # this one to its cap (20,007 iterations for a cap of 20,000); served, its chunks'
-    # errors stop it once they stop decreasing (its float32 error keeps making small new
-    # minima for a while: about 36,000 iterations here).
+    # the solve says so before its cap rather than running to it (SNS by its own stall
+    # rule and, served in chunks, by the chunks' errors).
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 2)).astype(np.float32)
     y = (rng.normal(size=(100, 2)) + 1.0).astype(np.float32)
@@ -262,5 +261,11 @@ def test_served_stops_at_the_in_process_iteration(client, method, n, m):
     local = sinkhorn(x, y, epsilon=0.02, threshold=1e-5, method=method)
     assert served.converged and int(local.iterations) > 100
     assert served.iterations == int(local.iterations)
-    np.testing.assert_allclose(served.f, np.asarray(local.f), rtol=0, atol=1e-5)
+    # Potentials are defined up to (f + c, g - c); float32 rounding of the padded program
+    # may move that constant by ~2e-5 on some CPUs (measured on an AMD EPYC), not the plan.
+    local_f, local_g = np.asarray(local.f), np.asarray(local.g)
+    shift = float(np.mean(served.f - local_f))
+    assert abs(shift) < 1e-4
+    np.testing.assert_allclose(served.f - shift, local_f, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(served.g + shift, local_g, rtol=0, atol=1e-5)
     assert served.cost == pytest.approx(float(local.cost), rel=1e-5)

@@ -3,7 +3,12 @@ import ot
 import pytest
 
 from monge.solvers import OTProblem, SinkhornOutput, sinkhorn
-from monge.solvers.sns import SNSConfig, solve, sns
+from monge.solvers.sns import SWITCH_ITERATIONS, SNSConfig, solve, sns
+from monge.solvers.status import Status
+
+# One program per shape and static settings: tests on 40 x 30 float64 problems with
+# this cap share the SNS program the first test compiles (and its Sinkhorn reference).
+CAP = 100_000
 
 
 def _problem(rng, n, m, d=2):
@@ -23,12 +28,13 @@ def _assert_same_potentials(out, ref, atol):
 def test_matches_converged_sinkhorn_and_pot(rng, switch):
     c, a, b = _problem(rng, 40, 30)
     eps = 0.05
-    out = sns(cost_matrix=c, a=a, b=b, epsilon=eps, threshold=1e-12, max_iterations=100_000,
+    out = sns(cost_matrix=c, a=a, b=b, epsilon=eps, threshold=1e-12, max_iterations=CAP,
               switch_iterations=switch)
     ref = sinkhorn(cost_matrix=c, a=a, b=b, epsilon=eps, threshold=1e-13,
-                   max_iterations=100_000)
+                   max_iterations=CAP)
     assert isinstance(out, SinkhornOutput)
     assert bool(out.converged), out.message
+    assert float(out.omega) > 1.5  # the sweeps were over-relaxed (the default)
     if switch == 1.0:  # forced into the Newton phase early
         assert int(out.newton_iterations) > 0 and int(out.cg_iterations) > 0
     _assert_same_potentials(out, ref, atol=1e-8)
@@ -43,16 +49,73 @@ def test_matches_converged_sinkhorn_and_pot(rng, switch):
 
 
 def test_fast_problems_stay_sinkhorn(rng):
-    c, a, b = _problem(rng, 30, 30)
-    out = sns(cost_matrix=c, a=a, b=b, epsilon=1.0, threshold=1e-10)
-    # SNS's sweeps are plain Sinkhorn ones, so compare with plain (not over-relaxed) Sinkhorn.
-    ref = sinkhorn(cost_matrix=c, a=a, b=b, epsilon=1.0, threshold=1e-10, overrelaxation="off")
+    c, a, b = _problem(rng, 40, 30)
+    out = sns(cost_matrix=c, a=a, b=b, epsilon=1.0, threshold=1e-10, max_iterations=CAP)
+    # SNS's sweeps are the Sinkhorn solver's over-relaxed ones, factor and all.
+    ref = sinkhorn(cost_matrix=c, a=a, b=b, epsilon=1.0, threshold=1e-10)
     assert int(out.newton_iterations) == 0
     assert bool(out.converged) and float(out.marginal_error) <= 1e-10
-    # Plain Sinkhorn checks the column error of the previous g (one block late), SNS the
-    # error of the final iterate: the sweep counts agree to within one check block.
+    # Sinkhorn checks the error of (f, g_old) at each block's end, SNS the error of the
+    # final iterate: the sweep counts agree to within one check block.
     assert abs(int(out.sinkhorn_iterations) - int(ref.iterations)) <= SNSConfig().inner_iterations
+    assert float(out.omega) > 1.0
+    np.testing.assert_allclose(float(out.omega), float(ref.omega), rtol=0.05)
     _assert_same_potentials(out, ref, atol=1e-8)
+
+
+def test_overrelaxed_sweeps_then_newton_match_converged_sinkhorn(rng):
+    # A small epsilon (0.01, costs up to ~20): the over-relaxed warm-up hands over to
+    # Newton under the default switch rule, and the end point is the converged
+    # Sinkhorn's (the Newton steps work on the exact marginals, not on the sweeps').
+    c, a, b = _problem(rng, 40, 30)
+    eps = 0.01
+    out = sns(cost_matrix=c, a=a, b=b, epsilon=eps, threshold=1e-12, max_iterations=CAP)
+    ref = sinkhorn(cost_matrix=c, a=a, b=b, epsilon=eps, threshold=1e-13, max_iterations=CAP)
+    assert bool(out.converged) and bool(ref.converged), (out.message, ref.message)
+    assert int(out.sinkhorn_iterations) > 0 and int(out.newton_iterations) > 0
+    assert float(out.omega) > 1.5
+    _assert_same_potentials(out, ref, atol=1e-8)
+    np.testing.assert_allclose(float(out.cost), float(ref.cost), rtol=1e-8)
+    np.testing.assert_allclose(float(out.objective), float(ref.objective), rtol=1e-8)
+    plan = np.asarray(out.plan())
+    np.testing.assert_allclose(plan.sum(1), a, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(plan.sum(0), b, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(plan, np.asarray(ref.plan()), rtol=0, atol=1e-10)
+
+
+def test_overrelaxed_sns_takes_fewer_iterations_than_plain_sweeps(rng):
+    c, a, b = _problem(rng, 40, 30)
+    eps = 0.003  # small for these costs: plain sweeps are slow
+    runs = {relax: sns(cost_matrix=c, a=a, b=b, epsilon=eps, threshold=1e-12, max_iterations=CAP,
+                       overrelaxation=relax) for relax in ("adaptive", "off")}
+    relaxed, plain = runs["adaptive"], runs["off"]
+    assert bool(relaxed.converged) and bool(plain.converged)
+    assert float(plain.omega) == 1.0 and float(relaxed.omega) > 1.5
+    # Measured: 200 sweeps + 11 Newton steps against 770 + 41.
+    assert int(relaxed.iterations) < 0.5 * int(plain.iterations)
+    assert int(relaxed.newton_iterations) < int(plain.newton_iterations)
+    _assert_same_potentials(relaxed, plain, atol=1e-8)
+
+
+def test_each_kind_of_sweep_has_its_switch_default():
+    assert SNSConfig().switch_iterations == SWITCH_ITERATIONS["adaptive"]
+    assert SNSConfig(overrelaxation="off").switch_iterations == SWITCH_ITERATIONS["off"]
+    assert SNSConfig(overrelaxation="off", switch_iterations=5.0).switch_iterations == 5.0
+
+
+def test_unreachable_float32_threshold_stalls(rng):
+    # float32 bottoms out near 3e-6 in L1 here: 1e-12 is out of reach, and SNS says so
+    # (status STALLED) long before its cap instead of running to it.
+    # (direct_size=0: CG only, a program that compiles in half the time.)
+    c, a, b = (v.astype(np.float32) for v in _problem(rng, 40, 30))
+    cap = 20_000
+    out = sns(cost_matrix=c, a=a, b=b, epsilon=0.05, threshold=1e-12, max_iterations=cap,
+              direct_size=0)
+    assert out.f.dtype == np.float32
+    assert int(out.status) == Status.STALLED, out.message
+    assert "stopped decreasing" in out.message
+    assert int(out.iterations) < cap // 10  # measured: 562 (stall_patience=0: 20,000)
+    assert float(out.marginal_error) < 1e-4
 
 
 def test_random_assignment_where_sinkhorn_is_slow():
@@ -113,6 +176,10 @@ def test_bad_parameters_name_the_parameter(rng):
         SNSConfig(kept_per_row=0)
     with pytest.raises(ValueError, match="^direct_size"):
         SNSConfig(direct_size=-1)
+    with pytest.raises(ValueError, match="^unknown overrelaxation 'fixed'"):
+        SNSConfig(overrelaxation="fixed")
+    with pytest.raises(ValueError, match="^stall_patience"):
+        SNSConfig(stall_patience=-1)
     c, a, b = _problem(rng, 5, 4)
     c[0, 1] = np.inf
     with pytest.raises(ValueError, match="cost_matrix"):
@@ -127,14 +194,16 @@ def test_warm_start_in_chunks_converges():
     n, eps = 40, 1.0 / 300
     c = rng.random((n, n))
     u = np.full(n, 1.0 / n)
-    f, g = np.zeros(n), np.zeros(n)
+    f, g, omega = np.zeros(n), np.zeros(n), np.float64(1.0)  # not weakly typed: one program
     for chunk in range(1, 21):
         out = sns(cost_matrix=c, a=u, b=u, epsilon=eps, threshold=1e-11, max_iterations=35,
-                  init=(f, g))
+                  init=(f, g, omega))
         if bool(out.converged):
             break
-        f, g = out.f, out.g
-    assert bool(out.converged) and chunk > 1
+        # The cap holds exactly, though it is no whole number of 10-sweep blocks.
+        assert int(out.iterations) == 35 and int(out.status) == Status.MAX_ITERATIONS
+        f, g, omega = out.f, out.g, out.omega
+    assert bool(out.converged) and chunk > 1 and int(out.iterations) <= 35
     assert int(out.newton_iterations) > 0 or chunk > 2
     assert float(out.marginal_error) <= 1e-11
     # Marginals at 1e-11 pin the (strictly concave) dual optimum; the cost is then
