@@ -74,7 +74,7 @@ SINKHORN_OPTIONS = (
     Option("method", str, "Sinkhorn iterations (auto, kernel or log), or sns (Sinkhorn-Newton-Sparse, "
                           "balanced only)", choices=_SINKHORN_METHODS),
     Option("overrelaxation", str, "adaptive: over-relaxed updates with a factor estimated as the run goes "
-                                  "(the default; sns: off); off: plain Sinkhorn updates",
+                                  "(the default, for sns too); off: plain Sinkhorn updates",
            choices=_OVERRELAXATION),
     Option("scaling_stages", int, "epsilon scaling: solve at epsilon / 0.3^k for k = K .. 1 first, each "
                                   "warm-starting the next (0: none; not with sns)", metavar="K"),
@@ -239,24 +239,80 @@ def mlp_model(weights: dict, *, hidden, prediction: str, dim: int | None = None,
     )
 
 
+def exported_model(model, *, prediction: str, event_shape=None, dtype="float32", platforms=("cpu", "cuda"),
+                   vjp: bool = True) -> pfode_pb2.ExportedModel:
+    """Your own network as a source: f(x, t) -> prediction, with x (batch, *event_shape),
+    t (batch,) the schedule's time of each row (EDM: sigma), the output of x's shape;
+    `prediction` says what it means ("noise", "score", "data" or "velocity").
+
+    `model` is one of:
+    - a `jax.export.Exported` of f, with a symbolic batch dimension: serialized here,
+      with its VJP (log-likelihoods need it) when it has one and `vjp`;
+    - its `serialize()` bytes, sent as they are;
+    - a Python callable f: exported here with `jax.export` for `platforms` (by default
+      cpu and cuda, so that any server runs it), x of shape (b, *event_shape) and t of
+      shape (b,) in `dtype` with b symbolic; `event_shape` is then required.
+    The dtype must be the request's (float32 unless the request says float64; exporting
+    float64 needs jax_enable_x64). Only the StableHLO and its signature travel: no
+    Python, no pickles.
+    """
+    kind = _choice("prediction", prediction, _PREDICTIONS)
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        artifact = bytes(model)
+        exported = None
+    else:
+        from jax import export
+
+        exported = model if isinstance(model, export.Exported) else _export_callable(model, event_shape, dtype,
+                                                                                     platforms)
+        artifact = bytes(exported.serialize(vjp_order=1 if vjp and exported.has_vjp() else 0))
+    if event_shape is None:
+        if exported is None:
+            from jax import export
+
+            exported = export.deserialize(bytearray(artifact))
+        event_shape = exported.in_avals[0].shape[1:]
+    event_shape = (event_shape,) if np.isscalar(event_shape) else tuple(event_shape)
+    return pfode_pb2.ExportedModel(artifact=artifact, prediction=kind, event_shape=[int(e) for e in event_shape])
+
+
+def _export_callable(fn, event_shape, dtype, platforms):
+    if not callable(fn):
+        raise TypeError(f"model: expected a jax.export.Exported, its serialized bytes or a function f(x, t), "
+                        f"got {type(fn).__name__}")
+    if event_shape is None:
+        raise ValueError("event_shape: give the shape of one sample, e.g. (d,), to export a function")
+    import jax
+    from jax import export
+
+    event_shape = (event_shape,) if np.isscalar(event_shape) else tuple(event_shape)
+    dtype = np.dtype(dtype)
+    (batch,) = export.symbolic_shape("b")
+    jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+    return export.export(jitted, platforms=tuple(platforms))(
+        jax.ShapeDtypeStruct((batch, *event_shape), dtype), jax.ShapeDtypeStruct((batch,), dtype))
+
+
 def probability_flow_model(source, *, schedule="vp", prior: str = "noise", t_start: float | None = None,
                            t_end: float | None = None) -> pfode_pb2.ProbabilityFlowModel:
     """The model sampled or evaluated. `source`: a `gaussian_mixture(...)`/`gaussian(...)`,
-    an `mlp_model(...)`, a trained model id (str), or a `TrainedScoreModel` (by its id);
-    `schedule`: a name or a `schedule(...)`."""
+    an `mlp_model(...)`, an `exported_model(...)`, a trained model id (str), or a
+    `TrainedScoreModel` (by its id); `schedule`: a name or a `schedule(...)`."""
     message = pfode_pb2.ProbabilityFlowModel(prior=_choice("prior", prior, _PRIORS))
     message.schedule.CopyFrom(_as_schedule(schedule))
     if isinstance(source, pfode_pb2.GaussianMixture):
         message.gaussian_mixture.CopyFrom(source)
     elif isinstance(source, pfode_pb2.MlpScoreModel):
         message.mlp.CopyFrom(source)
+    elif isinstance(source, pfode_pb2.ExportedModel):
+        message.exported.CopyFrom(source)
     elif isinstance(source, str):
         message.trained_model_id = source
     elif isinstance(getattr(source, "model_id", None), str):
         message.trained_model_id = source.model_id
     else:
-        raise TypeError(f"source: expected gaussian_mixture(...), mlp_model(...) or a model id, "
-                        f"got {type(source).__name__}")
+        raise TypeError(f"source: expected gaussian_mixture(...), mlp_model(...), exported_model(...) or a "
+                        f"model id, got {type(source).__name__}")
     if t_start is not None:
         message.t_start = float(t_start)
     if t_end is not None:

@@ -55,6 +55,10 @@ class ServerConfig:
     max_training_seconds: float = setting(24 * 3600.0, help="longest a training item may run on its worker, "
                                                             "checked before every step; over it the item fails "
                                                             "RESOURCE_EXHAUSTED and nothing is stored")
+    max_exported_model_bytes: int = setting(
+        64 * MIB, flag="--max-exported-model-mb", unit=MIB,
+        help="largest jax.export artifact (MiB) a probability-flow request may carry as its network "
+             "(ProbabilityFlowModel.exported); the request's message must fit --max-message-mb too")
     max_trajectory_steps: int = setting(100_000, help="most time steps of one simulated Var-RUOT trajectory")
     max_trajectory_elements: int = setting(100_000_000, help="most values (steps x particles x dimension) of "
                                                              "one trajectory (Var-RUOT, probability-flow "
@@ -151,6 +155,8 @@ class ServerConfig:
             raise ValueError(f"max_training_seconds must be positive, got {self.max_training_seconds}")
         if self.max_request_memory_bytes < MIB:
             raise ValueError("max_request_memory_bytes must be at least 1 MiB")
+        if self.max_exported_model_bytes < 1:
+            raise ValueError(f"max_exported_model_bytes must be at least 1, got {self.max_exported_model_bytes}")
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers must be at least 1")
         if (self.max_batch_size is not None and self.max_batch_size < 1) or self.max_batch_delay_seconds < 0:

@@ -39,8 +39,10 @@ class ProbabilityFlowCalls:
 
         source: `requests.gaussian(mean, cov)` / `requests.gaussian_mixture(means, covs,
         weights)` (exact score), `requests.mlp_model(weights, hidden=..., prediction=...)`
-        (the built-in MLP with your weights), or a trained model (its id, or the
-        `TrainedScoreModel` from `train_score_model`). schedule: "vp", "ve", "edm" or
+        (the built-in MLP with your weights), `requests.exported_model(f_or_exported,
+        prediction=..., event_shape=...)` (your own network, exported with jax.export;
+        samples then have shape (num_samples, *event_shape)), or a trained model (its
+        id, or the `TrainedScoreModel` from `train_score_model`). schedule: "vp", "ve", "edm" or
         `requests.schedule(kind, **parameters)`. sampler: "euler", "heun", "ddim",
         "dpm_solver_pp_2m", "dpm_solver_pp_3m" or "dopri5" (rtol, atol). Budget: `steps`
         or `nfe` score evaluations (default 20 steps). time_grid: "uniform", "log_snr",
@@ -80,7 +82,9 @@ class ProbabilityFlowCalls:
         `sample_probability_flow`), by the instantaneous change of variables along the
         probability-flow ODE (adaptive Dopri5, rtol/atol). divergence: "exact" (d
         Jacobian-vector products) or "hutchinson" (num_probes random probes; the result
-        carries standard errors). dtype defaults to the points' dtype.
+        carries standard errors). dtype defaults to the points' dtype. An exported
+        source (`requests.exported_model`) takes points (n, *event_shape) and needs its
+        VJP (exported_model serializes it).
         """
         request = requests.probability_flow_log_likelihood(
             source, points, schedule=schedule, divergence=divergence, num_probes=num_probes, rtol=rtol,

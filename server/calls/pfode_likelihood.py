@@ -1,7 +1,8 @@
 """ProbabilityFlowLogLikelihoodRequest -> validated call -> `pfode.log_likelihood` -> response.
 
 The model is parsed as for sampling (`pfode_call.parse_model`); the points must have the
-model's dimension, and t_end must carry noise (the score is undefined at sigma = 0).
+model's dimension (an exported model's event shape: (n, *event_shape)), and t_end must
+carry noise (the score is undefined at sigma = 0).
 The adaptive integration runs in chunks of steps (`pfode_call.run_steps`): `stop` ends
 it between chunks.
 """
@@ -19,6 +20,7 @@ from monge.server.auth import ANONYMOUS
 from monge.server.config import ServerConfig
 from monge.server.calls.pfode_sample import (
     MAX_LIKELIHOOD_STEPS,
+    ExportedSpec,
     LikelihoodSpec,
     ModelSpec,
     check_likelihood_end,
@@ -41,7 +43,7 @@ DEFAULT_MAX_STEPS = 4096
 @dataclasses.dataclass(frozen=True)
 class LikelihoodCall:
     model: ModelSpec
-    points: np.ndarray  # (n, d), in `dtype`
+    points: np.ndarray  # (n, d), in `dtype` (an exported model's events flattened)
     options: LikelihoodSpec
     seed: int
     dtype: np.dtype
@@ -52,9 +54,12 @@ def parse(request: pb.ProbabilityFlowLogLikelihoodRequest, config: ServerConfig,
           owner: str = ANONYMOUS) -> LikelihoodCall:
     errors = v.Violations()
     points = None
+    exported = request.model.WhichOneof("source") == "exported"
+    rank = len(request.model.exported.event_shape) if exported else 1
     with errors.check():
-        points = v.float_tensor(request, "points", ndim=2, max_points=config.max_samples, limit="max_samples",
-                                required="is required (n, d)")
+        points = v.float_tensor(request, "points", ndim=1 + max(rank, 1), max_points=config.max_samples,
+                                limit="max_samples",
+                                required="is required (n, *event_shape)" if exported else "is required (n, d)")
     dtype = None
     with errors.check():
         dtype = float_dtype(request.dtype, "dtype", points.dtype if points is not None else np.float64)
@@ -67,15 +72,22 @@ def parse(request: pb.ProbabilityFlowLogLikelihoodRequest, config: ServerConfig,
             max_steps = v.integer_in_range(request.max_steps, "max_steps", 1,
                                            min(MAX_LIKELIHOOD_STEPS, config.max_iterations), limit=binding)
     model = parse_model(request, config, errors, owner=owner)
-    if points.shape[1] != model.dim:
-        errors.add("points", f"have dimension {points.shape[1]} but the model has dimension {model.dim}")
+    if tuple(points.shape[1:]) != model.event_shape:
+        if isinstance(model.source, ExportedSpec):
+            errors.add("points", f"have shape {list(points.shape)} but the model's events have shape "
+                                 f"{list(model.event_shape)}: points must be (n, *event_shape)")
+        else:
+            errors.add("points", f"have dimension {points.shape[1]} but the model has dimension {model.dim}")
     options = parse_likelihood_options(
         request.options if request.HasField("options") else None, "options.", errors
     )
     check_likelihood_end(model, "model.", errors)
     check_probe_memory(options, points.shape[0], model.dim, "options.divergence", config, errors)
     errors.raise_if_any()
-    return LikelihoodCall(model, points.astype(dtype, copy=False), options, int(request.seed), dtype, max_steps)
+    n = points.shape[0]
+    model = model.for_call(dtype, model.batch_sizes(n, options), gradients=True)
+    flat = points.astype(dtype, copy=False).reshape(n, model.dim)
+    return LikelihoodCall(model, flat, options, int(request.seed), dtype, max_steps)
 
 
 def run(call: LikelihoodCall, stop, progress=None):
@@ -104,6 +116,7 @@ def run(call: LikelihoodCall, stop, progress=None):
         name: np.asarray(getattr(out, name))
         for name in ("log_prob", "stderr", "prior_log_prob", "latents", "nfe", "status")
     } | {"message": out.message}
+    result["latents"] = result["latents"].reshape((-1, *call.model.event_shape))
     return result, time.perf_counter() - started
 
 

@@ -9,6 +9,11 @@ the solver in chunks of steps (`run_steps`, through `chunked.run_in_chunks`), so
 `stop` (a cancelled call, an expired deadline) frees the worker within about a chunk:
 a quarter of a second of work, estimated from the request's size and grown while chunks
 run faster than that.
+
+Of an exported network (`ProbabilityFlowModel.exported`) `parse` checks what the request
+says: its size, prediction and event shape. Deserializing the artifact needs JAX, so it
+is checked on the worker when `run` builds the source (`monge.server.models.exported`),
+its refusals InvalidArgument naming the field all the same.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 from monge.v1.codec import TensorError, decode, encode
 from monge.server.statuses import sample_status
 from monge.server import limits
+from monge.server.models import exported as exported_models
 from monge.server.models import score as pfode_models
 from monge.server.calls import common as v
 from monge.server.runtime.chunked import run_in_chunks
@@ -50,6 +56,7 @@ MAX_EMBEDDING = 1024
 MAX_PARAMETERS = 50_000_000
 MAX_PROBES = 1024
 MAX_LIKELIHOOD_STEPS = 100_000
+MAX_EVENT_RANK = 8  # dimensions of an exported model's event shape
 MIXTURE_WEIGHT_TOLERANCE = 1e-6  # as monge.solvers.pfode.sources.GaussianMixture
 
 # Which schedule parameters each schedule has (the fields of DiffusionSchedule).
@@ -107,9 +114,33 @@ class MlpSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExportedSpec:
+    """A caller's jax.export artifact; what the call computes (dtype, batch sizes,
+    gradients) is filled in by `ModelSpec.for_call` once the call is parsed."""
+
+    artifact: bytes
+    prediction: str  # a key of PREDICTIONS
+    event_shape: tuple[int, ...]
+    field: str  # the artifact's request field, for the worker's refusals
+    dtype: np.dtype = np.dtype(np.float32)
+    batch_sizes: tuple[int, ...] = ()
+    gradients: bool = False
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.event_shape)
+
+    def build(self):
+        """Deserialize and check the artifact (InvalidArgument on `field`): on the worker only."""
+        return exported_models.load(self.artifact, prediction=self.prediction, event_shape=self.event_shape,
+                                    dtype=self.dtype, batch_sizes=self.batch_sizes, gradients=self.gradients,
+                                    field=self.field)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
     schedule: ScheduleSpec
-    source: MixtureSpec | MlpSpec
+    source: MixtureSpec | MlpSpec | ExportedSpec
     prior: str  # noise or marginal
     t_start: float | None  # None: the schedule's default
     t_end: float | None
@@ -117,6 +148,25 @@ class ModelSpec:
     @property
     def dim(self) -> int:
         return self.source.dim
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """The shape of one sample on the wire: (d,), or an exported model's event shape."""
+        return self.source.event_shape if isinstance(self.source, ExportedSpec) else (self.dim,)
+
+    def for_call(self, dtype, batch_sizes, gradients: bool) -> "ModelSpec":
+        """The model as the call evaluates it: an exported network is checked against the
+        call's dtype, the batch sizes it will see and whether it is differentiated."""
+        if not isinstance(self.source, ExportedSpec):
+            return self
+        source = dataclasses.replace(self.source, dtype=np.dtype(dtype), gradients=bool(gradients),
+                                     batch_sizes=tuple(sorted({int(b) for b in batch_sizes})))
+        return dataclasses.replace(self, source=source)
+
+    def batch_sizes(self, n: int, likelihood: "LikelihoodSpec | None") -> tuple[int, ...]:
+        """Rows per network evaluation: n, and for a likelihood of an exported network n
+        times its probes (reverse-mode divergences stack the probes along the batch)."""
+        return (n,) if likelihood is None else (n, n * likelihood.probes(self.dim))
 
     def build(self):
         """(source, schedule, prior) solver objects."""
@@ -331,6 +381,36 @@ def parse_mlp(message: pb.MlpScoreModel, prefix: str) -> MlpSpec:
     return MlpSpec(architecture, prediction, weights)
 
 
+def parse_exported(message: pb.ExportedModel, prefix: str, config: ServerConfig) -> ExportedSpec:
+    """What the server process can check of an exported network (numpy only: no JAX
+    here): its size, prediction and event shape. The artifact itself is checked on the
+    worker (`monge.server.models.exported.load`)."""
+    errors = v.Violations()
+    size = len(message.artifact)
+    if size == 0:
+        errors.add(prefix + "artifact", "is required: the bytes of jax.export.Exported.serialize()")
+    elif size > config.max_exported_model_bytes:
+        errors.add(prefix + "artifact", limits.over_limit(f"{size:,} bytes", config.max_exported_model_bytes,
+                                                          "max_exported_model_bytes"))
+    prediction = None
+    with errors.check():
+        prediction = enum_choice(message.prediction, pb.PredictionType, prefix + "prediction", PREDICTIONS, "")
+        if not prediction:
+            errors.add(prefix + "prediction", "is required: what the network's output means")
+    shape = list(message.event_shape)
+    if not 1 <= len(shape) <= MAX_EVENT_RANK:
+        errors.add(prefix + "event_shape", f"must list 1 to {MAX_EVENT_RANK} dimensions (the shape of one sample), "
+                                           f"got {len(shape)}")
+    elif any(e < 1 for e in shape):
+        errors.add(prefix + "event_shape", f"dimensions must be >= 1, got {shape}")
+    elif math.prod(shape) > config.max_dense_elements:
+        errors.add(prefix + "event_shape", limits.over_limit(f"one sample of shape {shape} has "
+                                                             f"{math.prod(shape):,} values",
+                                                             config.max_dense_elements, "max_dense_elements"))
+    errors.raise_if_any()
+    return ExportedSpec(bytes(message.artifact), prediction, tuple(int(e) for e in shape), prefix + "artifact")
+
+
 def load_trained(model_id: str, field: str, config: ServerConfig, owner: str = ANONYMOUS) -> MlpSpec:
     """The caller's trained model: NotFound for an id with no model, or another owner's."""
     try:
@@ -369,11 +449,14 @@ def parse_model(request, config: ServerConfig, errors: v.Violations, prefix: str
     which = model.WhichOneof("source")
     with errors.check():
         if which is None:
-            raise InvalidArgument.field(prefix + "source", "is required: gaussian_mixture, mlp or trained_model_id")
+            raise InvalidArgument.field(prefix + "source", "is required: gaussian_mixture, mlp, trained_model_id "
+                                                           "or exported")
         if which == "gaussian_mixture":
             source = parse_mixture(model.gaussian_mixture, prefix + "gaussian_mixture.", config)
         elif which == "mlp":
             source = parse_mlp(model.mlp, prefix + "mlp.")
+        elif which == "exported":
+            source = parse_exported(model.exported, prefix + "exported.", config)
         elif not pfode_models.valid_id(model.trained_model_id):
             raise InvalidArgument.field(prefix + "trained_model_id", f"{model.trained_model_id!r} is not a model "
                                                                      "id (32 lower-case hex digits)")
@@ -565,7 +648,8 @@ def parse(request: pb.SampleProbabilityFlowRequest, config: ServerConfig, owner:
         check_likelihood_end(model, "model.", errors)
         check_probe_memory(likelihood, num_samples, d, "log_likelihood.divergence", config, errors)
     errors.raise_if_any()
-    return dataclasses.replace(call, steps=steps, nfe=nfe, likelihood=likelihood)
+    model = model.for_call(dtype, model.batch_sizes(num_samples, likelihood), gradients=likelihood is not None)
+    return dataclasses.replace(call, model=model, steps=steps, nfe=nfe, likelihood=likelihood)
 
 
 # -- running in chunks -------------------------------------------------------------------
@@ -583,6 +667,10 @@ def evaluation_cost(model: ModelSpec) -> float:
     d = model.dim
     if isinstance(model.source, MixtureSpec):
         return model.source.means.shape[0] * d * (4 * d + 8)
+    if isinstance(model.source, ExportedSpec):
+        # Unknown; a network's weights are constants of its module, about 4 bytes each,
+        # and each costs a multiply-add per row. Chunks grow from here when they run fast.
+        return 2 * len(model.source.artifact) / 4 + 16 * d
     shapes = model.source.architecture.weight_shapes().values()
     return 2 * sum(math.prod(shape) for shape in shapes) + 16 * d
 
@@ -672,6 +760,10 @@ def run(call: SampleCall, stop, progress=None):
         name: None if getattr(out, name) is None else np.asarray(getattr(out, name))
         for name in ("samples", "nfe", "times", "status", "trajectory")
     } | {"log_prob": log_prob, "log_prob_stderr": stderr, "message": out.message}
+    event = call.model.event_shape
+    for name in ("samples", "trajectory"):  # flat states (..., d) to (..., *event_shape)
+        if result[name] is not None:
+            result[name] = result[name].reshape(result[name].shape[:-1] + event)
     return result, time.perf_counter() - started
 
 
@@ -708,4 +800,5 @@ def encode_response(result) -> pb.SampleProbabilityFlowResponse:
     return response
 
 
-__all__ = ["SampleCall", "parse", "run", "run_steps", "encode_response", "parse_model", "parse_schedule"]
+__all__ = ["SampleCall", "parse", "run", "run_steps", "encode_response", "parse_model", "parse_schedule",
+           "parse_exported"]

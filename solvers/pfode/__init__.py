@@ -9,7 +9,9 @@
 Composed from small strategy objects (all `equinox.Module`s, frozen, pytrees):
     schedule   VPSchedule | VESchedule | EDMSchedule                 (schedules)
     grid       UniformTimeGrid | LogSNRTimeGrid | KarrasTimeGrid      (schedules)
-    source     GaussianMixture | MLPModel(architecture, weights, prediction)  (sources)
+    source     GaussianMixture | MLPModel(architecture, weights, prediction)
+               | FunctionModel(fn, event_shape, prediction) | FunctionModel.from_exported(exported,
+                 prediction)                                         (sources)
     sampler    Euler | Heun | ExponentialEuler | DPMSolverPlusPlus(order) | Dopri5 | Diffrax
     prior      NoisePrior | MarginalPrior
     divergence ExactDivergence | HutchinsonDivergence
@@ -71,6 +73,7 @@ from monge.solvers.pfode.sources import (
     AbstractPrediction,
     AbstractScoreSource,
     DataPrediction,
+    FunctionModel,
     GaussianMixture,
     MLPArchitecture,
     MLPModel,
@@ -104,6 +107,7 @@ __all__ = [
     "Euler",
     "ExactDivergence",
     "ExponentialEuler",
+    "FunctionModel",
     "GaussianMixture",
     "grid_ends_at_zero",
     "Heun",

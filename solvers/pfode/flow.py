@@ -462,12 +462,28 @@ def _divergence_field(source, schedule, probes):
         def v(y):
             return velocity(source, schedule, y, t)
 
+        if not source.forward_mode:
+            return _reverse_quadratic_forms(v, x, probes)
         # One JVP per probe on the whole batch: rows do not interact, so the batch
         # Jacobian is block diagonal and J z_p is row-wise.
         vx, jz = jax.vmap(lambda zp: jax.jvp(v, (x,), (zp,)), in_axes=1, out_axes=(None, 1))(probes)
         return vx, jnp.sum(jz * probes, axis=-1)
 
     return field
+
+
+def _reverse_quadratic_forms(v, x, probes):
+    """v(x) and z_p^T (dv/dx) z_p (n, P) by one VJP, for sources that JAX cannot
+    differentiate in forward mode nor vmap (`jax.export` artifacts): the P probes are
+    stacked along the batch (P n rows, x repeated), where, the batch Jacobian being
+    block diagonal, the pullback of the stacked probes is z_p^T J row by row."""
+    n, p, d = probes.shape
+    stacked = jnp.broadcast_to(x[None], (p, n, d)).reshape(p * n, d)
+    tangents = jnp.swapaxes(probes, 0, 1).reshape(p * n, d)
+    vx, pullback = jax.vjp(v, stacked)
+    (zj,) = pullback(tangents)
+    forms = jnp.sum(zj * tangents, axis=-1).reshape(p, n)
+    return vx[:n], forms.T
 
 
 def _likelihood_begin(source, schedule, divergence, points, t_start, t_end, key, rtol, atol):

@@ -6,14 +6,18 @@ score, score = (alpha D - x) / sigma^2, so samplers written in terms of D (the
 exponential integrators) and in terms of the score (Euler, Heun, diffrax) share sources.
 
 Learned models are the built-in MLP (`MLPArchitecture`) whose weights arrive as a flat
-dict name -> array (layout documented on `MLPArchitecture`), never code or pickles; a
-prediction type (`AbstractPrediction`) says what the network's output means.
+dict name -> array (layout documented on `MLPArchitecture`), never code or pickles, or
+any network as a function f(x, t) (`FunctionModel`: a Python callable in-process, or a
+`jax.export` artifact, which is what the service accepts); a prediction type
+(`AbstractPrediction`) says what the network's output means.
 """
 
 from __future__ import annotations
 
 import abc
+import hashlib
 import math
+from typing import Callable
 
 import equinox as eqx
 import jax
@@ -38,6 +42,12 @@ class AbstractScoreSource(eqx.Module):
     def score(self, x, t, schedule):
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
         return (alpha * self.denoise(x, t, schedule) - x) / sigma**2
+
+    @property
+    def forward_mode(self) -> bool:
+        """Whether JAX can take Jacobian-vector products through `denoise` (likelihoods
+        otherwise use vector-Jacobian products, see `FunctionModel`)."""
+        return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,6 +349,95 @@ class MLPModel(AbstractScoreSource):
             self.weights, x, jnp.broadcast_to(log_alpha, (n,)), jnp.broadcast_to(log_sigma, (n,))
         )
         return self.prediction.denoised(output, x, jnp.exp(log_alpha), jnp.exp(log_sigma))
+
+
+# ---------------------------------------------------------------------------------------
+# Any network, as a function f(x, t) -> prediction.
+
+
+class _ExportedCall:
+    """`exported.call`, hashable by the artifact's content: equal artifacts (a network
+    sent again by a later request) share the compiled programs (`eqx.filter_jit` keys on
+    static fields by equality)."""
+
+    def __init__(self, exported):
+        self.exported = exported
+        digest = hashlib.sha256(exported.mlir_module_serialized)
+        digest.update(repr((exported.in_avals, exported.out_avals, exported.platforms)).encode())
+        if exported.has_vjp():  # the program differentiates with it
+            digest.update(exported.vjp().mlir_module_serialized)
+        self.digest = digest.hexdigest()
+
+    def __call__(self, x, t):
+        return self.exported.call(x, t)
+
+    def __hash__(self):
+        return hash(self.digest)
+
+    def __eq__(self, other):
+        return isinstance(other, _ExportedCall) and other.digest == self.digest
+
+    def __repr__(self):
+        return f"exported {self.exported.fun_name!r} ({self.digest[:12]})"
+
+
+class FunctionModel(AbstractScoreSource):
+    """A network given as a function `fn(x, t) -> output`: x of shape (n, *event_shape),
+    t of shape (n,) (the schedule's time of each row, in x's dtype; EDM's t is sigma),
+    the output of x's shape; `prediction` says what the output means (noise, score,
+    data or velocity), as for `MLPModel`.
+
+    The samplers work on flat states (n, d), d = prod(event_shape): rows are reshaped to
+    the event shape for `fn` and its output flattened back, so events of any rank
+    ((c, h, w) images too) are sampled; reshape the samples to (n, *event_shape).
+
+    `fn` is a static field: it must be hashable, and a different `fn` compiles new
+    programs. A `jax.export` artifact (what the service accepts) comes in through
+    `from_exported`; such a function differentiates in reverse mode only (when it was
+    serialized with its VJP), so `forward_mode=False`: log-likelihoods then take
+    vector-Jacobian products on the probes stacked along the batch dimension instead of
+    Jacobian-vector products.
+    """
+
+    fn: Callable = eqx.field(static=True)
+    event_shape: tuple[int, ...] = eqx.field(static=True)
+    prediction: AbstractPrediction
+    forward_mode: bool = eqx.field(static=True, default=True)
+
+    def __init__(self, fn: Callable, event_shape, prediction: AbstractPrediction, *, forward_mode: bool = True):
+        if not callable(fn):
+            raise ValueError(f"fn must be callable, got {type(fn).__name__}")
+        if not isinstance(prediction, AbstractPrediction):
+            raise ValueError(f"prediction must be an AbstractPrediction, got {type(prediction).__name__}")
+        event_shape = (event_shape,) if isinstance(event_shape, (int, np.integer)) else tuple(event_shape)
+        if not event_shape or any(not isinstance(e, (int, np.integer)) or e < 1 for e in event_shape):
+            raise ValueError(f"event_shape must be a non-empty tuple of positive integers, got {event_shape}")
+        self.fn = fn
+        self.event_shape = tuple(int(e) for e in event_shape)
+        self.prediction = prediction
+        self.forward_mode = bool(forward_mode)
+
+    @classmethod
+    def from_exported(cls, exported, prediction: AbstractPrediction) -> "FunctionModel":
+        """The network of a `jax.export.Exported` (from `jax.export.export(...)`, or
+        `jax.export.deserialize(artifact)`): x is its first input, whose dimensions after
+        the (symbolic) batch give the event shape."""
+        x_aval = exported.in_avals[0]
+        event_shape = tuple(x_aval.shape[1:])
+        if not all(isinstance(e, int) for e in event_shape):
+            raise ValueError(f"the exported event dimensions must be concrete, got {x_aval.shape}")
+        return cls(_ExportedCall(exported), event_shape, prediction, forward_mode=False)
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.event_shape)
+
+    def denoise(self, x, t, schedule):
+        n = x.shape[0]
+        times = jnp.broadcast_to(jnp.asarray(t, x.dtype), (n,))
+        output = self.fn(x.reshape((n, *self.event_shape)), times)
+        output = jnp.asarray(output).reshape(x.shape).astype(x.dtype)
+        return self.prediction.denoised(output, x, schedule.alpha(t), schedule.sigma(t))
 
 
 # Names a request may use (lower-case, as in the proto enums without their prefix), so

@@ -141,12 +141,23 @@ class MlpScoreModel(_message.Message):
     weights: _containers.MessageMap[str, _tensor_pb2.Tensor]
     def __init__(self, dim: _Optional[int] = ..., hidden: _Optional[_Iterable[int]] = ..., time_embedding_dim: _Optional[int] = ..., prediction: _Optional[_Union[PredictionType, str]] = ..., weights: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ...) -> None: ...
 
+class ExportedModel(_message.Message):
+    __slots__ = ("artifact", "prediction", "event_shape")
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    artifact: bytes
+    prediction: PredictionType
+    event_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, artifact: _Optional[bytes] = ..., prediction: _Optional[_Union[PredictionType, str]] = ..., event_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class ProbabilityFlowModel(_message.Message):
-    __slots__ = ("schedule", "gaussian_mixture", "mlp", "trained_model_id", "prior", "t_start", "t_end")
+    __slots__ = ("schedule", "gaussian_mixture", "mlp", "trained_model_id", "exported", "prior", "t_start", "t_end")
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     GAUSSIAN_MIXTURE_FIELD_NUMBER: _ClassVar[int]
     MLP_FIELD_NUMBER: _ClassVar[int]
     TRAINED_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPORTED_FIELD_NUMBER: _ClassVar[int]
     PRIOR_FIELD_NUMBER: _ClassVar[int]
     T_START_FIELD_NUMBER: _ClassVar[int]
     T_END_FIELD_NUMBER: _ClassVar[int]
@@ -154,10 +165,11 @@ class ProbabilityFlowModel(_message.Message):
     gaussian_mixture: GaussianMixture
     mlp: MlpScoreModel
     trained_model_id: str
+    exported: ExportedModel
     prior: LatentPrior
     t_start: float
     t_end: float
-    def __init__(self, schedule: _Optional[_Union[DiffusionSchedule, _Mapping]] = ..., gaussian_mixture: _Optional[_Union[GaussianMixture, _Mapping]] = ..., mlp: _Optional[_Union[MlpScoreModel, _Mapping]] = ..., trained_model_id: _Optional[str] = ..., prior: _Optional[_Union[LatentPrior, str]] = ..., t_start: _Optional[float] = ..., t_end: _Optional[float] = ...) -> None: ...
+    def __init__(self, schedule: _Optional[_Union[DiffusionSchedule, _Mapping]] = ..., gaussian_mixture: _Optional[_Union[GaussianMixture, _Mapping]] = ..., mlp: _Optional[_Union[MlpScoreModel, _Mapping]] = ..., trained_model_id: _Optional[str] = ..., exported: _Optional[_Union[ExportedModel, _Mapping]] = ..., prior: _Optional[_Union[LatentPrior, str]] = ..., t_start: _Optional[float] = ..., t_end: _Optional[float] = ...) -> None: ...
 
 class LogLikelihoodOptions(_message.Message):
     __slots__ = ("divergence", "num_probes", "rtol", "atol")
