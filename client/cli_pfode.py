@@ -11,6 +11,8 @@ SOURCE is one of
   targets), or weights of the built-in MLP (`layers.0.w`, `layers.0.b`, ...; give
   `--hidden` and `--prediction` unless the file holds `hidden` and `prediction`, as the
   result file of a training job does, whose weights are `weights.layers.0.w`, ...);
+- a .jaxexport file: your own network f(x, t), exported with `jax.export` and saved as
+  `exported.serialize()` bytes (with `--prediction`; see docs/pfode.md);
 - a trained model's id on the server (32 hex digits).
 
 `sample --out` writes the samples to an .npy, or the whole result (samples, times,
@@ -71,6 +73,8 @@ def load_source(spec: str, args):
         if _MODEL_ID.fullmatch(spec):
             return spec
         raise InputError(f"{spec!r} is neither a file nor a model id (32 hex digits)")
+    if spec.endswith(".jaxexport"):
+        return _exported(spec, args)
     try:
         if spec.endswith(".json"):
             with open(spec) as file:
@@ -85,6 +89,21 @@ def load_source(spec: str, args):
     if any(name.startswith(("layers.", "weights.layers.")) for name in arrays):
         return _mlp(arrays, args, spec)
     return _mixture(arrays, spec)
+
+
+def _exported(spec: str, args):
+    from monge.client import requests
+
+    if args.prediction is None:
+        raise InputError(f"{spec}: an exported network needs --prediction (what its output is)")
+    try:
+        with open(spec, "rb") as file:
+            artifact = file.read()
+        return requests.exported_model(artifact, prediction=args.prediction)
+    except OSError as error:
+        raise InputError(f"cannot read {spec}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - jax.export's own error for bytes that are not an artifact
+        raise InputError(f"{spec}: not a jax.export artifact ({type(error).__name__}: {error})") from None
 
 
 def _schedule(args):
@@ -180,7 +199,8 @@ def _loglik(args) -> int:
 
 
 def _model_options(p) -> None:
-    p.add_argument("source", help="target .json/.npz, MLP weights .npz, or a trained model id")
+    p.add_argument("source", help="target .json/.npz, MLP weights .npz, an exported network .jaxexport, "
+                                  "or a trained model id")
     p.add_argument("--schedule", default="vp", choices=["vp", "ve", "edm"])
     for name in _SCHEDULE_PARAMETERS:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=float, help="schedule parameter")

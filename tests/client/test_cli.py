@@ -141,6 +141,35 @@ def test_loglik_of_a_mixture_matches_the_closed_form(served, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "ll.npy"), closed, rtol=1e-2)
 
 
+def test_sample_from_an_exported_network_file(served, tmp_path):
+    import jax
+    from jax import export
+
+    from monge.client import Client, requests
+
+    _, target, _ = served
+    batch = export.symbolic_shape("b")[0]
+    exported = export.export(jax.jit(lambda x, t: 0.5 * x * t[:, None]), platforms=("cpu",))(
+        jax.ShapeDtypeStruct((batch, 2), "float32"), jax.ShapeDtypeStruct((batch,), "float32"))
+    (tmp_path / "net.jaxexport").write_bytes(exported.serialize())
+    out = tmp_path / "s.npy"
+    run = subprocess.run(MONGE + ["sample", str(tmp_path / "net.jaxexport"), "--prediction", "noise", "--target", target,
+                                  "-n", "64", "--steps", "8", "--seed", "2", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    with Client(target, timeout=60) as client:
+        same = client.sample_probability_flow(requests.exported_model(exported, prediction="noise"), num_samples=64,
+                                              steps=8, seed=2)
+    np.testing.assert_array_equal(np.load(out), same.samples)
+    run = subprocess.run(MONGE + ["sample", str(tmp_path / "net.jaxexport"), "--target", target],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "needs --prediction" in run.stderr and "Traceback" not in run.stderr
+    (tmp_path / "junk.jaxexport").write_bytes(b"not an artifact")
+    run = subprocess.run(MONGE + ["sample", str(tmp_path / "junk.jaxexport"), "--prediction", "noise",
+                                  "--target", target], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "not a jax.export artifact" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_sample_reports_a_bad_target_without_traceback(served, tmp_path):
     _, target, _ = served
     (tmp_path / "bad.json").write_text(json.dumps({"mean": [0.0, 0.0], "cov": [[1.0, 2.0], [2.0, 1.0]]}))
