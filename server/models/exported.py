@@ -30,6 +30,7 @@ content); distinct ones are bounded by `CACHED_ARTIFACT_BYTES`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
@@ -60,6 +61,9 @@ HOST_TRANSFERS = frozenset({"send", "recv", "infeed", "outfeed"})
 # compilation cache).
 CACHED_ARTIFACT_BYTES = 1 << 30
 _cached: dict[str, int] = {}  # artifact digest -> size, of the networks compiled since the last clear
+# The checks that passed, by (artifact digest, event shape, dtype, batch sizes, gradients):
+# a network asked for again with the same shapes is not walked and lowered again.
+_passed: set[tuple] = set()
 
 
 def custom_call_allowed(target: str) -> bool:
@@ -180,6 +184,22 @@ def _lowering_violation(exported, batch_sizes, event_shape, dtype, gradients: bo
     return None
 
 
+def _violation(exported, event_shape, dtype, batch_sizes, gradients: bool) -> str | None:
+    """What is wrong with the deserialized network for this call, or None."""
+    problem = _signature_violation(exported, event_shape, dtype)
+    if problem is None and gradients and not exported.has_vjp():
+        problem = ("has no VJP, and log-likelihoods differentiate the network: serialize it with "
+                   "exported.serialize(vjp_order=1) (requests.exported_model does)")
+    if problem is None:
+        problem = module_violation(exported)
+    if problem is None and gradients:  # the first-order VJP runs too (never a second order)
+        vjp_problem = module_violation(exported.vjp())
+        problem = None if vjp_problem is None else f"its VJP {vjp_problem}"
+    if problem is None:
+        problem = _lowering_violation(exported, batch_sizes, event_shape, dtype, gradients)
+    return problem
+
+
 def load(artifact: bytes, *, prediction: str, event_shape: tuple[int, ...], dtype, batch_sizes, gradients: bool,
          field: str):
     """The checked network as a `monge.solvers.pfode.FunctionModel`, or InvalidArgument
@@ -190,6 +210,8 @@ def load(artifact: bytes, *, prediction: str, event_shape: tuple[int, ...], dtyp
     from monge.solvers.pfode import PREDICTIONS, FunctionModel
 
     dtype = np.dtype(dtype)
+    checked = (hashlib.sha256(artifact).hexdigest(), tuple(event_shape), dtype.str, tuple(sorted(set(batch_sizes))),
+               bool(gradients))
     try:
         exported = export.deserialize(bytearray(artifact))
     except Exception as error:  # noqa: BLE001 - malformed bytes fail in many ways
@@ -202,19 +224,11 @@ def load(artifact: bytes, *, prediction: str, event_shape: tuple[int, ...], dtyp
         raise InvalidArgument.field(field, f"was exported for {', '.join(platforms)} only, and this server's "
                                            f"worker runs on {platform}: export it for both "
                                            "(platforms=(\"cpu\", \"cuda\"))")
-    problem = _signature_violation(exported, tuple(event_shape), dtype)
-    if problem is None and gradients and not exported.has_vjp():
-        problem = ("has no VJP, and log-likelihoods differentiate the network: serialize it with "
-                   "exported.serialize(vjp_order=1) (requests.exported_model does)")
-    if problem is None:
-        problem = module_violation(exported)
-    if problem is None and gradients:  # the first-order VJP runs too (never a second order)
-        vjp_problem = module_violation(exported.vjp())
-        problem = None if vjp_problem is None else f"its VJP {vjp_problem}"
-    if problem is None:
-        problem = _lowering_violation(exported, batch_sizes, tuple(event_shape), dtype, gradients)
-    if problem is not None:
-        raise InvalidArgument.field(field, problem)
+    if checked not in _passed:
+        problem = _violation(exported, tuple(event_shape), dtype, batch_sizes, gradients)
+        if problem is not None:
+            raise InvalidArgument.field(field, problem)
+        _passed.add(checked)
     source = FunctionModel.from_exported(exported, PREDICTIONS[prediction]())
     _make_room(source.fn.digest, len(artifact))
     return source
@@ -230,4 +244,5 @@ def _make_room(digest: str, size: int) -> None:
     if _cached and sum(_cached.values()) + size > CACHED_ARTIFACT_BYTES:
         jax.clear_caches()
         _cached.clear()
+        _passed.clear()
     _cached[digest] = size
