@@ -153,6 +153,14 @@ def start_server(data_dir: str, workers: int, log_path: str, extra: list[str],
     raise SystemExit(f"the server did not start; see {log_path}")
 
 
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def scrape(metrics_port: int, name: str) -> float:
     """The sum of a Prometheus metric's samples (all labels)."""
     import urllib.request
@@ -377,11 +385,7 @@ def run_background(args) -> int:
                   f"(0.1 x mean cost), threshold 1e-6; the {args.background} job at the job default level")
             print(background_report(idle, loaded, alone, beside, args.background))
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process)
     return 0
 
 
@@ -458,11 +462,7 @@ def main(argv=None) -> int:
                         if batches[0] else "dynamic batching off")
             print(f"\nXLA compilations during the run: {compiles:.0f}; {batching}.")
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process)
     return 0
 
 
