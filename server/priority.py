@@ -6,6 +6,8 @@ to waiting higher-level work between its steps (server/runtime/pool.py)."""
 
 from __future__ import annotations
 
+import time
+
 from monge.server.errors import InvalidArgument
 
 INTERACTIVE = 1
@@ -34,3 +36,24 @@ def give_way(stop) -> float:
     Returns the seconds it gave; 0 at once when nothing waits (or `stop` cannot yield)."""
     hook = getattr(stop, "give_way", None)
     return hook() if hook is not None else 0.0
+
+
+class OwnTime:
+    """A training's own time: its wall time less the time it gave way. `should_stop()`,
+    asked before every step, gives way first, then says whether the task was stopped or
+    has run past `max_seconds` of its own time (`over_time`)."""
+
+    def __init__(self, stop, max_seconds: float):
+        self._stop, self._max_seconds = stop, max_seconds
+        self._started, self._given = time.perf_counter(), 0.0
+        self.over_time = False
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self._started - self._given
+
+    def should_stop(self) -> bool:
+        self._given += give_way(self._stop)
+        if self._stop.is_set():
+            return True
+        self.over_time = self.seconds() > self._max_seconds
+        return self.over_time

@@ -23,7 +23,7 @@ from monge.server.models import score as pfode_models
 from monge.server.calls import common as v
 from monge.server.auth import ANONYMOUS
 from monge.server.errors import LimitExceeded
-from monge.server.priority import give_way
+from monge.server.priority import OwnTime
 from monge.server.config import ServerConfig
 from monge.server.calls.pfode_sample import (
     ScheduleSpec,
@@ -126,18 +126,13 @@ def run(call: TrainCall, stop, progress=None):
         if progress is not None:
             progress(iteration=step, loss=loss)
 
-    given = 0.0  # seconds given way to higher-priority calls: not the training's own time
-
-    def should_stop():  # asked before every step, so a stop never waits for a report
-        nonlocal given
-        given += give_way(stop)
-        return stop.is_set() or time.perf_counter() - started - given > call.max_seconds
+    clock = OwnTime(stop, call.max_seconds)  # its own time: given-way time left out
 
     config = DSMConfig(steps=call.steps, batch_size=call.batch_size, learning_rate=call.learning_rate,
                        t_min=call.t_min, t_max=call.t_max, report_every=call.report_every)
     try:
         out = train_dsm(call.samples, call.architecture, PREDICTIONS[call.prediction](), call.schedule.build(),
-                        config, key=jax.random.key(call.seed), callback=report, should_stop=should_stop)
+                        config, key=jax.random.key(call.seed), callback=report, should_stop=clock.should_stop)
     except TrainingStopped as stopped:
         if stop.is_set():
             return None, time.perf_counter() - started

@@ -33,7 +33,7 @@ from monge.server.calls import common as v
 from monge.server.auth import ANONYMOUS
 from monge.server.config import ServerConfig
 from monge.server.errors import InvalidArgument, LimitExceeded
-from monge.server.priority import give_way
+from monge.server.priority import OwnTime
 from monge.v1 import diagnostics_pb2, ruot_pb2
 
 MAX_WIDTH = 4096
@@ -287,25 +287,16 @@ def run(call: FitCall, stop, progress=None):
         return {"status": "cancelled", "steps": 0, "seconds": 0.0}
     from monge.solvers import ruot
 
-    over_time = False  # whether the wall-time limit stopped the fit
-    given = 0.0  # seconds given way to higher-priority calls: not the fit's own time
+    clock = OwnTime(stop, call.max_seconds)  # its own time: given-way time left out
 
     def report(step, losses):
         if progress is not None:
             progress(iteration=step, loss=losses["total"],
                      loss_terms={name: value for name, value in losses.items() if name != "total"})
 
-    def should_stop():  # asked before every step, so a stop never waits for a report
-        nonlocal over_time, given
-        given += give_way(stop)
-        if stop.is_set():
-            return True
-        over_time = time.perf_counter() - started - given > call.max_seconds
-        return over_time
-
     model = ruot.fit([(s.time, s.points, s.mass) for s in call.snapshots], call.config, progress=report,
-                     should_stop=should_stop)
-    if over_time:
+                     should_stop=clock.should_stop)  # before every step: a stop never waits for a report
+    if clock.over_time:
         raise LimitExceeded(limits.training_over_time(model.settings.steps_trained, call.config.steps,
                                                       time.perf_counter() - started, call.max_seconds))
     arrays, settings = model.to_arrays(), model.settings_dict()
@@ -315,7 +306,7 @@ def run(call: FitCall, stop, progress=None):
     model_id = ""
     if status != "cancelled" and not stop.is_set():
         model_id = ruot_models.save(call.data_dir, arrays, settings, call.snapshots, owner=call.owner, metadata={
-            "fit": {"steps": model.settings.steps_trained, "seconds": time.perf_counter() - started - given,
+            "fit": {"steps": model.settings.steps_trained, "seconds": clock.seconds(),
                     "final_losses": final},
         })
     reports = []
